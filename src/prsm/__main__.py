@@ -1,0 +1,3 @@
+from prsm.cli import main
+
+main()

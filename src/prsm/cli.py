@@ -1,0 +1,144 @@
+"""The `prsm` command: parse, load settings, call the library."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from prsm.client import PRSMClient
+from prsm.config import Settings, describe_settings, env_name, load_settings
+from prsm.errors import PRSMError, UsageError
+
+app = typer.Typer(
+    help="PRSM for microservices: serve AI queries and talk to the service.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (else PRSM_CONFIG).", exists=True),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except UsageError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the PRSM API in the foreground."""
+    from prsm.server.run import make_dev_key, serve
+
+    # Options travel as environment variables so that every worker process sees them.
+    for key, value in (("server.host", host), ("server.port", port), ("server.workers", workers)):
+        if value is not None:
+            os.environ[env_name(key)] = str(value)
+    settings = _settings(config)
+    if not settings.api_keys:
+        key = make_dev_key(settings)
+        os.environ[env_name("api_keys")] = key
+        settings = _settings(config)
+        base = f"http://{settings.server.host}:{settings.server.port}"
+        err.print(
+            "[yellow]No PRSM_API_KEYS set: made an API key for this run[/yellow] "
+            f"(saved in {settings.state_dir / 'dev-api-key'} for `prsm query`):\n"
+            f"  [bold]{key}[/bold]\n"
+            f"  curl -X POST {base}/api/v1/query -H 'Authorization: Bearer {key}' "
+            "-H 'Content-Type: application/json' "
+            """-d '{"prompt":"What is the capital of France?","userId":"u1"}'"""
+        )
+    serve(settings, config)
+
+
+def _client(settings: Settings, api_key: str | None, base_url: str | None) -> PRSMClient:
+    from prsm.server.run import read_dev_key
+
+    key = api_key or (
+        settings.api_key.get_secret_value() if settings.api_key else read_dev_key(settings)
+    )
+    return PRSMClient(
+        base_url=base_url or settings.base_url,
+        api_key=key,
+        timeout=settings.timeout,
+        retries=settings.retries,
+    )
+
+
+@app.command()
+def query(
+    prompt: Annotated[str, typer.Argument(help="The question or instruction.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id for accounting.")] = "cli",
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole result as JSON.")
+    ] = False,
+    base_url: Annotated[str | None, typer.Option(help="API base URL (else PRSM_BASE_URL).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (else PRSM_API_KEY).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ask the PRSM API a question."""
+    settings = _settings(config)
+    try:
+        with _client(settings, api_key, base_url) as client:
+            result = client.query(prompt, user_id=user, max_tokens=max_tokens)
+    except PRSMError as exc:
+        err.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        payload = asdict(result) | {"usage": result.usage.model_dump(by_alias=True)}
+        out.print_json(json.dumps(payload))
+        return
+    out.print(result.answer, markup=False, highlight=False)
+    err.print(
+        f"[dim]confidence {result.confidence:.2f} · {result.usage.tokens} tokens · "
+        f"{result.model} · correlation id {result.correlation_id}[/dim]"
+    )
+
+
+@app.command()
+def health(
+    base_url: Annotated[str | None, typer.Option(help="API base URL (else PRSM_BASE_URL).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check that the PRSM API is alive."""
+    settings = _settings(config)
+    try:
+        with _client(settings, None, base_url) as client:
+            status = client.health()
+    except PRSMError as exc:
+        err.print(f"[red]unhealthy:[/red] {exc}")
+        raise typer.Exit(1) from None
+    out.print(f"{status.status} (version {status.version}, up {status.uptime_seconds:.0f}s)")
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None) -> None:
+    """Print every setting: its doc, default, environment variable and current value."""
+    settings = _settings(config)
+    for info in describe_settings(settings):
+        changed = "" if info.value == info.default else "  [yellow](changed)[/yellow]"
+        out.print(f"[bold]{info.key}[/bold] = {info.value!r}{changed}", highlight=False)
+        out.print(f"    {info.doc}", markup=False, highlight=False)
+        out.print(f"    [dim]default {info.default!r} · env {info.env}[/dim]", highlight=False)
+
+
+def main() -> None:
+    app()

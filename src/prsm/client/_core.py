@@ -1,0 +1,246 @@
+"""Everything the sync and async clients share that does no I/O.
+
+Request building, response parsing, error mapping and the retry policy live here once; the
+I/O layers (`_sync.PRSMClient` on httpx, `_async.AsyncPRSMClient` on aiohttp) only move bytes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+from pydantic import ValidationError as PydanticValidationError
+
+from prsm._version import __version__
+from prsm.contracts import (
+    CORRELATION_HEADER,
+    HealthResponse,
+    Priority,
+    QueryRequest,
+    QueryResponse,
+    Usage,
+    describe_problems,
+)
+from prsm.errors import (
+    ConnectError,
+    HTTPStatusError,
+    TransportError,
+    UsageError,
+    error_for_status,
+)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+BASE_URL_ENV = "PRSM_BASE_URL"
+API_KEY_ENV = "PRSM_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A model's answer to one query."""
+
+    answer: str
+    confidence: float
+    usage: Usage
+    model: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus:
+    """What `GET /health` said."""
+
+    status: str
+    version: str
+    uptime_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how long to wait before trying a request again.
+
+    Retried: connection failures, 502, 503, 504 and 429 — never another 4xx, and never a
+    request that timed out after it was sent (the server may still be working on it).
+    Waits grow exponentially with full jitter from `backoff_initial` up to `backoff_max`; a
+    server's `Retry-After` is honoured instead, unless it exceeds `max_retry_after`, in which
+    case the error is raised at once.
+
+    >>> RetryPolicy(retries=5, backoff_initial=0.05)
+    RetryPolicy(retries=5, backoff_initial=0.05, backoff_max=5.0, max_retry_after=30.0)
+    """
+
+    retries: int = 3
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    max_retry_after: float = 30.0
+    _jitter: tenacity.wait.wait_base = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise UsageError("retries must be 0 or more")
+        object.__setattr__(
+            self,
+            "_jitter",
+            tenacity.wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
+        )
+
+    def should_retry(self, exc: BaseException) -> bool:
+        if isinstance(exc, ConnectError):
+            return True
+        if isinstance(exc, HTTPStatusError) and exc.status_code in RETRY_STATUSES:
+            return exc.retry_after is None or exc.retry_after <= self.max_retry_after
+        return False
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds to wait before the next attempt (a tenacity wait strategy)."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._jitter(state))
+
+    def tenacity_options(self) -> dict[str, Any]:
+        return {
+            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "wait": self.wait,
+            "retry": tenacity.retry_if_exception(self.should_retry),
+            "reraise": True,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+class ClientCore:
+    """Builds requests and reads responses for both clients."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float,
+        retries: int | RetryPolicy,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        base = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")):
+            raise UsageError(f"base_url must start with http:// or https://, got {base!r}")
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        self.base_url = base.rstrip("/")
+        self.timeout = timeout
+        self.retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
+        self.headers = {"user-agent": f"prsm-python/{__version__}", **(headers or {})}
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if key:
+            self.headers["authorization"] = f"Bearer {key}"
+
+    def query_request(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None,
+        max_tokens: int | None,
+        priority: Priority | None,
+        correlation_id: str | None,
+    ) -> PreparedRequest:
+        try:
+            body = QueryRequest(
+                prompt=prompt,
+                user_id=user_id,
+                context=dict(context) if context is not None else None,
+                max_tokens=max_tokens,
+                priority=priority or "normal",
+            )
+        except PydanticValidationError as exc:
+            raise UsageError(f"invalid query: {describe_problems(exc.errors())}") from None
+        headers = {
+            **self.headers,
+            "content-type": "application/json",
+            CORRELATION_HEADER: correlation_id or uuid.uuid4().hex,
+        }
+        return PreparedRequest(
+            "POST",
+            f"{self.base_url}/api/v1/query",
+            headers,
+            json.dumps(body.to_wire()).encode(),
+        )
+
+    def health_request(self) -> PreparedRequest:
+        return PreparedRequest("GET", f"{self.base_url}/health", dict(self.headers))
+
+    def parse_query(self, status: int, headers: Mapping[str, str], body: bytes) -> QueryResult:
+        self.raise_for_status(status, headers, body)
+        try:
+            parsed = QueryResponse.model_validate_json(body)
+        except ValueError as exc:
+            raise TransportError(f"the server's answer breaks the query contract: {exc}") from None
+        return QueryResult(
+            answer=parsed.data.answer,
+            confidence=parsed.data.confidence,
+            usage=parsed.data.usage,
+            model=parsed.data.model,
+            correlation_id=parsed.correlation_id,
+        )
+
+    def parse_health(self, status: int, headers: Mapping[str, str], body: bytes) -> HealthStatus:
+        self.raise_for_status(status, headers, body)
+        try:
+            parsed = HealthResponse.model_validate_json(body)
+        except ValueError as exc:
+            raise TransportError(f"the server's answer breaks the health contract: {exc}") from None
+        return HealthStatus(parsed.status, parsed.version, parsed.uptime_seconds)
+
+    @staticmethod
+    def raise_for_status(status: int, headers: Mapping[str, str], body: bytes) -> None:
+        if status < 400:
+            return
+        code: str | None = None
+        message = body[:500].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
+        cid = headers.get(CORRELATION_HEADER)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            error = payload.get("error")
+            if isinstance(error, dict):
+                code = error.get("code")
+                message = str(error.get("message", message))
+            elif isinstance(error, str):  # the gateway's `{"error": "..."}` shape
+                message = error
+            cid = payload.get("correlationId") or cid
+        raise error_for_status(
+            status,
+            message,
+            code=code,
+            correlation_id=cid,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+        )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` value: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,0 +1,115 @@
+"""`PRSMClient`: the blocking client, on httpx. Mirrors `AsyncPRSMClient` method for method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import tenacity
+
+from prsm.client._core import (
+    DEFAULT_TIMEOUT,
+    ClientCore,
+    HealthStatus,
+    PreparedRequest,
+    QueryResult,
+    RetryPolicy,
+)
+from prsm.contracts import Priority
+from prsm.errors import ConnectError, TimeoutError, TransportError
+
+T = TypeVar("T")
+Parser = Callable[[int, Mapping[str, str], bytes], T]
+
+
+class PRSMClient:
+    """Talks to one PRSM API base URL.
+
+    >>> with PRSMClient(base_url="http://127.0.0.1:8000", api_key="k") as c:  # doctest: +SKIP
+    ...     result = c.query("What is the capital of France?", user_id="u1")
+    ...     print(result.answer, result.confidence, result.usage.tokens)
+
+    `base_url` and `api_key` default to `PRSM_BASE_URL` and `PRSM_API_KEY`. `retries` is a
+    count or a `RetryPolicy`. `transport` is passed to httpx (for example an
+    `httpx.HTTPTransport` with client certificates).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int | RetryPolicy = 3,
+        *,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = ClientCore(base_url, api_key, timeout, retries, headers)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def query(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> QueryResult:
+        """Ask the model. Raises a `prsm.PRSMError` subclass on failure."""
+        request = self._core.query_request(
+            prompt,
+            user_id=user_id,
+            context=context,
+            max_tokens=max_tokens,
+            priority=priority,
+            correlation_id=correlation_id,
+        )
+        return self._send(request, self._core.parse_query)
+
+    def health(self) -> HealthStatus:
+        """The server's liveness (`GET /health`)."""
+        return self._send(self._core.health_request(), self._core.parse_health)
+
+    def _send(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        for attempt in tenacity.Retrying(**self._core.retry.tenacity_options()):
+            with attempt:
+                status, headers, body = self._exchange(request)
+                return parse(status, headers, body)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _exchange(self, request: PreparedRequest) -> tuple[int, httpx.Headers, bytes]:
+        try:
+            response = self._http.request(
+                request.method, request.url, headers=request.headers, content=request.body
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            raise ConnectError(f"cannot reach {request.url}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(
+                f"no answer from {request.url} within {self._core.timeout:g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise TransportError(f"{request.method} {request.url} failed: {exc}") from exc
+        return response.status_code, response.headers, response.content
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PRSMClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

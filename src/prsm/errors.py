@@ -1,0 +1,201 @@
+"""The one exception tree of PRSM.
+
+    PRSMError
+    ├── TransportError            the request did not get an HTTP answer
+    │   ├── ConnectError          no connection could be made (or it was reset)
+    │   └── TimeoutError          no answer within the client's timeout
+    ├── HTTPStatusError           an HTTP answer with an error status (.status_code, .code,
+    │   │                         .correlation_id, .retry_after)
+    │   ├── BadRequestError             400 (malformed JSON)
+    │   ├── AuthenticationError         401
+    │   ├── PermissionDeniedError       403
+    │   ├── NotFoundError               404
+    │   ├── PayloadTooLargeError        413
+    │   ├── ValidationError             422 (the body breaks the contract)
+    │   ├── RateLimitedError            429
+    │   ├── ServiceUnavailableError     503 (saturated, not ready)
+    │   ├── GatewayTimeoutError         504 (engine timeout)
+    │   └── ServerError                 any other 5xx
+    ├── EngineError               an engine could not generate
+    │   ├── PromptTooLongError    prompt plus answer do not fit the context window
+    │   └── EngineUnavailableError  the engine's backend is unreachable or failed
+    └── UsageError                the library was called wrongly
+        └── ConfigError           a setting is unknown or invalid
+
+The server raises `HTTPStatusError` subclasses and maps every error to the JSON body
+`{"error": {"code", "message"}, "correlationId"}` in one place; the SDK parses that body back
+into the same classes, so `except RateLimitedError` means the same thing on both sides.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class PRSMError(Exception):
+    """Root of every error PRSM raises."""
+
+
+# -- transport ---------------------------------------------------------------------------------
+
+
+class TransportError(PRSMError):
+    """The request did not get an HTTP answer."""
+
+
+class ConnectError(TransportError):
+    """No connection could be made to the server, or it was dropped."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """The server did not answer within the client's timeout."""
+
+
+# -- HTTP status -------------------------------------------------------------------------------
+
+
+class HTTPStatusError(PRSMError):
+    """An HTTP answer with an error status.
+
+    `code` is the machine-readable error code of the JSON body (`"rate_limited"`, ...).
+    `retry_after` is the server's `Retry-After` in seconds, when it sent one.
+    """
+
+    status_code: int = 500
+    default_code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        correlation_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.code = code or self.default_code
+        self.correlation_id = correlation_id
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, code={self.code!r}, "
+            f"message={self.message!r}, correlation_id={self.correlation_id!r})"
+        )
+
+
+class BadRequestError(HTTPStatusError):
+    status_code = 400
+    default_code = "bad_request"
+
+
+class AuthenticationError(HTTPStatusError):
+    status_code = 401
+    default_code = "unauthorized"
+
+
+class PermissionDeniedError(HTTPStatusError):
+    status_code = 403
+    default_code = "forbidden"
+
+
+class NotFoundError(HTTPStatusError):
+    status_code = 404
+    default_code = "not_found"
+
+
+class PayloadTooLargeError(HTTPStatusError):
+    status_code = 413
+    default_code = "payload_too_large"
+
+
+class ValidationError(HTTPStatusError):
+    status_code = 422
+    default_code = "validation_error"
+
+
+class RateLimitedError(HTTPStatusError):
+    status_code = 429
+    default_code = "rate_limited"
+
+
+class ServiceUnavailableError(HTTPStatusError):
+    status_code = 503
+    default_code = "unavailable"
+
+
+class GatewayTimeoutError(HTTPStatusError):
+    status_code = 504
+    default_code = "timeout"
+
+
+class ServerError(HTTPStatusError):
+    status_code = 500
+    default_code = "internal_error"
+
+
+_BY_STATUS: dict[int, type[HTTPStatusError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        PayloadTooLargeError,
+        ValidationError,
+        RateLimitedError,
+        ServiceUnavailableError,
+        GatewayTimeoutError,
+    )
+}
+
+
+def error_for_status(
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    correlation_id: str | None = None,
+    retry_after: float | None = None,
+) -> HTTPStatusError:
+    """The `HTTPStatusError` subclass instance that stands for an HTTP error status."""
+    cls = _BY_STATUS.get(status_code)
+    if cls is None:
+        cls = ServerError if status_code >= 500 else HTTPStatusError
+    return cls(
+        message,
+        status_code=status_code,
+        code=code,
+        correlation_id=correlation_id,
+        retry_after=retry_after,
+    )
+
+
+# -- engines -----------------------------------------------------------------------------------
+
+
+class EngineError(PRSMError):
+    """An engine could not generate an answer."""
+
+
+class PromptTooLongError(EngineError):
+    """The prompt and the requested answer length do not fit the model's context window."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine's backend is unreachable or answered with an error."""
+
+
+# -- usage -------------------------------------------------------------------------------------
+
+
+class UsageError(PRSMError, ValueError):
+    """The library was called with arguments it cannot use."""
+
+
+class ConfigError(UsageError):
+    """A setting is unknown or has an invalid value."""

@@ -1,0 +1,89 @@
+"""Prometheus metrics under the specification's names, shared by the server and the SDK.
+
+With several server processes, `PROMETHEUS_MULTIPROC_DIR` must be set before this module is
+imported (`prsm serve --workers N` does it); `render()` then sums every process's values.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30)
+QUERY_LABELS = ("service", "method", "status", "user_tier")
+
+QUERY_DURATION = Histogram(
+    "prsm_query_duration_seconds",
+    "Duration of PRSM queries",
+    QUERY_LABELS,
+    buckets=DURATION_BUCKETS,
+)
+QUERIES = Counter("prsm_queries_total", "Total number of PRSM queries", QUERY_LABELS)
+TOKENS = Counter(
+    "prsm_tokens_used_total", "Total tokens consumed", ("service", "user_tier", "model")
+)
+ACTIVE_CONNECTIONS = Gauge(
+    "prsm_active_connections",
+    "Number of active PRSM connections",
+    ("service", "instance"),
+    multiprocess_mode="livesum",
+)
+ENGINE_IN_FLIGHT = Gauge(
+    "prsm_engine_in_flight",
+    "Queries the engine is generating now",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+ENGINE_WAITING = Gauge(
+    "prsm_engine_waiting",
+    "Queries waiting for the engine",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+ENGINE_REJECTED = Counter(
+    "prsm_engine_rejected_total",
+    "Queries refused because the engine was saturated or too slow",
+    ("service", "reason"),
+)
+
+
+def record_query(
+    *,
+    service: str,
+    method: str,
+    status: str,
+    user_tier: str,
+    duration: float,
+    tokens: int = 0,
+    model: str = "default",
+) -> None:
+    """One finished query (the specification's `PRSMMetrics.recordQuery`)."""
+    QUERY_DURATION.labels(service, method, status, user_tier).observe(duration)
+    QUERIES.labels(service, method, status, user_tier).inc()
+    if tokens > 0:
+        TOKENS.labels(service, user_tier, model).inc(tokens)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every metric, and its content type."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges (multiprocess mode only)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,108 @@
+"""Admission to the engine: bounded concurrency and a bounded, prioritised wait queue.
+
+At most `concurrency` queries generate at once. Up to `max_queue` more wait, `high` priority
+first, then in arrival order; a query that finds the queue full, or waits longer than
+`queue_timeout`, is refused with 503 and `Retry-After` instead of piling up latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from prsm.contracts import Priority
+from prsm.errors import ServiceUnavailableError
+
+_RANK: dict[Priority, int] = {"high": 0, "normal": 1, "low": 2}
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class Admission:
+    """`async with admission.slot(priority): ...` runs the body with one engine slot held."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        max_queue: int,
+        queue_timeout: float,
+        retry_after: int = 1,
+    ) -> None:
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.retry_after = retry_after
+        self._free = concurrency
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+
+    @property
+    def in_flight(self) -> int:
+        return self.concurrency - self._free
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @asynccontextmanager
+    async def slot(self, priority: Priority = "normal") -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self, priority: Priority = "normal") -> None:
+        """Wait for a slot, or raise `ServiceUnavailableError` (503, code `saturated`)."""
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            return
+        if self.waiting >= self.max_queue:
+            raise ServiceUnavailableError(
+                f"the engine is saturated: {self.in_flight} queries running and "
+                f"{self.waiting} waiting; retry later",
+                code="saturated",
+                retry_after=self.retry_after,
+            )
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(_RANK[priority], next(self._seq), future)
+        heapq.heappush(self._waiters, waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
+        except TimeoutError:
+            if self._abandon(waiter):
+                raise ServiceUnavailableError(
+                    f"waited {self.queue_timeout:g}s for the engine; retry later",
+                    code="saturated",
+                    retry_after=self.retry_after,
+                ) from None
+        except asyncio.CancelledError:
+            if not self._abandon(waiter):
+                self.release()  # the slot was handed over as we were cancelled: pass it on
+            raise
+
+    def _abandon(self, waiter: _Waiter) -> bool:
+        """Withdraw a waiter; False when it had already been handed a slot."""
+        if waiter.future.done():
+            return False
+        waiter.future.cancel()
+        self._waiters.remove(waiter)
+        heapq.heapify(self._waiters)
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken by `acquire`."""
+        if self._waiters:  # hand the slot straight to the next waiter
+            heapq.heappop(self._waiters).future.set_result(None)
+        else:
+            self._free += 1

@@ -1,0 +1,148 @@
+"""The PRSM API as an ASGI app: routes, auth, middleware and life cycle.
+
+`create_app(settings)` for code and tests; `create_app_from_env()` is the factory that
+`prsm serve` hands uvicorn, so that every worker process builds its own app.
+"""
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError as PydanticValidationError
+from starlette.responses import JSONResponse, Response
+
+from prsm import metrics
+from prsm._version import __version__
+from prsm.config import Settings, load_settings
+from prsm.contracts import (
+    ErrorResponse,
+    HealthResponse,
+    QueryRequest,
+    QueryResponse,
+    ReadyResponse,
+)
+from prsm.engines import Engine
+from prsm.logs import configure_logging
+from prsm.server.auth import ApiKeyAuth, Principal
+from prsm.server.body_limit import BodyLimitMiddleware
+from prsm.server.correlation import CorrelationMiddleware
+from prsm.server.errors import install_error_handlers, validation_error
+from prsm.server.service import QueryService
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+_QUERY_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": QueryRequest.model_json_schema(by_alias=True)}},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed JSON",
+        401: "Missing or invalid API key",
+        413: "Body larger than the configured limit",
+        422: "The body breaks the contract (empty prompt, unknown field, prompt too long...)",
+        503: "The engine is saturated or not ready; see Retry-After",
+        504: "The engine did not answer in time",
+    }.items()
+}
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API app. With `engine`, it serves that engine instead of loading the configured one."""
+
+    async def given() -> Engine:
+        assert engine is not None
+        return engine
+
+    service = QueryService(settings, given if engine is not None else None)
+    auth = ApiKeyAuth(settings.api_keys)
+    started = time.monotonic()
+    connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+            metrics.mark_process_dead(os.getpid())
+
+    app = FastAPI(
+        title="PRSM API",
+        version=__version__,
+        summary="AI queries for microservices.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+
+    def principal(
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        return auth.authenticate(request.headers.get("authorization"))
+
+    api = APIRouter(prefix="/api/v1", tags=["queries"])
+
+    @api.post(
+        "/query",
+        response_model=QueryResponse,
+        responses=_ERRORS,
+        openapi_extra={"requestBody": _QUERY_BODY},
+    )
+    async def query(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Response:
+        """Answer a prompt with the served model.
+
+        The body is read as JSON whatever its Content-Type, so `curl -d '{...}'` works.
+        """
+        try:
+            body = QueryRequest.model_validate_json(await request.body())
+        except PydanticValidationError as exc:
+            raise validation_error(exc.errors()) from None
+        connections.inc()
+        try:
+            answer = await service.answer(body, caller, request.scope["state"]["correlation_id"])
+        finally:
+            connections.dec()
+        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+    probes = APIRouter(tags=["probes"])
+
+    @probes.get("/health", response_model=HealthResponse)
+    async def health() -> Response:
+        """Liveness: the process answers."""
+        body = HealthResponse(version=__version__, uptime_seconds=time.monotonic() - started)
+        return JSONResponse(body.to_wire())
+
+    @probes.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def ready() -> Response:
+        """Readiness: 200 when every check passes, else 503 naming the failing ones."""
+        checks = service.readiness()
+        ok = all(check.ok for check in checks.values())
+        body = ReadyResponse(status="ready" if ok else "not_ready", checks=checks)
+        return JSONResponse(body.to_wire(), status_code=200 if ok else 503)
+
+    @probes.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus exposition text."""
+        text, content_type = metrics.render()
+        return Response(text, media_type=content_type)
+
+    app.include_router(api)
+    app.include_router(probes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(CorrelationMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn's factory: settings from the environment and `PRSM_CONFIG`."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

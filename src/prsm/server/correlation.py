@@ -1,0 +1,97 @@
+"""Correlation ids, access logs and the last-resort error answer, as one pure-ASGI middleware.
+
+The id comes from the request's `X-Correlation-ID` when it is a sane token, else a new one is
+made; it goes back on every response, into every log line (a context variable) and to the
+handlers (`scope["state"]["correlation_id"]`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prsm.contracts import CORRELATION_HEADER
+from prsm.logs import correlation_id
+from prsm.server.errors import as_http_error, error_body, error_headers
+
+access_log = logging.getLogger("prsm.access")
+log = logging.getLogger("prsm.server")
+
+_HEADER = CORRELATION_HEADER.lower().encode()
+_VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=\-]{1,128}")
+# Probes are frequent and dull: logged at debug so they do not drown the queries.
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def incoming_correlation_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _HEADER and _VALID_ID.fullmatch(value):
+            return str(value.decode())
+    return new_correlation_id()
+
+
+class CorrelationMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = incoming_correlation_id(scope)
+        scope.setdefault("state", {})["correlation_id"] = cid
+        token = correlation_id.set(cid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER]
+                headers.append((_HEADER, cid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc)
+            if status:  # the answer had begun; all we can do is end the connection
+                return
+            error = as_http_error(exc)
+            status = error.status_code
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (k.encode(), v.encode()) for k, v in error_headers(error, cid).items()
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": error_body(error, cid)})
+        finally:
+            path = scope.get("path", "")
+            access_log.log(
+                logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
+                "%s %s %s",
+                scope.get("method"),
+                path,
+                status,
+                extra={
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            correlation_id.reset(token)

@@ -1,0 +1,184 @@
+"""The query service: engine life cycle, admission, timeouts, metrics and logs of a query.
+
+Free of HTTP: the routes in `prsm.server.app` parse and authenticate, this answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from prsm import metrics
+from prsm.config import Settings
+from prsm.contracts import CheckResult, QueryData, QueryRequest, QueryResponse, Usage
+from prsm.engines import Engine, load_engine
+from prsm.errors import (
+    GatewayTimeoutError,
+    HTTPStatusError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from prsm.server.admission import Admission
+from prsm.server.auth import Principal
+from prsm.server.errors import as_http_error
+
+log = logging.getLogger("prsm.query")
+
+EngineLoader = Callable[[], Awaitable[Engine]]
+
+
+class QueryService:
+    """Answers queries with one engine, loaded in the background so probes answer at once."""
+
+    def __init__(self, settings: Settings, loader: EngineLoader | None = None) -> None:
+        self.settings = settings
+        self._loader = loader or (lambda: load_engine(settings.engine))
+        self.engine: Engine | None = None
+        self.load_error: str | None = None
+        self._loading: asyncio.Task[None] | None = None
+        engine = settings.engine
+        self.admission = Admission(
+            engine.concurrency,
+            max_queue=engine.max_queue,
+            queue_timeout=engine.queue_timeout_seconds,
+            retry_after=engine.retry_after_seconds,
+        )
+        self._service = settings.service_name
+
+    async def start(self) -> None:
+        self._loading = asyncio.create_task(self._load(), name="prsm-engine-load")
+
+    async def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.engine = await self._loader()
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("engine failed to load: %s", self.load_error)
+            return
+        log.info(
+            "engine ready",
+            extra={
+                "engine": self.settings.engine.kind,
+                "model": self.engine.model,
+                "loadSeconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    async def wait_loaded(self) -> None:
+        if self._loading is not None:
+            await self._loading
+
+    async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.aclose()
+            self.engine = None
+
+    def readiness(self) -> dict[str, CheckResult]:
+        if self.engine is not None:
+            engine = CheckResult(ok=True, detail=f"{self.engine.model} loaded")
+        elif self.load_error is not None:
+            engine = CheckResult(ok=False, detail=f"failed to load: {self.load_error}")
+        else:
+            engine = CheckResult(ok=False, detail="loading")
+        return {"engine": engine}
+
+    async def answer(self, request: QueryRequest, principal: Principal, cid: str) -> QueryResponse:
+        started = time.perf_counter()
+        status = "500"
+        tokens = 0
+        model = self.engine.model if self.engine is not None else "none"
+        try:
+            engine = self._ready_engine()
+            if request.model is not None and request.model != engine.model:
+                raise ValidationError(
+                    f"model {request.model!r} is not served here; this instance serves "
+                    f"{engine.model!r}",
+                    code="unknown_model",
+                )
+            max_tokens = request.max_tokens or self.settings.engine.default_max_tokens
+            timeout = self.settings.engine.timeout_seconds
+            async with self._admitted(request):
+                try:
+                    generation = await asyncio.wait_for(
+                        engine.generate(request.prompt, max_tokens=max_tokens), timeout
+                    )
+                except TimeoutError:
+                    metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
+                    raise GatewayTimeoutError(
+                        f"the engine did not answer within {timeout:g}s", code="engine_timeout"
+                    ) from None
+            status, tokens = "200", generation.total_tokens
+        except Exception as exc:
+            status = str(as_http_error(exc).status_code)
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            metrics.record_query(
+                service=self._service,
+                method="query",
+                status=status,
+                user_tier=principal.tier,
+                duration=duration,
+                tokens=tokens,
+                model=model,
+            )
+            log.info(
+                "query %s",
+                "answered" if status == "200" else "failed",
+                extra={
+                    "userId": request.user_id,
+                    "keyId": principal.key_id,
+                    "status": int(status),
+                    "priority": request.priority,
+                    "promptChars": len(request.prompt),
+                    "tokens": tokens,
+                    "latencyMs": round(duration * 1000, 2),
+                },
+            )
+        return QueryResponse(
+            data=QueryData(
+                answer=generation.text,
+                confidence=generation.confidence,
+                usage=Usage(
+                    tokens=generation.total_tokens,
+                    prompt_tokens=generation.prompt_tokens,
+                    completion_tokens=generation.completion_tokens,
+                ),
+                model=generation.model,
+            ),
+            correlation_id=cid,
+        )
+
+    def _ready_engine(self) -> Engine:
+        if self.engine is not None:
+            return self.engine
+        detail = self.readiness()["engine"].detail
+        raise ServiceUnavailableError(
+            f"the engine is not ready ({detail})", code="not_ready", retry_after=1
+        )
+
+    @asynccontextmanager
+    async def _admitted(self, request: QueryRequest) -> AsyncIterator[None]:
+        waiting = metrics.ENGINE_WAITING.labels(self._service)
+        in_flight = metrics.ENGINE_IN_FLIGHT.labels(self._service)
+        waiting.inc()
+        try:
+            await self.admission.acquire(request.priority)
+        except HTTPStatusError:
+            metrics.ENGINE_REJECTED.labels(self._service, "saturated").inc()
+            raise
+        finally:
+            waiting.dec()
+        in_flight.inc()
+        try:
+            yield
+        finally:
+            in_flight.dec()
+            self.admission.release()
