@@ -19,7 +19,7 @@ _STANDARD_ATTRS = frozenset(
 
 
 class JSONFormatter(logging.Formatter):
-    """`{"ts", "level", "logger", "message", "correlationId", ...extra}` on one line."""
+    """`{"ts", "level", "logger", "message", "pid", "correlationId", ...extra}` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -28,6 +28,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         cid = correlation_id.get()
         if cid is not None:

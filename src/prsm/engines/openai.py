@@ -66,10 +66,9 @@ class OpenAIEngine:
             "seed": self._settings.seed,
         }
         if self._logprobs:
+            wanted = {"logprobs": True, "top_logprobs": 1}  # llama.cpp's server needs both
             try:
-                return self._parse(
-                    await self._request("POST", "/chat/completions", body | {"logprobs": True})
-                )
+                return self._parse(await self._request("POST", "/chat/completions", body | wanted))
             except EngineUnavailableError as exc:
                 if "logprob" not in str(exc).lower():
                     raise

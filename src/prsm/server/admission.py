@@ -77,8 +77,11 @@ class Admission:
         future = asyncio.get_running_loop().create_future()
         waiter = _Waiter(_RANK[priority], next(self._seq), future)
         heapq.heappush(self._waiters, waiter)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+        # arrives in the same tick as the slot.
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
+            async with asyncio.timeout(self.queue_timeout):
+                await asyncio.shield(waiter.future)
         except TimeoutError:
             if self._abandon(waiter):
                 raise ServiceUnavailableError(

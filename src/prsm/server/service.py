@@ -106,9 +106,8 @@ class QueryService:
             timeout = self.settings.engine.timeout_seconds
             async with self._admitted(request):
                 try:
-                    generation = await asyncio.wait_for(
-                        engine.generate(request.prompt, max_tokens=max_tokens), timeout
-                    )
+                    async with asyncio.timeout(timeout):
+                        generation = await engine.generate(request.prompt, max_tokens=max_tokens)
                 except TimeoutError:
                     metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
                     raise GatewayTimeoutError(

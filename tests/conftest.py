@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prsm.config import Settings, load_settings
+from prsm.engines import FixedEngine
+from prsm.server import create_app
+from tests.support import API_KEY, ServerProcess, prsm_serve
+
+
+@pytest.fixture(autouse=True)
+def _clean_prsm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the PRSM_ variables they set themselves."""
+    for name in list(os.environ):
+        if name.startswith("PRSM_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(**engine: object) -> Settings:
+    return load_settings(
+        api_keys=f"{API_KEY},premium-key:premium", engine={"kind": "fixed", **engine}
+    )
+
+
+@pytest.fixture
+def fixed_engine() -> FixedEngine:
+    return FixedEngine("Paris is the capital of France.", model="fixed-model")
+
+
+@pytest.fixture
+async def api(fixed_engine: FixedEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in-process, serving `fixed_engine`, with its lifespan running."""
+    async with api_client(make_settings(), fixed_engine) as client:
+        yield client
+
+
+class api_client:
+    """`async with api_client(settings, engine) as client:` — an in-process app and client."""
+
+    def __init__(self, settings: Settings, engine: FixedEngine) -> None:
+        self.app = create_app(settings, engine)
+        self._lifespan = self.app.router.lifespan_context(self.app)
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self._lifespan.__aenter__()
+        await self.app.state.service.wait_loaded()
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://prsm.test",
+            headers={"authorization": f"Bearer {API_KEY}"},
+        )
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def fixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `prsm serve` process with the fixed engine, shared by the session."""
+    with prsm_serve(
+        tmp_path_factory.mktemp("fixed"),
+        env={"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": "Paris."},
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `prsm serve` process with the embedded model, shared by the session."""
+    with prsm_serve(tmp_path_factory.mktemp("llama")) as server:
+        yield server
+
+
+def tmp_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "prsm.yaml"
+    path.write_text(text)
+    return path

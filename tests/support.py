@@ -1,0 +1,172 @@
+"""Helpers for tests that run real processes and real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+API_KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(url: str, deadline: float, process: subprocess.Popen[bytes]) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} was not ready in time")
+
+
+@dataclass
+class ServerProcess:
+    """A `prsm serve` process; `log` is its stderr (JSON lines)."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def log_entries(self) -> list[dict[str, object]]:
+        entries = []
+        for line in self.log.splitlines():
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+        return entries
+
+
+@contextlib.contextmanager
+def prsm_serve(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120.0,
+) -> Iterator[ServerProcess]:
+    """Run `python -m prsm serve` on a free port until the block ends."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
+    full_env |= {
+        "PRSM_API_KEYS": API_KEY,
+        "PRSM_STATE_DIR": str(tmp_path / "state"),
+        "PRSM_LOG_FORMAT": "json",
+    }
+    full_env |= env or {}
+    log_path = tmp_path / f"serve-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prsm", "serve", "--port", str(port), *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url + "/ready", time.monotonic() + ready_timeout, process)
+        yield ServerProcess(base_url, process, log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class ScriptedServer:
+    """A real HTTP server on loopback that answers from a script, then repeats the last reply.
+
+    For the statuses a PRSM server will not produce on demand (502, 429 ...). It records every
+    request's path and headers.
+    """
+
+    replies: list[Reply]
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    base_url: str = ""
+
+    def _next(self) -> Reply:
+        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+
+
+@contextlib.contextmanager
+def scripted_server(*replies: Reply) -> Iterator[ScriptedServer]:
+    script = ScriptedServer(list(replies))
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            with lock:
+                script.requests.append((self.path, dict(self.headers.items())))
+                reply = script._next()
+            time.sleep(reply.delay)
+            self.send_response(reply.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply.body)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client may have given up waiting
+                self.wfile.write(reply.body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    script.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def query_reply(answer: str = "ok", correlation_id: str = "cid-1") -> Reply:
+    """A valid query answer body, as the PRSM API sends it."""
+    body = {
+        "data": {
+            "answer": answer,
+            "confidence": 0.5,
+            "usage": {"tokens": 3, "promptTokens": 2, "completionTokens": 1},
+            "model": "scripted",
+        },
+        "correlationId": correlation_id,
+    }
+    return Reply(200, json.dumps(body).encode())
