@@ -40,7 +40,7 @@ async def test_query_answers_the_contract(
         "model": "fixed-model",
     }
     assert body["correlationId"] == response.headers["x-correlation-id"]
-    assert fixed_engine.calls == [QUERY["prompt"]]
+    assert list(fixed_engine.calls) == [QUERY["prompt"]]
 
 
 async def test_body_is_json_whatever_the_content_type(api: httpx.AsyncClient) -> None:
@@ -175,6 +175,7 @@ async def test_openapi_documents_query_body_and_errors(api: httpx.AsyncClient) -
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"prompt", "userId"} <= set(schema["required"])
     assert {"400", "401", "413", "422", "503", "504"} <= set(operation["responses"])
+    assert operation["security"] == [{"bearerAuth": []}]
 
 
 async def test_unknown_path_and_method_are_json(api: httpx.AsyncClient) -> None:

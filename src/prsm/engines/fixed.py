@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from prsm.engines.base import Generation
 
@@ -13,7 +14,8 @@ class FixedEngine:
     >>> engine = FixedEngine(answer="Paris.", delay=0.0)
 
     Token counts are whitespace-separated words, so tests can predict them.
-    `calls` records every prompt it was asked, in order.
+    `calls` holds the last 100 prompts it was asked, in order (bounded, since benchmarks
+    and `prsm serve` may run it for millions of queries).
     """
 
     def __init__(
@@ -29,7 +31,7 @@ class FixedEngine:
         self.delay = delay
         self.confidence = confidence
         self.error = error
-        self.calls: list[str] = []
+        self.calls: deque[str] = deque(maxlen=100)
         self._model = model
 
     @property

@@ -1,0 +1,100 @@
+"""Shared by the benchmark scripts: start servers on loopback, drive them, print tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port, wait_until_ready  # noqa: E402
+
+API_KEY = "bench-key"
+
+
+@contextlib.contextmanager
+def run_server(
+    argv: list[str], ready_path: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start `argv` (which must bind the port given as {port}) and yield its base URL."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
+    process = subprocess.Popen(
+        [part.format(port=port) for part in argv],
+        env=clean | (env or {}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base + ready_path, time.monotonic() + 120, process)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def prsm_serve(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    argv = [sys.executable, "-m", "prsm", "serve", "--port", "{port}"]
+    settings = {"PRSM_API_KEYS": API_KEY, "PRSM_LOG_LEVEL": "warning"}
+    return run_server(argv, "/ready", settings | env)
+
+
+def wrk(url: str, *, body: bytes, connections: int, seconds: int) -> dict[str, float]:
+    """POST `body` to `url` with wrk; requests/s and latency percentiles in ms."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (Debian: apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = [[{body.decode()}]]\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
+        )
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{errors.group(1)} requests failed during the run:\n{out}")
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return result
+
+
+def post_json(base: str, path: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        base + path, content=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+    )
