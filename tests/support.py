@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +56,18 @@ class ServerProcess:
             with contextlib.suppress(ValueError):
                 entries.append(json.loads(line))
         return entries
+
+    def wait_for_log(
+        self, predicate: Callable[[dict[str, object]], bool], count: int
+    ) -> list[dict[str, object]]:
+        """The log entries matching `predicate`, once there are `count` (lines written after
+        the response was sent arrive a moment later)."""
+        deadline = time.monotonic() + 10
+        while True:
+            found = [e for e in self.log_entries() if predicate(e)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def test_every_log_line_of_a_query_carries_its_correlation_id(llama_server: Serv
     """The query's log lines, access log included, are JSON with its correlation id."""
     headers = AUTH | {"X-Correlation-ID": "e2e-log-check"}
     httpx.post(llama_server.base_url + "/api/v1/query", content=FRANCE, headers=headers)
-    mine = [e for e in llama_server.log_entries() if e.get("correlationId") == "e2e-log-check"]
+    mine = llama_server.wait_for_log(lambda e: e.get("correlationId") == "e2e-log-check", 2)
     assert {e["logger"] for e in mine} >= {"prsm.query", "prsm.access"}
     query_line = next(e for e in mine if e["logger"] == "prsm.query")
     assert query_line["userId"] == "u1"
