@@ -78,16 +78,23 @@ def test_bad_configuration_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_serve_without_keys_makes_a_dev_key_that_query_uses(tmp_path: Path) -> None:
-    """No PRSM_API_KEYS: serve prints a key, saves it 0600, and `prsm query` picks it up."""
+    """No PRSM_API_KEYS: serve prints a usable curl line and saves the key 0600 for `query`."""
     state = tmp_path / "state"
-    env = {"PRSM_API_KEYS": "", "PRSM_ENGINE__KIND": "fixed", "PRSM_STATE_DIR": str(state)}
+    answer = "A long answer that is wider than any terminal, " * 3
+    env = {
+        "PRSM_API_KEYS": "",
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_ANSWER": answer,
+        "PRSM_STATE_DIR": str(state),
+    }
     with prsm_serve(tmp_path, env=env) as server:
         key = (state / "dev-api-key").read_text().strip()
-        assert key in server.log
-        assert "curl -X POST" in server.log
+        curl = next(line for line in server.log.splitlines() if "curl -X POST" in line)
+        assert f"Bearer {key}" in curl
+        assert '"userId":"u1"' in curl
         assert (state / "dev-api-key").stat().st_mode & 0o777 == 0o600
         done = prsm(
             "query", "hi", "--base-url", server.base_url, env={"PRSM_STATE_DIR": str(state)}
         )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "This is a fixed answer."
+    assert done.stdout == answer.strip() + "\n"  # printed as is, not wrapped

@@ -63,7 +63,8 @@ def serve(
             f"  [bold]{key}[/bold]\n"
             f"  curl -X POST {base}/api/v1/query -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            """-d '{"prompt":"What is the capital of France?","userId":"u1"}'"""
+            """-d '{"prompt":"What is the capital of France?","userId":"u1"}'""",
+            soft_wrap=True,  # a wrapped command cannot be copied and pasted
         )
     serve(settings, config)
 
@@ -106,10 +107,11 @@ def query(
         payload = asdict(result) | {"usage": result.usage.model_dump(by_alias=True)}
         out.print_json(json.dumps(payload))
         return
-    out.print(result.answer, markup=False, highlight=False)
+    typer.echo(result.answer)
     err.print(
         f"[dim]confidence {result.confidence:.2f} · {result.usage.tokens} tokens · "
-        f"{result.model} · correlation id {result.correlation_id}[/dim]"
+        f"{result.model} · correlation id {result.correlation_id}[/dim]",
+        soft_wrap=True,
     )
 
 
