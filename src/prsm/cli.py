@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -69,6 +71,16 @@ def serve(
     serve(settings, config)
 
 
+@contextlib.contextmanager
+def _failure(label: str) -> Iterator[None]:
+    """A PRSMError becomes one red line and exit code 1, not a traceback."""
+    try:
+        yield
+    except PRSMError as exc:
+        err.print(f"[red]{label}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 def _client(settings: Settings, api_key: str | None, base_url: str | None) -> PRSMClient:
     from prsm.server.run import read_dev_key
 
@@ -97,12 +109,8 @@ def query(
 ) -> None:
     """Ask the PRSM API a question."""
     settings = _settings(config)
-    try:
-        with _client(settings, api_key, base_url) as client:
-            result = client.query(prompt, user_id=user, max_tokens=max_tokens)
-    except PRSMError as exc:
-        err.print(f"[red]query failed:[/red] {exc}")
-        raise typer.Exit(1) from None
+    with _failure("query failed"), _client(settings, api_key, base_url) as client:
+        result = client.query(prompt, user_id=user, max_tokens=max_tokens)
     if as_json:
         payload = asdict(result) | {"usage": result.usage.model_dump(by_alias=True)}
         out.print_json(json.dumps(payload))
@@ -122,12 +130,8 @@ def health(
 ) -> None:
     """Check that the PRSM API is alive."""
     settings = _settings(config)
-    try:
-        with _client(settings, None, base_url) as client:
-            status = client.health()
-    except PRSMError as exc:
-        err.print(f"[red]unhealthy:[/red] {exc}")
-        raise typer.Exit(1) from None
+    with _failure("unhealthy"), _client(settings, None, base_url) as client:
+        status = client.health()
     out.print(f"{status.status} (version {status.version}, up {status.uptime_seconds:.0f}s)")
 
 

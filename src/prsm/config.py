@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
 
+    yaml_data: ClassVar[dict[str, Any]] = {}
+    """The parsed YAML file; `load_settings` sets it on a subclass."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -204,7 +207,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        return (init_settings, env_settings, _YamlSource(settings_cls, cls.yaml_data))
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -237,19 +240,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 
 
 def _with_yaml(data: dict[str, Any]) -> type[Settings]:
-    class FileSettings(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _YamlSource(settings_cls, data))
-
-    return FileSettings
+    return type("Settings", (Settings,), {"yaml_data": data})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

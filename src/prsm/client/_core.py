@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import tenacity
 from pydantic import ValidationError as PydanticValidationError
@@ -21,6 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from prsm._version import __version__
 from prsm.contracts import (
     CORRELATION_HEADER,
+    Contract,
     HealthResponse,
     Priority,
     QueryRequest,
@@ -38,6 +39,7 @@ from prsm.errors import (
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
+C = TypeVar("C", bound=Contract)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BASE_URL_ENV = "PRSM_BASE_URL"
 API_KEY_ENV = "PRSM_API_KEY"
@@ -183,11 +185,7 @@ class ClientCore:
         return PreparedRequest("GET", f"{self.base_url}/health", dict(self.headers))
 
     def parse_query(self, status: int, headers: Mapping[str, str], body: bytes) -> QueryResult:
-        self.raise_for_status(status, headers, body)
-        try:
-            parsed = QueryResponse.model_validate_json(body)
-        except ValueError as exc:
-            raise TransportError(f"the server's answer breaks the query contract: {exc}") from None
+        parsed = _parse(QueryResponse, status, headers, body)
         return QueryResult(
             answer=parsed.data.answer,
             confidence=parsed.data.confidence,
@@ -197,11 +195,7 @@ class ClientCore:
         )
 
     def parse_health(self, status: int, headers: Mapping[str, str], body: bytes) -> HealthStatus:
-        self.raise_for_status(status, headers, body)
-        try:
-            parsed = HealthResponse.model_validate_json(body)
-        except ValueError as exc:
-            raise TransportError(f"the server's answer breaks the health contract: {exc}") from None
+        parsed = _parse(HealthResponse, status, headers, body)
         return HealthStatus(parsed.status, parsed.version, parsed.uptime_seconds)
 
     @staticmethod
@@ -230,6 +224,15 @@ class ClientCore:
             correlation_id=cid,
             retry_after=parse_retry_after(headers.get("retry-after")),
         )
+
+
+def _parse(contract: type[C], status: int, headers: Mapping[str, str], body: bytes) -> C:
+    """The body as `contract`, or the error the status and body stand for."""
+    ClientCore.raise_for_status(status, headers, body)
+    try:
+        return contract.model_validate_json(body)
+    except ValueError as exc:
+        raise TransportError(f"the answer breaks the {contract.__name__} contract: {exc}") from None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

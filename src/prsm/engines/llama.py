@@ -159,7 +159,7 @@ class LlamaEngine:
         )
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
         while not self._instances.empty():
             self._instances.get().llm.close()
 
