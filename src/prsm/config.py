@@ -137,6 +137,18 @@ class EngineSettings(Section):
     )
 
 
+class EventSettings(Section):
+    buffer_size: int = Field(
+        default=10_000, ge=1, description="Events held in memory while Redis is slow or down."
+    )
+    stream_maxlen: int = Field(
+        default=100_000, ge=1, description="Events the durable stream keeps (approximately)."
+    )
+    user_metrics_ttl_seconds: int = Field(
+        default=86_400, ge=1, description="Expiry of the user:{id}:metrics hashes."
+    )
+
+
 class Settings(BaseSettings):
     """Every PRSM setting. Build with `load_settings()` to get clear errors."""
 
@@ -183,8 +195,14 @@ class Settings(BaseSettings):
     retries: int = Field(
         default=3, ge=0, le=10, description="SDK and CLI: retries on transient failures."
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for events and jobs (any Redis >= 6.2). Unset: `prsm serve` runs "
+        "without events; `prsm up` starts an embedded Redis.",
+    )
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""
@@ -301,7 +319,11 @@ def env_name(key: str) -> str:
 
 def known_env_names() -> set[str]:
     names = {env_name(key) for key, _ in _leaves(Settings)}
-    names |= {env_name(section) for section in ("server", "engine")}
+    names |= {
+        env_name(name)
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    }
     return names | {CONFIG_FILE_ENV}
 
 

@@ -25,11 +25,15 @@ from prsm.contracts import (
     ReadyResponse,
 )
 from prsm.engines import Engine
+from prsm.events import EventSink
+from prsm.events.redis_sink import RedisEventSink
 from prsm.logs import configure_logging
+from prsm.redis_client import connect_redis
 from prsm.server.auth import ApiKeyAuth
 from prsm.server.body_limit import BodyLimitMiddleware
 from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.errors import install_error_handlers, validation_error
+from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.service import QueryService
 
 _BEARER = "bearerAuth"
@@ -51,14 +55,32 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The API app. With `engine`, it serves that engine instead of loading the configured one."""
+def create_app(
+    settings: Settings, engine: Engine | None = None, events: EventSink | None = None
+) -> FastAPI:
+    """The API app.
+
+    With `engine`, it serves that engine instead of loading the configured one. With
+    `settings.redis_url`, it publishes query events to Redis (or to `events`, when given) and
+    its readiness checks Redis.
+    """
 
     async def given() -> Engine:
         assert engine is not None
         return engine
 
-    service = QueryService(settings, given if engine is not None else None)
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    checks: dict[str, ReadinessCheck] = {}
+    if redis is not None:
+        checks["redis"] = redis_check(redis)
+        events = events or RedisEventSink(
+            redis,
+            service=settings.service_name,
+            buffer_size=settings.events.buffer_size,
+            stream_maxlen=settings.events.stream_maxlen,
+            user_metrics_ttl=settings.events.user_metrics_ttl_seconds,
+        )
+    service = QueryService(settings, given if engine is not None else None, events, checks)
     auth = ApiKeyAuth(settings.api_keys)
     started = time.monotonic()
     connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
@@ -70,6 +92,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             yield
         finally:
             await service.stop()
+            if redis is not None:
+                await redis.aclose()
             metrics.mark_process_dead(os.getpid())
 
     app = FastAPI(
@@ -120,7 +144,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @probes.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
     async def ready() -> Response:
         """Readiness: 200 when every check passes, else 503 naming the failing ones."""
-        checks = service.readiness()
+        checks = await service.readiness()
         ok = all(check.ok for check in checks.values())
         body = ReadyResponse(status="ready" if ok else "not_ready", checks=checks)
         return JSONResponse(body.to_wire(), status_code=200 if ok else 503)

@@ -10,20 +10,24 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from prsm import metrics
+from prsm import errors, metrics
 from prsm.config import Settings
 from prsm.contracts import CheckResult, QueryData, QueryRequest, QueryResponse, Usage
-from prsm.engines import Engine, load_engine
+from prsm.engines import Engine, Generation, load_engine
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
     ServiceUnavailableError,
     ValidationError,
 )
+from prsm.events import EventSink, QueryEvent
+from prsm.events.schema import EventError
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
 from prsm.server.errors import as_http_error
+from prsm.server.readiness import ReadinessCheck
 
 log = logging.getLogger("prsm.query")
 
@@ -33,9 +37,17 @@ EngineLoader = Callable[[], Awaitable[Engine]]
 class QueryService:
     """Answers queries with one engine, loaded in the background so probes answer at once."""
 
-    def __init__(self, settings: Settings, loader: EngineLoader | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loader: EngineLoader | None = None,
+        events: EventSink | None = None,
+        checks: dict[str, ReadinessCheck] | None = None,
+    ) -> None:
         self.settings = settings
         self._loader = loader or (lambda: load_engine(settings.engine))
+        self._events = events
+        self._checks = checks or {}
         self.engine: Engine | None = None
         self.load_error: str | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -49,6 +61,8 @@ class QueryService:
         self._service = settings.service_name
 
     async def start(self) -> None:
+        if self._events is not None:
+            await self._events.start()
         self._loading = asyncio.create_task(self._load(), name="prsm-engine-load")
 
     async def _load(self) -> None:
@@ -79,21 +93,32 @@ class QueryService:
         if self.engine is not None:
             await self.engine.aclose()
             self.engine = None
+        if self._events is not None:
+            await self._events.aclose()
 
-    def readiness(self) -> dict[str, CheckResult]:
+    async def readiness(self) -> dict[str, CheckResult]:
+        """The engine's state and every extra check (Redis, when events are on)."""
+        results = {"engine": self._engine_check()}
+        for name, check in self._checks.items():
+            results[name] = await check()
+        return results
+
+    def _engine_check(self) -> CheckResult:
         if self.engine is not None:
             engine = CheckResult(ok=True, detail=f"{self.engine.model} loaded")
         elif self.load_error is not None:
             engine = CheckResult(ok=False, detail=f"failed to load: {self.load_error}")
         else:
             engine = CheckResult(ok=False, detail="loading")
-        return {"engine": engine}
+        return engine
 
     async def answer(self, request: QueryRequest, principal: Principal, cid: str) -> QueryResponse:
         started = time.perf_counter()
         status = "500"
         tokens = 0
         model = self.engine.model if self.engine is not None else "none"
+        generation: Generation | None = None
+        failure: HTTPStatusError | None = None
         try:
             engine = self._ready_engine()
             if request.model is not None and request.model != engine.model:
@@ -115,10 +140,13 @@ class QueryService:
                     ) from None
             status, tokens = "200", generation.total_tokens
         except Exception as exc:
-            status = str(as_http_error(exc).status_code)
+            failure = as_http_error(exc)
+            status = str(failure.status_code)
             raise
         finally:
             duration = time.perf_counter() - started
+            if self._events is not None:
+                self._events.emit(self._event(request, cid, duration, generation, failure, model))
             metrics.record_query(
                 service=self._service,
                 method="query",
@@ -141,24 +169,56 @@ class QueryService:
                     "latencyMs": round(duration * 1000, 2),
                 },
             )
+        assert generation is not None  # every failure raised above
         return QueryResponse(
             data=QueryData(
                 answer=generation.text,
                 confidence=generation.confidence,
-                usage=Usage(
-                    tokens=generation.total_tokens,
-                    prompt_tokens=generation.prompt_tokens,
-                    completion_tokens=generation.completion_tokens,
-                ),
+                usage=_usage(generation),
                 model=generation.model,
             ),
             correlation_id=cid,
         )
 
+    def _event(
+        self,
+        request: QueryRequest,
+        cid: str,
+        duration: float,
+        generation: Generation | None,
+        failure: HTTPStatusError | None,
+        model: str,
+    ) -> QueryEvent:
+        common: dict[str, Any] = {
+            "correlation_id": cid,
+            "user_id": request.user_id,
+            "latency_ms": round(duration * 1000, 2),
+            "priority": request.priority,
+            "context": request.context,
+            "service": self._service,
+            "instance": self.settings.instance_id,
+        }
+        if generation is not None:
+            return QueryEvent(
+                type="completed",
+                usage=_usage(generation),
+                model=generation.model,
+                confidence=generation.confidence,
+                **common,
+            )
+        error = failure or errors.ServerError("the query failed")
+        return QueryEvent(
+            type="failed",
+            model=model,
+            error=EventError(code=error.code, message=error.message, status=error.status_code),
+            request=request.to_wire(),
+            **common,
+        )
+
     def _ready_engine(self) -> Engine:
         if self.engine is not None:
             return self.engine
-        detail = self.readiness()["engine"].detail
+        detail = self._engine_check().detail
         raise ServiceUnavailableError(
             f"the engine is not ready ({detail})", code="not_ready", retry_after=1
         )
@@ -181,3 +241,11 @@ class QueryService:
         finally:
             in_flight.dec()
             self.admission.release()
+
+
+def _usage(generation: Generation) -> Usage:
+    return Usage(
+        tokens=generation.total_tokens,
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+    )

@@ -1,0 +1,32 @@
+"""Every Redis key, channel and stream name PRSM uses, defined once.
+
+The channel names and the user metrics hash are the specification's wire contract: its Node
+`PRSMEventHandler` subscribes to them unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+EventType = Literal["completed", "failed"]
+
+QUERY_COMPLETED = "prsm:query:completed"
+QUERY_FAILED = "prsm:query:failed"
+FALLBACK_REQUEST = "fallback:ai:request"
+EVENT_STREAM = "prsm:events"
+"""Capped stream holding every event, for consumer groups (at-least-once delivery)."""
+
+
+def query_channel(event_type: EventType) -> str:
+    """`prsm:query:completed` or `prsm:query:failed`."""
+    return f"prsm:query:{event_type}"
+
+
+def user_metrics(user_id: str) -> str:
+    """Hash of `total_queries` and `total_tokens` for one user (24 h expiry)."""
+    return f"user:{user_id}:metrics"
+
+
+def batch_results(batch_id: str) -> str:
+    """JSON list of one batch job's per-query results (1 h expiry)."""
+    return f"batch:{batch_id}:results"
