@@ -10,7 +10,7 @@ NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 .PHONY: run test lint typecheck unit bench clean
 
 run: $(STAMP)
-	$(BIN)/prsm serve --host 127.0.0.1 --port 8000
+	$(BIN)/prsm up
 
 test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest

@@ -135,6 +135,49 @@ def health(
     out.print(f"{status.status} (version {status.version}, up {status.uptime_seconds:.0f}s)")
 
 
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Run the job queues (priority, batch, scheduled) against the PRSM API."""
+    import asyncio
+
+    from prsm.jobs.worker import run_worker
+    from prsm.logs import configure_logging
+
+    settings = _settings(config)
+    configure_logging(settings.log_level, settings.log_format)
+    with _failure("worker failed"), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(settings))
+
+
+@app.command()
+def up(config: ConfigOption = None) -> None:
+    """Run everything on this machine: embedded Redis, the API and a worker. Ctrl-C stops all."""
+    from prsm.up import up as run_stack
+
+    if config is not None:
+        os.environ["PRSM_CONFIG"] = str(config.resolve())
+    raise typer.Exit(run_stack(_settings(config), err))
+
+
+events_app = typer.Typer(help="Query events on Redis.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("tail")
+def events_tail(config: ConfigOption = None) -> None:
+    """Print query events as they are published, one JSON object a line."""
+    import asyncio
+
+    from prsm.events.tail import tail
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        err.print("[red]events tail needs PRSM_REDIS_URL[/red]")
+        raise typer.Exit(2)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(settings.redis_url, lambda line: typer.echo(line)))
+
+
 @app.command("config")
 def show_config(config: ConfigOption = None) -> None:
     """Print every setting: its doc, default, environment variable and current value."""

@@ -149,6 +149,52 @@ class EventSettings(Section):
     )
 
 
+class JobSettings(Section):
+    callback_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key that signs callbacks; `prsm worker` refuses to start "
+        "without one (`prsm up` makes one per run).",
+    )
+    callback_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks (CIDR) callback URLs may resolve to, comma-separated.",
+    )
+    callback_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Per attempt, for delivering a callback."
+    )
+    callback_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts to deliver a callback, with backoff."
+    )
+    attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts per job (transient failures, lost workers)."
+    )
+    retry_delay_seconds: float = Field(
+        default=1.0, ge=0, description="First delay before a job's retry; doubles each time."
+    )
+    timeout_seconds: int = Field(default=600, ge=1, description="Longest run of one job.")
+    heartbeat_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="A running job not heard of for this long is taken as lost and re-run.",
+    )
+    sweep_seconds: int = Field(
+        default=5, ge=1, description="How often workers look for lost jobs to re-run."
+    )
+    result_ttl_seconds: int = Field(
+        default=86_400, ge=60, description="How long job results and errors stay inspectable."
+    )
+    metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="`prsm worker` serves /metrics here (0: off)."
+    )
+
+    @field_validator("callback_allow", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return (
+            [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        )
+
+
 class Settings(BaseSettings):
     """Every PRSM setting. Build with `load_settings()` to get clear errors."""
 
@@ -203,6 +249,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""

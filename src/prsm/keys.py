@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 EventType = Literal["completed", "failed"]
+JobType = Literal["priority-query", "batch-query", "scheduled-query"]
+JOB_TYPES: tuple[JobType, ...] = ("priority-query", "batch-query", "scheduled-query")
 
 QUERY_COMPLETED = "prsm:query:completed"
 QUERY_FAILED = "prsm:query:failed"
@@ -30,3 +32,8 @@ def user_metrics(user_id: str) -> str:
 def batch_results(batch_id: str) -> str:
     """JSON list of one batch job's per-query results (1 h expiry)."""
     return f"batch:{batch_id}:results"
+
+
+def job_queue(job_type: JobType) -> str:
+    """The SAQ queue of one job type (its keys are `saq:<name>:*`)."""
+    return f"prsm-{job_type}"

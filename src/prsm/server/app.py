@@ -25,8 +25,11 @@ from prsm.contracts import (
     ReadyResponse,
 )
 from prsm.engines import Engine
+from prsm.errors import ServiceUnavailableError
 from prsm.events import EventSink
 from prsm.events.redis_sink import RedisEventSink
+from prsm.jobs.schema import BatchResult, JobAccepted, JobRequest, JobStatus
+from prsm.jobs.submit import JobService
 from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
 from prsm.server.auth import ApiKeyAuth
@@ -42,11 +45,16 @@ _QUERY_BODY = {
     "required": True,
     "content": {"application/json": {"schema": QueryRequest.model_json_schema(by_alias=True)}},
 }
+_JOB_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": JobRequest.model_json_schema(by_alias=True)}},
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
+        404: "No such job or batch",
         413: "Body larger than the configured limit",
         422: "The body breaks the contract (empty prompt, unknown field, prompt too long...)",
         503: "The engine is saturated or not ready; see Retry-After",
@@ -81,6 +89,16 @@ def create_app(
             user_metrics_ttl=settings.events.user_metrics_ttl_seconds,
         )
     service = QueryService(settings, given if engine is not None else None, events, checks)
+    jobs = JobService(redis, settings.jobs) if redis is not None else None
+
+    def job_service() -> JobService:
+        if jobs is None:
+            raise ServiceUnavailableError(
+                "jobs need Redis: this instance runs without PRSM_REDIS_URL",
+                code="jobs_unavailable",
+            )
+        return jobs
+
     auth = ApiKeyAuth(settings.api_keys)
     started = time.monotonic()
     connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
@@ -132,6 +150,43 @@ def create_app(
         finally:
             connections.dec()
         return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+    @api.post(
+        "/jobs",
+        status_code=202,
+        response_model=JobAccepted,
+        responses=_ERRORS,
+        tags=["jobs"],
+        openapi_extra={"requestBody": _JOB_BODY, "security": [{_BEARER: []}]},
+    )
+    async def submit_job(request: Request) -> Response:
+        """Queue a priority, batch or scheduled query; the answer comes by status or callback."""
+        auth.authenticate(request.headers.get("authorization"))
+        try:
+            body = JobRequest.model_validate_json(await request.body())
+        except PydanticValidationError as exc:
+            raise validation_error(exc.errors()) from None
+        accepted = await job_service().submit(body, request.scope["state"]["correlation_id"])
+        return JSONResponse(accepted.to_wire(), status_code=202)
+
+    @api.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, tags=["jobs"])
+    async def job_status(job_id: str, request: Request) -> Response:
+        """A job's status, with its result or error once it has finished."""
+        auth.authenticate(request.headers.get("authorization"))
+        status = await job_service().status(job_id)
+        return Response(status.model_dump_json(by_alias=True), media_type="application/json")
+
+    @api.get(
+        "/batches/{batch_id}",
+        response_model=list[BatchResult],
+        responses=_ERRORS,
+        tags=["jobs"],
+    )
+    async def batch_results(batch_id: str, request: Request) -> Response:
+        """The per-query results of a finished batch job (kept for an hour)."""
+        auth.authenticate(request.headers.get("authorization"))
+        results = await job_service().batch_results(batch_id)
+        return JSONResponse([r.to_wire() for r in results])
 
     probes = APIRouter(tags=["probes"])
 

@@ -1,0 +1,1 @@
+"""Job queues on Redis (SAQ): priority, batch and scheduled queries, with signed callbacks."""

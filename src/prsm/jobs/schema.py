@@ -1,0 +1,122 @@
+"""Job contracts: what `POST /api/v1/jobs` takes, what status and callbacks carry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from prsm.contracts import MAX_TOKENS_LIMIT, Contract, Priority, QueryData
+from prsm.keys import JobType
+
+MAX_BATCH = 1000
+
+
+class _Strict(Contract):
+    model_config = ConfigDict(
+        alias_generator=Contract.model_config["alias_generator"],
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+class QueryJobData(_Strict):
+    """`data` of priority-query and scheduled-query jobs."""
+
+    prompt: str = Field(min_length=1)
+    user_id: str = Field(min_length=1, max_length=256)
+    request_id: str | None = Field(default=None, max_length=256)
+    context: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+
+
+class BatchItem(_Strict):
+    id: str = Field(min_length=1, max_length=256)
+    prompt: str = Field(min_length=1)
+    user_id: str = Field(min_length=1, max_length=256)
+    context: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+
+
+class BatchJobData(_Strict):
+    """`data` of batch-query jobs: results go to `batch:{batchId}:results` for an hour."""
+
+    batch_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    queries: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class JobRequest(_Strict):
+    """Body of `POST /api/v1/jobs`."""
+
+    type: JobType
+    data: dict[str, Any]
+    callback_url: str | None = Field(default=None, max_length=2048)
+    run_at: datetime | None = Field(default=None, description="Run no earlier than this.")
+    delay_seconds: float | None = Field(default=None, ge=0, le=30 * 86_400)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobRequest:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give runAt or delaySeconds, not both")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise ValueError("runAt needs a time zone (for example 2030-01-01T12:00:00Z)")
+        self.parsed_data()
+        return self
+
+    def parsed_data(self) -> QueryJobData | BatchJobData:
+        model = BatchJobData if self.type == "batch-query" else QueryJobData
+        return model.model_validate(self.data)
+
+
+class JobAccepted(Contract):
+    job_id: str
+    status_url: str
+    correlation_id: str
+
+
+class JobErrorInfo(Contract):
+    code: str
+    message: str
+
+
+class JobStatus(Contract):
+    """Body of `GET /api/v1/jobs/{jobId}`."""
+
+    job_id: str
+    type: JobType
+    status: Literal["queued", "active", "complete", "failed", "aborted"]
+    attempts: int
+    correlation_id: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    result: Any = None
+    error: JobErrorInfo | None = None
+
+
+class BatchResult(Contract):
+    """One query's outcome within a batch."""
+
+    id: str
+    status: Literal["success", "error"]
+    response: QueryData | None = None
+    error: str | None = None
+
+
+class Callback(Contract):
+    """What a callback POSTs: the specification's `{requestId, status, response | error}`."""
+
+    request_id: str
+    status: Literal["completed", "failed"]
+    response: Any = None
+    error: str | None = None
+
+
+QueuePriority: dict[JobType, Priority] = {
+    "priority-query": "high",
+    "batch-query": "low",
+    "scheduled-query": "normal",
+}
+"""The engine priority each job type's queries get at the API."""

@@ -1,0 +1,304 @@
+"""`prsm worker`: runs the three job queues against the PRSM API.
+
+Like the specification's queue processor, the worker answers jobs through the API with the
+SDK, so queries from jobs get the API's admission, events and metrics like any other — and
+priority jobs ask for the engine's `high` priority, batches for `low`.
+
+A worker killed mid-job loses nothing: each running job heartbeats every third of
+`jobs.heartbeat_seconds`; a job silent for longer is swept by any live worker (every
+`jobs.sweep_seconds`) and run again, up to `jobs.attempts` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from saq import Job, Queue, Worker
+from saq.types import Context, PartialTimersDict
+
+from prsm import keys
+from prsm.client import AsyncPRSMClient, RetryPolicy
+from prsm.config import Settings
+from prsm.errors import HTTPStatusError, PRSMError
+from prsm.jobs.callbacks import CallbackSender, parse_networks
+from prsm.jobs.queues import CONCURRENCY, open_queues
+from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
+from prsm.keys import JobType
+from prsm.logs import correlation_id as current_correlation_id
+from prsm.redis_client import connect_redis
+
+log = logging.getLogger("prsm.worker")
+
+BATCH_RESULTS_TTL = 3600
+
+JOBS = Counter("prsm_jobs_total", "Jobs finished", ("type", "status"))
+JOB_DURATION = Histogram(
+    "prsm_job_duration_seconds",
+    "Time to run one job attempt",
+    ("type",),
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type",))
+
+
+SHUTDOWN_GRACE_SECONDS = 3
+
+
+class _Worker(Worker[Context]):
+    # SAQ installs SIGINT/SIGTERM handlers per worker, and with several workers in one process
+    # only the last one's survives. run_worker handles the signals once, for all of them.
+    SIGNALS: list[signal.Signals] = []  # noqa: RUF012 - SAQ's own attribute
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    redis: aioredis.Redis
+    client: AsyncPRSMClient
+    callbacks: CallbackSender
+
+
+class JobRunner:
+    """The job functions SAQ calls, bound to one worker's clients."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        self.ctx = context
+
+    async def run_query(
+        self,
+        saq_ctx: Context,
+        *,
+        job_type: JobType,
+        data: dict[str, Any],
+        callback_url: str | None,
+        correlation_id: str,
+    ) -> dict[str, Any]:
+        job = saq_ctx["job"]
+        query = QueryJobData.model_validate(data)
+        request_id = query.request_id or job.key
+        context = {**(query.context or {}), "requestId": request_id, "queueType": job_type}
+        async with self._attempt(job, job_type, correlation_id, callback_url, request_id):
+            result = await self.ctx.client.query(
+                query.prompt,
+                user_id=query.user_id,
+                context=context,
+                max_tokens=query.max_tokens,
+                priority=QueuePriority[job_type],
+                correlation_id=correlation_id,
+            )
+        response = {
+            "answer": result.answer,
+            "confidence": result.confidence,
+            "usage": result.usage.to_wire(),
+            "model": result.model,
+        }
+        await self._callback(
+            callback_url, job, correlation_id,
+            Callback(request_id=request_id, status="completed", response=response),
+        )  # fmt: skip
+        return response
+
+    async def run_batch(
+        self,
+        saq_ctx: Context,
+        *,
+        job_type: JobType,
+        data: dict[str, Any],
+        callback_url: str | None,
+        correlation_id: str,
+    ) -> dict[str, Any]:
+        job = saq_ctx["job"]
+        batch = BatchJobData.model_validate(data)
+        async with self._attempt(job, job_type, correlation_id, callback_url, batch.batch_id):
+            results = [
+                await self._batch_item(item, batch, correlation_id) for item in batch.queries
+            ]
+            payload = json.dumps([r.to_wire() for r in results])
+            await self.ctx.redis.set(
+                keys.batch_results(batch.batch_id), payload, ex=BATCH_RESULTS_TTL
+            )
+        summary = {
+            "batchId": batch.batch_id,
+            "total": len(results),
+            "succeeded": sum(r.status == "success" for r in results),
+            "failed": sum(r.status == "error" for r in results),
+        }
+        await self._callback(
+            callback_url, job, correlation_id,
+            Callback(request_id=batch.batch_id, status="completed", response=summary),
+        )  # fmt: skip
+        return summary
+
+    async def _batch_item(self, item: Any, batch: BatchJobData, correlation_id: str) -> BatchResult:
+        """One query of a batch; its failure is recorded, not raised (the batch goes on)."""
+        try:
+            result = await self.ctx.client.query(
+                item.prompt,
+                user_id=item.user_id,
+                context={**(item.context or {}), "batchId": batch.batch_id, "queueType": "batch"},
+                max_tokens=item.max_tokens,
+                priority=QueuePriority["batch-query"],
+                correlation_id=correlation_id,
+            )
+        except PRSMError as exc:
+            return BatchResult(id=item.id, status="error", error=str(exc))
+        return BatchResult.model_validate(
+            {
+                "id": item.id,
+                "status": "success",
+                "response": {
+                    "answer": result.answer,
+                    "confidence": result.confidence,
+                    "usage": result.usage.to_wire(),
+                    "model": result.model,
+                },
+            }
+        )
+
+    @contextlib.asynccontextmanager
+    async def _attempt(
+        self,
+        job: Job,
+        job_type: JobType,
+        correlation_id: str,
+        callback_url: str | None,
+        request_id: str,
+    ) -> AsyncIterator[None]:
+        """Heartbeat, log context, metrics and failure handling around one job attempt."""
+        token = current_correlation_id.set(correlation_id)
+        started = time.perf_counter()
+        beat = asyncio.create_task(_heartbeat(job, self.ctx.settings.jobs.heartbeat_seconds / 3))
+        try:
+            yield
+        except Exception as exc:
+            permanent = (
+                isinstance(exc, HTTPStatusError)
+                and exc.status_code < 500
+                and (exc.status_code != 429)
+            )
+            if permanent:
+                job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
+            code = getattr(exc, "code", None) or type(exc).__name__
+            job.meta["error"] = {"code": code, "message": str(exc)}
+            final = permanent or job.attempts >= job.retries
+            JOBS.labels(job_type, "failed" if final else "retried").inc()
+            log.warning(
+                "job attempt failed",
+                extra={
+                    "jobId": job.key,
+                    "attempt": job.attempts,
+                    "final": final,
+                    "error": str(exc),
+                },
+            )
+            if final:
+                await self._callback(
+                    callback_url, job, correlation_id,
+                    Callback(request_id=request_id, status="failed", error=str(exc)),
+                )  # fmt: skip
+            raise
+        else:
+            JOBS.labels(job_type, "complete").inc()
+        finally:
+            beat.cancel()
+            JOB_DURATION.labels(job_type).observe(time.perf_counter() - started)
+            current_correlation_id.reset(token)
+
+    async def _callback(
+        self, url: str | None, job: Job, correlation_id: str, callback: Callback
+    ) -> None:
+        if url is not None:
+            await self.ctx.callbacks.send(
+                url, callback.to_wire(), job_id=job.key, correlation_id=correlation_id
+            )
+
+
+async def _heartbeat(job: Job, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+            await job.update()
+
+
+async def _watch_depths(queues: dict[JobType, Queue], every: float = 5.0) -> None:
+    while True:
+        for job_type, queue in queues.items():
+            with contextlib.suppress(Exception):
+                QUEUE_DEPTH.labels(job_type).set(await queue.count("incomplete"))
+        await asyncio.sleep(every)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every queue's SAQ worker in this process until `stop` is set, or SIGINT/SIGTERM.
+
+    Jobs still running after a short grace period are cancelled and re-queued: a stopped
+    worker loses nothing either.
+    """
+    if not settings.redis_url:
+        raise PRSMError("prsm worker needs PRSM_REDIS_URL")
+    if settings.jobs.callback_secret is None:
+        raise PRSMError("prsm worker needs PRSM_JOBS__CALLBACK_SECRET to sign callbacks")
+    if settings.jobs.metrics_port:
+        start_http_server(settings.jobs.metrics_port, addr="127.0.0.1")
+    redis = connect_redis(settings.redis_url)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    client = AsyncPRSMClient(
+        base_url=settings.base_url,
+        api_key=api_key,
+        timeout=settings.timeout,
+        retries=RetryPolicy(retries=settings.retries),
+    )
+    sender = CallbackSender(
+        settings.jobs.callback_secret.get_secret_value().encode(),
+        parse_networks(settings.jobs.callback_allow),
+        timeout=settings.jobs.callback_timeout_seconds,
+        attempts=settings.jobs.callback_attempts,
+    )
+    async with sender, client:
+        runner = JobRunner(WorkerContext(settings, redis, client, sender))
+        functions = [("run_query", runner.run_query), ("run_batch", runner.run_batch)]
+        queues = open_queues(redis)
+        # SAQ's defaults but for the sweep (60 s), which decides how soon a lost job re-runs.
+        timers: PartialTimersDict = {
+            "schedule": 1,
+            "worker_info": 10,
+            "sweep": settings.jobs.sweep_seconds,
+            "abort": 1,
+        }
+        workers = [
+            _Worker(
+                queue,
+                functions,
+                concurrency=CONCURRENCY[t],
+                timers=timers,
+                shutdown_grace_period_s=SHUTDOWN_GRACE_SECONDS,
+            )
+            for t, queue in queues.items()
+        ]
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(w.start()) for w in workers]
+        tasks.append(asyncio.create_task(_watch_depths(queues)))
+        log.info("worker started", extra={"queues": {t: CONCURRENCY[t] for t in queues}})
+        try:
+            await stop.wait()
+            log.info("worker stopping")
+        finally:
+            await asyncio.gather(*(w.stop() for w in workers))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await redis.aclose()
