@@ -27,6 +27,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited 20 s later."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_until_ready(url: str, deadline: float, process: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -76,9 +87,10 @@ def prsm_serve(
     *args: str,
     env: dict[str, str] | None = None,
     ready_timeout: float = 120.0,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """Run `python -m prsm serve` on a free port until the block ends."""
-    port = free_port()
+    """Run `python -m prsm serve` on `port` (a free one by default) until the block ends."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
     full_env |= {
         "PRSM_API_KEYS": API_KEY,
@@ -99,13 +111,7 @@ def prsm_serve(
         wait_until_ready(base_url + "/ready", time.monotonic() + ready_timeout, process)
         yield ServerProcess(base_url, process, log_path)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 @dataclass
@@ -126,6 +132,7 @@ class ScriptedServer:
 
     replies: list[Reply]
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     base_url: str = ""
 
     def _next(self) -> Reply:
@@ -140,9 +147,10 @@ def scripted_server(*replies: Reply) -> Iterator[ScriptedServer]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            self.rfile.read(length)
+            body = self.rfile.read(length)
             with lock:
                 script.requests.append((self.path, dict(self.headers.items())))
+                script.bodies.append(body)
                 reply = script._next()
             time.sleep(reply.delay)
             self.send_response(reply.status)
@@ -182,3 +190,27 @@ def query_reply(answer: str = "ok", correlation_id: str = "cid-1") -> Reply:
         "correlationId": correlation_id,
     }
     return Reply(200, json.dumps(body).encode())
+
+
+@contextlib.contextmanager
+def prsm_worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `python -m prsm worker` until the block ends; its log is `worker-<pid>.log`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
+    full_env |= {"PRSM_LOG_FORMAT": "json", "PRSM_JOBS__METRICS_PORT": "0"} | env
+    log_path = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prsm", "worker"],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "worker started" not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        stop_process(process)

@@ -117,7 +117,9 @@ class RedisEventSink:
     async def _write_until_written(self, batch: list[QueryEvent]) -> None:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type((RedisError, OSError)),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=self._retry_max_wait),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=0.05, max=self._retry_max_wait, jitter=0.1
+            ),
             before_sleep=self._log_outage,
         )
         async for attempt in retrying:

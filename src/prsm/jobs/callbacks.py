@@ -177,7 +177,9 @@ class CallbackSender:
             await check_target(url, self._networks)
             retrying = tenacity.AsyncRetrying(
                 stop=tenacity.stop_after_attempt(self._attempts),
-                wait=tenacity.wait_exponential_jitter(multiplier=self._backoff, max=30),
+                wait=tenacity.wait_exponential_jitter(
+                    multiplier=self._backoff, max=30, jitter=self._backoff
+                ),
                 retry=tenacity.retry_if_exception_type(_Retryable),
                 reraise=True,
             )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import redis.asyncio as aioredis
-from saq import Queue
+from saq import Job, Queue
+from saq.job import Status
 from saq.queue.redis import RedisQueue
 
 from prsm.keys import JOB_TYPES, JobType, job_queue
@@ -22,6 +26,86 @@ FUNCTION: dict[JobType, str] = {
 }
 
 
+log = logging.getLogger("saq")
+
+
+class SweepSafeQueue(RedisQueue):
+    """SAQ's Redis queue, with its sweep fixed for jobs that are just starting.
+
+    A worker takes a job by moving its id to the active list, and marks the job `active` one
+    round trip later. SAQ's sweep takes any job in the active list that is not marked active
+    for abandoned and aborts it — including one caught in that window, which then runs twice
+    (or, if it cannot be retried, ends `aborted`). Here an unmarked job is swept only when a
+    previous sweep (by any worker: the set lives in Redis) already found it unmarked. Jobs
+    marked active are swept, as by SAQ, once their heartbeat or timeout has lapsed.
+    """
+
+    # SAQ's own: under a lock that lasts one sweep interval, every active id with its job.
+    _LIST_ACTIVE = """
+        local id_jobs = {}
+        if redis.call('EXISTS', KEYS[1]) == 0 then
+            redis.call('SETEX', KEYS[1], ARGV[1], 1)
+            for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+                id_jobs[i] = {v, redis.call('GET', v)}
+            end
+        end
+        return id_jobs
+    """
+
+    def __init__(self, redis: aioredis.Redis, name: str) -> None:
+        super().__init__(redis, name=name)
+        self._unmarked = self.namespace("unmarked")
+        self._list_active = redis.register_script(self._LIST_ACTIVE)
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        id_jobs = await self._list_active(keys=[self._sweep, self._active], args=[lock])
+        if not id_jobs:  # another worker holds this interval's lock, or nothing is active
+            return []
+        seen_before = set(await self.redis.smembers(self._unmarked))
+        unmarked: set[bytes] = set()
+        swept: list[bytes] = []
+        abandoned: list[Job] = []
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                continue
+            if job.status in (Status.ACTIVE, Status.ABORTING):
+                if not job.stuck:
+                    continue
+            elif job_id not in seen_before:
+                unmarked.add(job_id)
+                continue
+            swept.append(job_id)
+            abandoned.append(job)
+        # SAQ sweeps one job after another, each waiting up to `abort` seconds for its worker
+        # to acknowledge; a dead worker never does, so these waits run side by side.
+        await asyncio.gather(*(self._sweep_job(job, abort) for job in abandoned))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._unmarked)
+            if unmarked:
+                pipe.sadd(self._unmarked, *unmarked)
+                pipe.expire(self._unmarked, max(60, 10 * lock))
+            await pipe.execute()
+        return [job_id.decode() for job_id in swept]
+
+    async def _sweep_job(self, job: Job, abort: float) -> None:
+        log.info("Sweeping job %s", job.info())
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(abort)
+        except TimeoutError:
+            log.info("Could not abort job %s", job.id)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+
+
 def open_queues(redis: aioredis.Redis) -> dict[JobType, Queue]:
     """One SAQ queue per job type, sharing one Redis connection pool."""
-    return {job_type: RedisQueue(redis, name=job_queue(job_type)) for job_type in JOB_TYPES}
+    return {job_type: SweepSafeQueue(redis, job_queue(job_type)) for job_type in JOB_TYPES}

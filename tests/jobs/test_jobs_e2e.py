@@ -1,0 +1,346 @@
+"""Jobs end to end: real Redis, `prsm serve`, `prsm worker` processes and a callback receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from prsm import keys
+from prsm.embedded_redis import EmbeddedRedis
+from prsm.jobs.callbacks import verify_signature
+from tests.support import API_KEY, Reply, ScriptedServer, prsm_serve, prsm_worker, scripted_server
+
+SECRET = "callback-secret-for-tests"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    api: str
+    http: httpx.Client
+    receiver: ScriptedServer
+
+    def submit(self, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+        response = self.http.post("/api/v1/jobs", json=body, headers=headers)
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def wait(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.http.get(f"/api/v1/jobs/{job_id}").json()
+            if status["status"] in ("complete", "failed", "aborted"):
+                return dict(status)
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not finish: {status}")
+
+    def callbacks(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [
+            (headers, json.loads(body))
+            for (_, headers), body in zip(self.receiver.requests, self.receiver.bodies, strict=True)
+        ]
+
+
+def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:
+    return {
+        "PRSM_REDIS_URL": stack_redis,
+        "PRSM_BASE_URL": api,
+        "PRSM_API_KEY": API_KEY,
+        "PRSM_JOBS__CALLBACK_SECRET": SECRET,
+        "PRSM_JOBS__HEARTBEAT_SECONDS": "2",
+        "PRSM_JOBS__SWEEP_SECONDS": "1",
+        "PRSM_JOBS__RETRY_DELAY_SECONDS": "0.2",
+    } | extra
+
+
+@contextlib.contextmanager
+def stack(tmp_path: Path, *, api_env: dict[str, str], worker: bool = True) -> Iterator[Stack]:
+    with (
+        EmbeddedRedis(tmp_path / "redis") as redis_url,
+        prsm_serve(tmp_path, env={"PRSM_REDIS_URL": redis_url} | api_env) as api,
+        scripted_server(Reply(200)) as receiver,
+        httpx.Client(base_url=api.base_url, headers=AUTH, timeout=10) as http,
+    ):
+        env = worker_env(redis_url, api.base_url)
+        with prsm_worker(tmp_path, env) if worker else contextlib.nullcontext():
+            yield Stack(redis_url, api.base_url, http, receiver)
+
+
+@pytest.fixture(scope="module")
+def fixed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": "Paris."}
+    with stack(tmp_path_factory.mktemp("jobs"), api_env=env) as running:
+        yield running
+
+
+def test_priority_job_answers_and_calls_back_signed(fixed_stack: Stack) -> None:
+    """A priority job completes; the callback is signed and carries the job's correlation id,
+    which the API's query event carries too."""
+    callback = fixed_stack.receiver.base_url + "/hook"
+    accepted = fixed_stack.submit(
+        {
+            "type": "priority-query",
+            "data": {"prompt": "Capital of France?", "userId": "u1", "requestId": "req-1"},
+            "callbackUrl": callback,
+        },
+        **{"X-Correlation-ID": "job-cid-1"},
+    )
+    assert accepted["statusUrl"] == f"/api/v1/jobs/{accepted['jobId']}"
+    status = fixed_stack.wait(accepted["jobId"])
+    assert status["status"] == "complete"
+    assert status["attempts"] == 1
+    assert status["result"]["answer"] == "Paris."
+    assert status["correlationId"] == "job-cid-1"
+    deadline = time.monotonic() + 10
+    while not fixed_stack.receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [(headers, body)] = [c for c in fixed_stack.callbacks() if c[1]["requestId"] == "req-1"]
+    assert body == {"requestId": "req-1", "status": "completed", "response": status["result"]}
+    raw = fixed_stack.receiver.bodies[-1]
+    assert verify_signature(
+        SECRET.encode(), raw, headers["X-PRSM-Timestamp"], headers["X-PRSM-Signature"]
+    )
+    assert headers["X-Correlation-ID"] == "job-cid-1"
+    assert headers["X-PRSM-Job-ID"] == accepted["jobId"]
+    entries = redis.Redis.from_url(fixed_stack.redis_url).xrange(keys.EVENT_STREAM)
+    events = [json.loads(fields[b"data"]) for _, fields in entries]
+    [event] = [e for e in events if e["correlationId"] == "job-cid-1"]
+    assert event["priority"] == "high"
+    assert event["context"]["queueType"] == "priority-query"
+
+
+def test_disallowed_callback_target_is_refused_at_submission(fixed_stack: Stack) -> None:
+    """A callback into a private network is 422 callback_not_allowed; nothing is queued."""
+    response = fixed_stack.http.post(
+        "/api/v1/jobs",
+        json={
+            "type": "priority-query",
+            "data": {"prompt": "hi", "userId": "u1"},
+            "callbackUrl": "http://10.1.2.3/internal",
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "callback_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "nightly", "data": {}}, "type"),
+        ({"type": "priority-query", "data": {"userId": "u"}}, "prompt"),
+        ({"type": "batch-query", "data": {"queries": []}}, "batchId"),
+        (
+            {
+                "type": "scheduled-query",
+                "data": {"prompt": "p", "userId": "u"},
+                "runAt": "2030-01-01T00:00:00",
+            },
+            "time zone",
+        ),
+        (
+            {
+                "type": "scheduled-query",
+                "data": {"prompt": "p", "userId": "u"},
+                "runAt": "2030-01-01T00:00:00Z",
+                "delaySeconds": 5,
+            },
+            "not both",
+        ),
+    ],
+)
+def test_bad_job_requests_are_422(fixed_stack: Stack, body: dict[str, Any], field: str) -> None:
+    """Unknown types, bad data and contradictory schedules are refused, naming the problem."""
+    response = fixed_stack.http.post("/api/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["error"]["message"]
+
+
+def test_unknown_job_and_batch_are_404(fixed_stack: Stack) -> None:
+    """Status of an unknown job or batch is a JSON 404."""
+    assert fixed_stack.http.get("/api/v1/jobs/nope").json()["error"]["code"] == "job_not_found"
+    assert fixed_stack.http.get("/api/v1/batches/nope").status_code == 404
+
+
+def test_jobs_need_a_key(fixed_stack: Stack) -> None:
+    """Submitting and reading jobs are authenticated like queries."""
+    response = httpx.post(
+        fixed_stack.api + "/api/v1/jobs", json={"type": "priority-query", "data": {}}
+    )
+    assert response.status_code == 401
+    assert httpx.get(fixed_stack.api + "/api/v1/jobs/x").status_code == 401
+
+
+def test_scheduled_job_runs_no_earlier_than_asked(fixed_stack: Stack) -> None:
+    """delaySeconds=2: the job waits as `queued` with its schedule, then starts >= 2 s later."""
+    accepted = fixed_stack.submit(
+        {"type": "scheduled-query", "data": {"prompt": "hi", "userId": "u1"}, "delaySeconds": 2}
+    )
+    waiting = fixed_stack.http.get(accepted["statusUrl"]).json()
+    assert waiting["status"] == "queued"
+    assert waiting["scheduledAt"]
+    status = fixed_stack.wait(accepted["jobId"])
+    enqueued = time.mktime(time.strptime(status["enqueuedAt"][:19], "%Y-%m-%dT%H:%M:%S"))
+    started = time.mktime(time.strptime(status["startedAt"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert status["status"] == "complete"
+    assert started - enqueued >= 2
+
+
+def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Path) -> None:
+    """With the real model: one item overflows the context window (422), the other answers;
+    the batch completes and its results are stored for an hour."""
+    env = {"PRSM_ENGINE__CONTEXT_SIZE": "128"}
+    with stack(tmp_path, api_env=env) as running:
+        accepted = running.submit(
+            {
+                "type": "batch-query",
+                "data": {
+                    "batchId": "batch-7",
+                    "queries": [
+                        {"id": "short", "prompt": "Say hi.", "userId": "u1", "maxTokens": 4},
+                        {"id": "long", "prompt": "word " * 400, "userId": "u1"},
+                    ],
+                },
+                "callbackUrl": running.receiver.base_url + "/batch",
+            }
+        )
+        status = running.wait(accepted["jobId"], timeout=60)
+        results = running.http.get("/api/v1/batches/batch-7").json()
+        ttl = redis.Redis.from_url(running.redis_url).ttl(keys.batch_results("batch-7"))
+        deadline = time.monotonic() + 10
+        while not running.receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        callbacks = running.callbacks()
+    assert status["status"] == "complete"
+    assert status["result"] == {"batchId": "batch-7", "total": 2, "succeeded": 1, "failed": 1}
+    by_id = {r["id"]: r for r in results}
+    assert by_id["short"]["status"] == "success"
+    assert by_id["short"]["response"]["answer"]
+    assert by_id["long"]["status"] == "error"
+    assert "context window" in by_id["long"]["error"]
+    assert 3500 < ttl <= 3600
+    assert callbacks[0][1]["requestId"] == "batch-7"
+    assert callbacks[0][1]["status"] == "completed"
+
+
+def test_permanent_failure_is_final_inspectable_and_called_back(tmp_path: Path) -> None:
+    """A worker whose API key is wrong: the job fails once (401 is not retried), its error
+    stays readable without a traceback, and the callback says failed."""
+    with stack(tmp_path, api_env={"PRSM_ENGINE__KIND": "fixed"}, worker=False) as running:
+        env = worker_env(running.redis_url, running.api, PRSM_API_KEY="wrong-key")
+        with prsm_worker(tmp_path, env):
+            accepted = running.submit(
+                {
+                    "type": "priority-query",
+                    "data": {"prompt": "hi", "userId": "u1", "requestId": "r-fail"},
+                    "callbackUrl": running.receiver.base_url,
+                }
+            )
+            status = running.wait(accepted["jobId"])
+            deadline = time.monotonic() + 10
+            while not running.receiver.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+        callbacks = running.callbacks()
+    assert status["status"] == "failed"
+    assert status["attempts"] == 1
+    assert status["error"]["code"] == "invalid_credentials"
+    assert "Traceback" not in json.dumps(status)
+    assert callbacks[0][1]["status"] == "failed"
+    assert callbacks[0][1]["requestId"] == "r-fail"
+
+
+def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) -> None:
+    """The API is down when the job first runs; it is retried with backoff and completes."""
+    from tests.support import free_port
+
+    port = free_port()
+    with EmbeddedRedis(tmp_path / "redis") as redis_url, httpx.Client(headers=AUTH) as http:
+        env = worker_env(
+            redis_url,
+            f"http://127.0.0.1:{port}",
+            PRSM_RETRIES="0",
+            PRSM_JOBS__ATTEMPTS="10",
+            PRSM_JOBS__RETRY_DELAY_SECONDS="0.5",
+        )
+        api_env = {"PRSM_REDIS_URL": redis_url, "PRSM_ENGINE__KIND": "fixed"}
+        with prsm_worker(tmp_path, env):
+            # Submit through the library: the API that would take it over HTTP is down.
+            import asyncio
+
+            from prsm.config import JobSettings
+            from prsm.jobs.schema import JobRequest
+            from prsm.jobs.submit import JobService
+            from prsm.redis_client import connect_redis
+
+            async def submit() -> str:
+                client = connect_redis(redis_url)
+                service = JobService(client, JobSettings(attempts=10, retry_delay_seconds=0.5))
+                request = JobRequest(type="priority-query", data={"prompt": "hi", "userId": "u"})
+                accepted = await service.submit(request, "retry-cid")
+                await client.aclose()
+                return accepted.job_id
+
+            job_id = asyncio.run(submit())
+            time.sleep(1.5)  # a few attempts fail against the closed port
+            with prsm_serve(tmp_path, env=api_env, port=port):
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    status = http.get(f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}").json()
+                    if status["status"] == "complete":
+                        break
+                    time.sleep(0.1)
+    assert status["status"] == "complete"
+    assert status["attempts"] >= 2
+
+
+def test_sigkill_a_worker_mid_batch_loses_no_job(tmp_path: Path) -> None:
+    """240 jobs; SIGKILL the worker part-way, start another: every job completes.
+    Jobs the dead worker was running are run again (counted), none is lost."""
+    api_env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "0.1",
+               "PRSM_ENGINE__CONCURRENCY": "16"}  # fmt: skip
+    with stack(tmp_path, api_env=api_env, worker=False) as running:
+        env = worker_env(running.redis_url, running.api)
+        ids = [
+            running.submit(
+                {
+                    "type": "priority-query",
+                    "data": {"prompt": "hi", "userId": "u", "requestId": f"r{i}"},
+                    "callbackUrl": running.receiver.base_url,
+                }
+            )["jobId"]
+            for i in range(240)
+        ]
+        with prsm_worker(tmp_path, env) as first:
+            deadline = time.monotonic() + 30
+            while len(running.receiver.requests) < 60 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        killed_after = len(running.receiver.requests)
+        with prsm_worker(tmp_path, env):
+            statuses = [running.wait(job_id, timeout=90) for job_id in ids]
+            deadline = time.monotonic() + 15
+            while len({b["requestId"] for _, b in running.callbacks()}) < 240 and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+        delivered = Counter(body["requestId"] for _, body in running.callbacks())
+    assert 60 <= killed_after < 240, "the kill should land mid-batch"
+    assert [s["status"] for s in statuses] == ["complete"] * 240
+    assert set(delivered) == {f"r{i}" for i in range(240)}, "a job was lost"
+    duplicates = sum(n - 1 for n in delivered.values())
+    rerun = sum(1 for s in statuses if s["attempts"] > 1)
+    print(f"killed after {killed_after} callbacks; re-run {rerun}; duplicates {duplicates}")
+    assert duplicates <= 5  # at most the jobs in flight when the worker died (concurrency 5)
+    assert rerun >= 1  # the kill really interrupted running jobs
