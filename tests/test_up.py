@@ -1,0 +1,96 @@
+"""`prsm up` and `prsm events tail`, run as processes the way a new user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support import free_port, wait_until_ready
+
+
+def test_up_runs_redis_api_and_worker_and_stops_them_all(tmp_path: Path) -> None:
+    """`prsm up` serves queries and jobs, logs each part, and Ctrl-C stops every process."""
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")} | {
+        "PRSM_SERVER__PORT": str(port),
+        "PRSM_JOBS__METRICS_PORT": str(metrics_port),
+        "PRSM_STATE_DIR": str(tmp_path / "state"),
+        "PRSM_ENGINE__KIND": "fixed",
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "prsm", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base + "/ready", time.monotonic() + 60, up)  # type: ignore[arg-type]
+        checks = httpx.get(base + "/ready").json()["checks"]
+        assert checks["redis"]["ok"]
+        assert checks["engine"]["ok"]
+        key = (tmp_path / "state" / "dev-api-key").read_text().strip()
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            assert (
+                http.post("/api/v1/query", json={"prompt": "hi", "userId": "u"}).status_code == 200
+            )
+            job = http.post(
+                "/api/v1/jobs",
+                json={"type": "priority-query", "data": {"prompt": "hi", "userId": "u"}},
+            ).json()
+            deadline = time.monotonic() + 20
+            while http.get(job["statusUrl"]).json()["status"] != "complete":
+                assert time.monotonic() < deadline, "the job did not complete under prsm up"
+                time.sleep(0.1)
+        worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'prsm_jobs_total{status="complete",type="priority-query"} 1.0' in worker_metrics
+        assert 'prsm_job_queue_depth{type="batch-query"}' in worker_metrics
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) == 3  # redis-server, prsm serve, prsm worker
+        for name in ("api", "worker"):
+            assert (tmp_path / "state" / "logs" / f"{name}.log").stat().st_size > 0
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+    assert up.returncode == 0, output
+    assert "PRSM is up" in output
+    assert f"Bearer {key}" in output
+    assert not any(child.is_running() and child.status() != "zombie" for child in children)
+
+
+def test_events_tail_prints_live_events(tmp_path: Path, redis_server: object) -> None:
+    """`prsm events tail` prints each published event as a JSON line with its channel."""
+    import redis as redis_lib
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")} | {
+        "PRSM_REDIS_URL": url
+    }
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "prsm", "events", "tail"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        client = redis_lib.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while client.pubsub_numsub("prsm:query:completed")[0][1] == 0:
+            assert time.monotonic() < deadline, "events tail did not subscribe"
+            time.sleep(0.05)
+        client.publish("prsm:query:completed", json.dumps({"type": "completed", "userId": "u"}))
+        assert tail.stdout is not None
+        line = json.loads(tail.stdout.readline())
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(timeout=10)
+    assert line == {
+        "channel": "prsm:query:completed",
+        "event": {"type": "completed", "userId": "u"},
+    }
