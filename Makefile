@@ -23,8 +23,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/engine_speed.py
-	$(BIN)/python bench/api_throughput.py
+	cd bench && ../$(BIN)/python engine_speed.py
+	cd bench && ../$(BIN)/python api_throughput.py
+	cd bench && ../$(BIN)/python jobs_throughput.py
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

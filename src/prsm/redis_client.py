@@ -10,6 +10,4 @@ def connect_redis(url: str) -> aioredis.Redis:
 
     Short socket timeouts keep a dead Redis from holding up a publisher or a probe.
     """
-    return aioredis.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=15
-    )
+    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
