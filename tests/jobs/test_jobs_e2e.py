@@ -260,6 +260,34 @@ def test_permanent_failure_is_final_inspectable_and_called_back(tmp_path: Path) 
     assert callbacks[0][1]["requestId"] == "r-fail"
 
 
+def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path: Path) -> None:
+    """A job slower than jobs.timeout_seconds times out on each of its attempts; it ends
+    `failed` with code job_timeout, and the failure callback is sent."""
+    api_env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_DELAY_SECONDS": "3",
+        "PRSM_JOBS__TIMEOUT_SECONDS": "1",
+        "PRSM_JOBS__ATTEMPTS": "2",
+    }
+    with stack(tmp_path, api_env=api_env) as running:
+        accepted = running.submit(
+            {
+                "type": "priority-query",
+                "data": {"prompt": "hi", "userId": "u", "requestId": "slow"},
+                "callbackUrl": running.receiver.base_url,
+            }
+        )
+        status = running.wait(accepted["jobId"], timeout=30)
+        deadline = time.monotonic() + 10
+        while not running.receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        callbacks = running.callbacks()
+    assert status["status"] == "failed"
+    assert status["attempts"] == 2
+    assert status["error"]["code"] == "job_timeout"
+    assert [body["status"] for _, body in callbacks] == ["failed"]
+
+
 def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) -> None:
     """The API is down when the job first runs; it is retried with backoff and completes."""
     from tests.support import free_port

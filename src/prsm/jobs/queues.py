@@ -19,6 +19,10 @@ CONCURRENCY: dict[JobType, int] = {
 }
 """Jobs run at once per worker process, per queue (the specification's numbers)."""
 
+TIMEOUT_BACKSTOP = 5
+"""SAQ's own timeout on a job is this much longer than the one the job enforces on itself, so
+that a timed-out job still records its error and sends its failure callback."""
+
 FUNCTION: dict[JobType, str] = {
     "priority-query": "run_query",
     "batch-query": "run_batch",

@@ -15,7 +15,7 @@ from prsm import keys
 from prsm.config import JobSettings
 from prsm.errors import NotFoundError, ValidationError
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
-from prsm.jobs.queues import FUNCTION, open_queues
+from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import BatchResult, JobAccepted, JobErrorInfo, JobRequest, JobStatus
 from prsm.keys import JOB_TYPES
 
@@ -48,7 +48,7 @@ class JobService:
                 "correlation_id": correlation_id,
             },
             key=job_id,
-            timeout=settings.timeout_seconds,
+            timeout=settings.timeout_seconds + TIMEOUT_BACKSTOP,
             heartbeat=settings.heartbeat_seconds,
             retries=settings.attempts,
             retry_delay=settings.retry_delay_seconds,

@@ -31,7 +31,7 @@ from prsm.client import AsyncPRSMClient, RetryPolicy
 from prsm.config import Settings
 from prsm.errors import HTTPStatusError, PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
-from prsm.jobs.queues import CONCURRENCY, open_queues
+from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
 from prsm.keys import JobType
 from prsm.logs import correlation_id as current_correlation_id
@@ -52,6 +52,12 @@ QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type"
 
 
 SHUTDOWN_GRACE_SECONDS = 3
+
+
+class JobTimeoutError(PRSMError):
+    """A job ran longer than its timeout."""
+
+    code = "job_timeout"
 
 
 class _Worker(Worker[Context]):
@@ -178,8 +184,13 @@ class JobRunner:
         token = current_correlation_id.set(correlation_id)
         started = time.perf_counter()
         beat = asyncio.create_task(_heartbeat(job, self.ctx.settings.jobs.heartbeat_seconds / 3))
+        limit = max(1, job.timeout - TIMEOUT_BACKSTOP)
         try:
-            yield
+            try:
+                async with asyncio.timeout(limit):
+                    yield
+            except TimeoutError:
+                raise JobTimeoutError(f"the job ran longer than {limit} s") from None
         except Exception as exc:
             permanent = (
                 isinstance(exc, HTTPStatusError)
