@@ -282,10 +282,11 @@ def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path
         while not running.receiver.requests and time.monotonic() < deadline:
             time.sleep(0.05)
         callbacks = running.callbacks()
-    assert status["status"] == "failed"
-    assert status["attempts"] == 2
-    assert status["error"]["code"] == "job_timeout"
-    assert [body["status"] for _, body in callbacks] == ["failed"]
+    seen = f"status {status}, callbacks {callbacks}"
+    assert status["status"] == "failed", seen
+    assert status["attempts"] == 2, seen
+    assert status["error"]["code"] == "job_timeout", seen
+    assert [body["status"] for _, body in callbacks] == ["failed"], seen
 
 
 def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) -> None:
