@@ -27,7 +27,7 @@ from saq import Job, Queue, Worker
 from saq.types import Context, PartialTimersDict
 
 from prsm import keys
-from prsm.client import AsyncPRSMClient, RetryPolicy
+from prsm.client import AsyncPRSMClient, QueryResult, RetryPolicy
 from prsm.config import Settings
 from prsm.errors import HTTPStatusError, PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
@@ -102,12 +102,7 @@ class JobRunner:
                 priority=QueuePriority[job_type],
                 correlation_id=correlation_id,
             )
-        response = {
-            "answer": result.answer,
-            "confidence": result.confidence,
-            "usage": result.usage.to_wire(),
-            "model": result.model,
-        }
+        response = _response(result)
         await self._callback(
             callback_url, job, correlation_id,
             Callback(request_id=request_id, status="completed", response=response),
@@ -159,16 +154,7 @@ class JobRunner:
         except PRSMError as exc:
             return BatchResult(id=item.id, status="error", error=str(exc))
         return BatchResult.model_validate(
-            {
-                "id": item.id,
-                "status": "success",
-                "response": {
-                    "answer": result.answer,
-                    "confidence": result.confidence,
-                    "usage": result.usage.to_wire(),
-                    "model": result.model,
-                },
-            }
+            {"id": item.id, "status": "success", "response": _response(result)}
         )
 
     @contextlib.asynccontextmanager
@@ -232,6 +218,16 @@ class JobRunner:
             await self.ctx.callbacks.send(
                 url, callback.to_wire(), job_id=job.key, correlation_id=correlation_id
             )
+
+
+def _response(result: QueryResult) -> dict[str, Any]:
+    """A query's answer as jobs report it: the `data` of the API's query response."""
+    return {
+        "answer": result.answer,
+        "confidence": result.confidence,
+        "usage": result.usage.to_wire(),
+        "model": result.model,
+    }
 
 
 async def _heartbeat(job: Job, every: float) -> None:
