@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,23 @@ class Stack:
         raise AssertionError(f"job {job_id} did not finish: {status}")
 
     def callbacks(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
-        return [
-            (headers, json.loads(body))
-            for (_, headers), body in zip(self.receiver.requests, self.receiver.bodies, strict=True)
-        ]
+        """Every callback received, each checked to carry a valid signature."""
+        received = []
+        for (_, headers), body in zip(self.receiver.requests, self.receiver.bodies, strict=True):
+            timestamp, signature = headers["X-PRSM-Timestamp"], headers["X-PRSM-Signature"]
+            assert verify_signature(SECRET.encode(), body, timestamp, signature), headers
+            received.append((headers, json.loads(body)))
+        return received
+
+    def callback_for(self, request_id: str, timeout: float = 10) -> dict[str, Any]:
+        """The one (signed) callback body for `request_id`, once it has arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [body for _, body in self.callbacks() if body["requestId"] == request_id]
+            if found or time.monotonic() > deadline:
+                assert len(found) == 1, f"callbacks for {request_id}: {found}"
+                return found[0]
+            time.sleep(0.05)
 
 
 def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:
@@ -103,15 +117,9 @@ def test_priority_job_answers_and_calls_back_signed(fixed_stack: Stack) -> None:
     assert status["attempts"] == 1
     assert status["result"]["answer"] == "Paris."
     assert status["correlationId"] == "job-cid-1"
-    deadline = time.monotonic() + 10
-    while not fixed_stack.receiver.requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [(headers, body)] = [c for c in fixed_stack.callbacks() if c[1]["requestId"] == "req-1"]
+    body = fixed_stack.callback_for("req-1")
     assert body == {"requestId": "req-1", "status": "completed", "response": status["result"]}
-    raw = fixed_stack.receiver.bodies[-1]
-    assert verify_signature(
-        SECRET.encode(), raw, headers["X-PRSM-Timestamp"], headers["X-PRSM-Signature"]
-    )
+    [headers] = [h for h, b in fixed_stack.callbacks() if b["requestId"] == "req-1"]
     assert headers["X-Correlation-ID"] == "job-cid-1"
     assert headers["X-PRSM-Job-ID"] == accepted["jobId"]
     entries = redis.Redis.from_url(fixed_stack.redis_url).xrange(keys.EVENT_STREAM)
@@ -183,18 +191,26 @@ def test_jobs_need_a_key(fixed_stack: Stack) -> None:
 
 
 def test_scheduled_job_runs_no_earlier_than_asked(fixed_stack: Stack) -> None:
-    """delaySeconds=2: the job waits as `queued` with its schedule, then starts >= 2 s later."""
+    """delaySeconds=2: the job waits as `queued` with its schedule, starts >= 2 s after it
+    was enqueued, and calls back signed."""
     accepted = fixed_stack.submit(
-        {"type": "scheduled-query", "data": {"prompt": "hi", "userId": "u1"}, "delaySeconds": 2}
+        {
+            "type": "scheduled-query",
+            "data": {"prompt": "hi", "userId": "u1", "requestId": "sched-1"},
+            "delaySeconds": 2,
+            "callbackUrl": fixed_stack.receiver.base_url + "/scheduled",
+        }
     )
     waiting = fixed_stack.http.get(accepted["statusUrl"]).json()
     assert waiting["status"] == "queued"
     assert waiting["scheduledAt"]
     status = fixed_stack.wait(accepted["jobId"])
-    enqueued = time.mktime(time.strptime(status["enqueuedAt"][:19], "%Y-%m-%dT%H:%M:%S"))
-    started = time.mktime(time.strptime(status["startedAt"][:19], "%Y-%m-%dT%H:%M:%S"))
+    enqueued = datetime.fromisoformat(status["enqueuedAt"])
+    started = datetime.fromisoformat(status["startedAt"])
     assert status["status"] == "complete"
-    assert started - enqueued >= 2
+    assert (started - enqueued).total_seconds() >= 2
+    callback = fixed_stack.callback_for("sched-1")
+    assert callback == {"requestId": "sched-1", "status": "completed", "response": status["result"]}
 
 
 def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Path) -> None:
@@ -218,10 +234,7 @@ def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Pat
         status = running.wait(accepted["jobId"], timeout=60)
         results = running.http.get("/api/v1/batches/batch-7").json()
         ttl = redis.Redis.from_url(running.redis_url).ttl(keys.batch_results("batch-7"))
-        deadline = time.monotonic() + 10
-        while not running.receiver.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        callbacks = running.callbacks()
+        callback = running.callback_for("batch-7")
     assert status["status"] == "complete"
     assert status["result"] == {"batchId": "batch-7", "total": 2, "succeeded": 1, "failed": 1}
     by_id = {r["id"]: r for r in results}
@@ -230,8 +243,7 @@ def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Pat
     assert by_id["long"]["status"] == "error"
     assert "context window" in by_id["long"]["error"]
     assert 3500 < ttl <= 3600
-    assert callbacks[0][1]["requestId"] == "batch-7"
-    assert callbacks[0][1]["status"] == "completed"
+    assert callback == {"requestId": "batch-7", "status": "completed", "response": status["result"]}
 
 
 def test_permanent_failure_is_final_inspectable_and_called_back(tmp_path: Path) -> None:
@@ -248,16 +260,13 @@ def test_permanent_failure_is_final_inspectable_and_called_back(tmp_path: Path) 
                 }
             )
             status = running.wait(accepted["jobId"])
-            deadline = time.monotonic() + 10
-            while not running.receiver.requests and time.monotonic() < deadline:
-                time.sleep(0.05)
-        callbacks = running.callbacks()
+            callback = running.callback_for("r-fail")
     assert status["status"] == "failed"
     assert status["attempts"] == 1
     assert status["error"]["code"] == "invalid_credentials"
     assert "Traceback" not in json.dumps(status)
-    assert callbacks[0][1]["status"] == "failed"
-    assert callbacks[0][1]["requestId"] == "r-fail"
+    assert callback["status"] == "failed"
+    assert "invalid API key" in callback["error"]
 
 
 def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path: Path) -> None:
@@ -278,15 +287,14 @@ def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path
             }
         )
         status = running.wait(accepted["jobId"], timeout=30)
-        deadline = time.monotonic() + 10
-        while not running.receiver.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
+        callback = running.callback_for("slow")
         callbacks = running.callbacks()
     seen = f"status {status}, callbacks {callbacks}"
     assert status["status"] == "failed", seen
     assert status["attempts"] == 2, seen
     assert status["error"]["code"] == "job_timeout", seen
-    assert [body["status"] for _, body in callbacks] == ["failed"], seen
+    assert callback["status"] == "failed", seen
+    assert len(callbacks) == 1, seen
 
 
 def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) -> None:
