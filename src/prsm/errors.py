@@ -3,7 +3,9 @@
     PRSMError
     ├── TransportError            the request did not get an HTTP answer
     │   ├── ConnectError          no connection could be made (or it was reset)
-    │   └── TimeoutError          no answer within the client's timeout
+    │   ├── TimeoutError          no answer within the client's timeout
+    │   └── CircuitOpenError      a circuit breaker refused to send it
+    │                             (prsm.resilience.breaker)
     ├── HTTPStatusError           an HTTP answer with an error status (.status_code, .code,
     │   │                         .correlation_id, .retry_after)
     │   ├── BadRequestError             400 (malformed JSON)
