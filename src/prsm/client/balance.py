@@ -1,0 +1,80 @@
+"""Balancers: which instance serves the next call.
+
+- `RoundRobin`: smooth weighted round-robin (nginx's): with weights 5, 1, 1 the order is
+  a a b a c a a — spread out, never bursts.
+- `LeastOutstanding`: power of two choices — of two random instances, the one with fewer
+  calls in flight; near-optimal load with no global state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from prsm.client.discovery.base import Instance
+
+
+class Balancer(Protocol):
+    def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
+        """An instance not in `exclude` (ids); raises LookupError when none is left."""
+        ...
+
+    def started(self, instance: Instance) -> None: ...
+
+    def finished(self, instance: Instance) -> None: ...
+
+
+def _candidates(instances: Sequence[Instance], exclude: Collection[str]) -> list[Instance]:
+    found = [i for i in instances if i.id not in exclude and i.weight > 0]
+    if not found:
+        raise LookupError("no instance left to try")
+    return found
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._current: dict[str, int] = {}
+
+    def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
+        candidates = _candidates(instances, exclude)
+        total = 0
+        best: Instance | None = None
+        for instance in candidates:
+            weight = self._current.get(instance.id, 0) + instance.weight
+            self._current[instance.id] = weight
+            total += instance.weight
+            if best is None or weight > self._current[best.id]:
+                best = instance
+        assert best is not None
+        self._current[best.id] -= total
+        return best
+
+    def started(self, instance: Instance) -> None:
+        return None
+
+    def finished(self, instance: Instance) -> None:
+        return None
+
+
+class LeastOutstanding:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()  # noqa: S311 - balancing, not security
+        self._outstanding: dict[str, int] = {}
+
+    def outstanding(self, instance: Instance) -> int:
+        return self._outstanding.get(instance.id, 0)
+
+    def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
+        candidates = _candidates(instances, exclude)
+        if len(candidates) == 1:
+            return candidates[0]
+        a, b = self._rng.sample(candidates, 2)
+        # Fewer in flight per unit of weight wins; a heavier instance may carry more.
+        return a if self.outstanding(a) / a.weight <= self.outstanding(b) / b.weight else b
+
+    def started(self, instance: Instance) -> None:
+        self._outstanding[instance.id] = self.outstanding(instance) + 1
+
+    def finished(self, instance: Instance) -> None:
+        self._outstanding[instance.id] = max(0, self.outstanding(instance) - 1)

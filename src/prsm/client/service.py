@@ -1,0 +1,182 @@
+"""`ServiceClient`: calls PRSM over a discovered set of instances.
+
+The pipeline, in go-kit's order: discovery → cached instance set (last good set kept) →
+outlier ejection → balancer → failover to another instance within one overall deadline →
+a circuit breaker per instance, and one for the service around it all.
+
+>>> async with ServiceClient(StaticDiscovery(["http://a:8000", "http://b:8000"]),
+...                          api_key="...") as prsm:                       # doctest: +SKIP
+...     result = await prsm.query("What is the capital of France?", user_id="u1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from prsm.client._async import AsyncPRSMClient
+from prsm.client._core import DEFAULT_TIMEOUT, QueryResult, RetryPolicy
+from prsm.client.balance import Balancer, RoundRobin
+from prsm.client.discovery import Discovery, Instance, InstanceCache
+from prsm.client.outliers import OutlierDetector
+from prsm.contracts import Priority
+from prsm.errors import ConnectError, HTTPStatusError, PRSMError
+from prsm.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError
+from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+
+FAILOVER_STATUSES = frozenset({502, 503, 504})
+
+
+def _fails_over(exc: BaseException) -> bool:
+    """Errors another instance may not have: unreachable, refused by a breaker, 502/503/504."""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status_code in FAILOVER_STATUSES
+    return isinstance(exc, ConnectError | CircuitOpenError)
+
+
+class ServiceClient:
+    """Arguments: `discovery` finds instances; `attempts` is how many different instances one
+    call may try; `deadline` bounds the whole call, failovers included (default: `timeout`
+    per attempt times `attempts`). `breaker` configures the per-instance and service breakers
+    (None: the defaults)."""
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        *,
+        service: str = "prsm-api",
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = 3,
+        deadline: float | None = None,
+        balancer: Balancer | None = None,
+        outliers: OutlierDetector | None = None,
+        breaker: BreakerConfig | None = None,
+        refresh_seconds: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.service = service
+        self._cache = InstanceCache(service, discovery, refresh_seconds=refresh_seconds)
+        self._api_key = api_key
+        self._timeout = timeout
+        self._attempts = attempts
+        self._deadline = deadline or timeout * attempts
+        self._balancer = balancer or RoundRobin()
+        self._outliers = outliers or OutlierDetector(clock=clock)
+        self._breaker_config = breaker or BreakerConfig(call_timeout=None)
+        self._clock = clock
+        self._headers = dict(headers or {})
+        self._clients: dict[str, AsyncPRSMClient] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self.breaker = CircuitBreaker(
+            service, self._breaker_config, clock=clock, is_failure=_fails_over
+        )
+
+    @property
+    def instances(self) -> list[Instance]:
+        return self._cache.instances
+
+    async def start(self) -> None:
+        await self._cache.start()
+
+    async def query(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> QueryResult:
+        """Ask one instance, failing over to others; raises a `prsm.PRSMError` subclass."""
+        options = {
+            "user_id": user_id,
+            "context": context,
+            "max_tokens": max_tokens,
+            "priority": priority,
+            "correlation_id": correlation_id or uuid.uuid4().hex,
+        }
+        return await self.breaker.call(self._failover, prompt, options)
+
+    async def _failover(self, prompt: str, options: dict[str, Any]) -> QueryResult:
+        tried: set[str] = set()
+        last: PRSMError | None = None
+        async with asyncio.timeout(self._deadline):
+            for _ in range(self._attempts):
+                instance = self._pick(tried)
+                if instance is None:
+                    break
+                tried.add(instance.id)
+                self._balancer.started(instance)
+                try:
+                    client = self._client(instance)
+                    result = await self._breaker(instance).call(client.query, prompt, **options)
+                except PRSMError as exc:
+                    if not _fails_over(exc):
+                        raise
+                    self._outliers.failure(instance.id, len(self.instances))
+                    last = exc
+                    continue
+                finally:
+                    self._balancer.finished(instance)
+                self._outliers.success(instance.id)
+                return result
+        raise last or ConnectError(f"no instance of {self.service!r} to call")
+
+    def _pick(self, tried: set[str]) -> Instance | None:
+        pool = self.instances
+        ejected = self._outliers.ejected()
+        healthy = [i for i in pool if i.id not in ejected]
+        # Like Envoy's panic threshold: with every instance ejected, use them all anyway.
+        try:
+            return self._balancer.pick(healthy or pool, exclude=tried)
+        except LookupError:
+            return None
+
+    def _client(self, instance: Instance) -> AsyncPRSMClient:
+        client = self._clients.get(instance.id)
+        if client is None:
+            client = AsyncPRSMClient(
+                instance.url,
+                api_key=self._api_key,
+                timeout=self._timeout,
+                retries=RetryPolicy(retries=0),  # failover does the retrying, elsewhere
+                headers=self._headers,
+            )
+            self._clients[instance.id] = client
+        return client
+
+    def _breaker(self, instance: Instance) -> CircuitBreaker:
+        breaker = self._breakers.get(instance.id)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                f"{self.service}:{instance.id}",
+                self._breaker_config,
+                clock=self._clock,
+                is_failure=_fails_over,
+            )
+            self._breakers[instance.id] = breaker
+        return breaker
+
+    async def aclose(self) -> None:
+        await self._cache.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def __aenter__(self) -> ServiceClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

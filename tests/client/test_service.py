@@ -1,0 +1,116 @@
+"""ServiceClient over real `prsm serve` instances on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prsm.client.discovery import StaticDiscovery
+from prsm.client.service import ServiceClient
+from prsm.errors import AuthenticationError, ConnectError
+from prsm.resilience import BreakerConfig, CircuitOpenError
+from tests.support import API_KEY, ServerProcess, free_port, prsm_serve
+
+
+@contextlib.contextmanager
+def instances(tmp_path: Path, names: str, **env: str) -> Iterator[dict[str, ServerProcess]]:
+    """One `prsm serve` per letter, each answering its own letter."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                prsm_serve(
+                    tmp_path / name,
+                    env={"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": name} | env,
+                )
+            )
+            for name in names
+        }
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
+    root = tmp_path_factory.mktemp("trio")
+    for name in "abc":
+        (root / name).mkdir()
+    with instances(root, "abc") as servers:
+        yield servers
+
+
+def discovery(servers: dict[str, ServerProcess]) -> StaticDiscovery:
+    return StaticDiscovery(s.base_url for s in servers.values())
+
+
+async def test_round_robin_spreads_calls_over_every_instance(
+    trio: dict[str, ServerProcess],
+) -> None:
+    """Nine calls, three instances: three each, in turn."""
+    async with ServiceClient(discovery(trio), api_key=API_KEY) as prsm:
+        answers = [(await prsm.query("hi", user_id="u")).answer for _ in range(9)]
+    assert Counter(answers) == {"a": 3, "b": 3, "c": 3}
+    assert all(set(answers[i : i + 3]) == {"a", "b", "c"} for i in (0, 3, 6))
+
+
+async def test_caller_errors_do_not_fail_over(trio: dict[str, ServerProcess]) -> None:
+    """A 401 is raised at once: another instance would say the same."""
+    async with ServiceClient(discovery(trio), api_key="wrong") as prsm:
+        with pytest.raises(AuthenticationError):
+            await prsm.query("hi", user_id="u")
+    rejected = sum(s.log.count('"status": 401') for s in trio.values())
+    assert rejected == 1
+
+
+async def test_sigkill_one_instance_under_load_fails_no_call(tmp_path: Path) -> None:
+    """Steady load from 8 callers; one instance is SIGKILLed mid-way: every call succeeds,
+    and after the kill the dead instance is ejected and serves nothing."""
+    for name in "xyz":
+        (tmp_path / name).mkdir()
+    with instances(tmp_path, "xyz", PRSM_ENGINE__FIXED_DELAY_SECONDS="0.01") as servers:
+        answers: list[tuple[float, str]] = []
+        errors: list[BaseException] = []
+        stop_at = time.monotonic() + 4
+
+        async def caller(prsm: ServiceClient) -> None:
+            while time.monotonic() < stop_at:
+                try:
+                    result = await prsm.query("hi", user_id="u")
+                except Exception as exc:  # the test counts every failure
+                    errors.append(exc)
+                else:
+                    answers.append((time.monotonic(), result.answer))
+
+        async def killer() -> float:
+            await asyncio.sleep(1.5)
+            servers["y"].process.send_signal(signal.SIGKILL)
+            return time.monotonic()
+
+        async with ServiceClient(discovery(servers), api_key=API_KEY, timeout=5) as prsm:
+            results = await asyncio.gather(killer(), *(caller(prsm) for _ in range(8)))
+    killed_at = results[0]
+    assert errors == []
+    before = Counter(a for t, a in answers if t < killed_at)
+    late = Counter(a for t, a in answers if t > killed_at + 0.5)
+    assert set(before) == {"x", "y", "z"}
+    assert late["y"] == 0
+    assert late["x"] > 0
+    assert late["z"] > 0
+    assert len(answers) > 200
+
+
+async def test_no_instance_reachable_is_a_connect_error_then_the_breaker_opens() -> None:
+    """Nothing listens: each call fails over, gives up with ConnectError; after enough of
+    those the service breaker refuses calls outright."""
+    dead = StaticDiscovery([f"http://127.0.0.1:{free_port()}" for _ in range(2)])
+    config = BreakerConfig(minimum_calls=2, call_timeout=None, reset_timeout=60)
+    async with ServiceClient(dead, api_key=API_KEY, breaker=config, timeout=1) as prsm:
+        for _ in range(2):
+            with pytest.raises(ConnectError):
+                await prsm.query("hi", user_id="u")
+        with pytest.raises(CircuitOpenError):
+            await prsm.query("hi", user_id="u")
