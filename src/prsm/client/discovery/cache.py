@@ -34,8 +34,9 @@ class InstanceCache:
     def instances(self) -> list[Instance]:
         return self._instances
 
-    async def refresh(self) -> None:
-        """Ask the source once; keep the last good set if it fails or answers nothing."""
+    async def refresh(self) -> bool:
+        """Ask the source once; keep the last good set if it fails or answers nothing.
+        True when the source answered."""
         try:
             found = await self._discovery.fetch()
         except Exception as exc:
@@ -44,11 +45,12 @@ class InstanceCache:
                 "discovery failed; keeping the last good instances",
                 extra={"service": self.service, "error": str(exc), "kept": len(self._instances)},
             )
-            return
+            return False
         if not found and self._instances:
             log.warning("discovery found no instances; keeping the last good ones")
-            return
+            return True
         self._instances = found
+        return True
 
     async def start(self) -> None:
         """Load the set (ConnectError if there is none) and keep it fresh in the background."""
@@ -59,9 +61,13 @@ class InstanceCache:
             self._task = asyncio.create_task(self._run(), name=f"discovery-{self.service}")
 
     async def _run(self) -> None:
+        # A blocking source (Consul) long-polls: ask again at once, sleeping only after errors.
+        blocking = getattr(self._discovery, "blocking", False)
         while True:
-            await asyncio.sleep(self._refresh_seconds)
-            await self.refresh()
+            if not blocking:
+                await asyncio.sleep(self._refresh_seconds)
+            if not await self.refresh() and blocking:
+                await asyncio.sleep(min(self._refresh_seconds, 5.0))
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -69,3 +75,6 @@ class InstanceCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        close = getattr(self._discovery, "aclose", None)
+        if close is not None:
+            await close()
