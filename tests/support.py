@@ -88,6 +88,7 @@ def prsm_serve(
     env: dict[str, str] | None = None,
     ready_timeout: float = 120.0,
     port: int | None = None,
+    ready_path: str = "/ready",
 ) -> Iterator[ServerProcess]:
     """Run `python -m prsm serve` on `port` (a free one by default) until the block ends."""
     port = port or free_port()
@@ -108,7 +109,7 @@ def prsm_serve(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(base_url + "/ready", time.monotonic() + ready_timeout, process)
+        wait_until_ready(base_url + ready_path, time.monotonic() + ready_timeout, process)
         yield ServerProcess(base_url, process, log_path)
     finally:
         stop_process(process)

@@ -62,8 +62,12 @@ async def test_caller_errors_do_not_fail_over(trio: dict[str, ServerProcess]) ->
     async with ServiceClient(discovery(trio), api_key="wrong") as prsm:
         with pytest.raises(AuthenticationError):
             await prsm.query("hi", user_id="u")
-    rejected = sum(s.log.count('"status": 401') for s in trio.values())
-    assert rejected == 1
+    deadline = time.monotonic() + 5  # access lines are written just after the answer
+    while (rejected := sum(s.log.count('"status": 401') for s in trio.values())) < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    assert sum(s.log.count('"status": 401') for s in trio.values()) == rejected == 1
 
 
 async def test_sigkill_one_instance_under_load_fails_no_call(tmp_path: Path) -> None:
@@ -114,3 +118,26 @@ async def test_no_instance_reachable_is_a_connect_error_then_the_breaker_opens()
                 await prsm.query("hi", user_id="u")
         with pytest.raises(CircuitOpenError):
             await prsm.query("hi", user_id="u")
+
+
+async def test_calls_are_recorded_in_the_spec_client_metrics(
+    trio: dict[str, ServerProcess],
+) -> None:
+    """Each call counts in prsm_queries_total and its duration histogram, tokens in
+    prsm_tokens_used_total, under the client's service and tier; connections return to 0."""
+    from prometheus_client import REGISTRY
+
+    labels = {"service": "metrics-svc", "method": "query", "status": "200", "user_tier": "gold"}
+    async with ServiceClient(
+        discovery(trio), service="metrics-svc", api_key=API_KEY, user_tier="gold"
+    ) as prsm:
+        results = [await prsm.query("hi there", user_id="u") for _ in range(4)]
+    assert REGISTRY.get_sample_value("prsm_queries_total", labels) == 4
+    assert REGISTRY.get_sample_value("prsm_query_duration_seconds_count", labels) == 4
+    tokens = {"service": "metrics-svc", "user_tier": "gold", "model": "fixed"}
+    assert REGISTRY.get_sample_value("prsm_tokens_used_total", tokens) == sum(
+        r.usage.tokens for r in results
+    )
+    for server in trio.values():
+        active = {"service": "metrics-svc", "instance": server.base_url}
+        assert REGISTRY.get_sample_value("prsm_active_connections", active) == 0

@@ -12,11 +12,13 @@ a circuit breaker per instance, and one for the service around it all.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from prsm import metrics
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import DEFAULT_TIMEOUT, QueryResult, RetryPolicy
 from prsm.client.balance import Balancer, RoundRobin
@@ -41,7 +43,11 @@ class ServiceClient:
     """Arguments: `discovery` finds instances; `attempts` is how many different instances one
     call may try; `deadline` bounds the whole call, failovers included (default: `timeout`
     per attempt times `attempts`). `breaker` configures the per-instance and service breakers
-    (None: the defaults)."""
+    (None: the defaults).
+
+    Every call is recorded in the specification's client metrics: `prsm_query_duration_seconds`
+    and `prsm_queries_total` (service, method, status, user_tier), `prsm_tokens_used_total`
+    (service, user_tier, model) and `prsm_active_connections` (service, instance)."""
 
     def __init__(
         self,
@@ -57,9 +63,11 @@ class ServiceClient:
         breaker: BreakerConfig | None = None,
         refresh_seconds: float = 30.0,
         headers: Mapping[str, str] | None = None,
+        user_tier: str = "standard",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.service = service
+        self.user_tier = user_tier
         self._cache = InstanceCache(service, discovery, refresh_seconds=refresh_seconds)
         self._api_key = api_key
         self._timeout = timeout
@@ -101,7 +109,26 @@ class ServiceClient:
             "priority": priority,
             "correlation_id": correlation_id or uuid.uuid4().hex,
         }
-        return await self.breaker.call(self._failover, prompt, options)
+        started = time.perf_counter()
+        status, tokens, model = "error", 0, "unknown"
+        try:
+            result = await self.breaker.call(self._failover, prompt, options)
+        except HTTPStatusError as exc:
+            status = str(exc.status_code)
+            raise
+        else:
+            status, tokens, model = "200", result.usage.tokens, result.model
+            return result
+        finally:
+            metrics.record_query(
+                service=self.service,
+                method="query",
+                status=status,
+                user_tier=self.user_tier,
+                duration=time.perf_counter() - started,
+                tokens=tokens,
+                model=model,
+            )
 
     async def _failover(self, prompt: str, options: dict[str, Any]) -> QueryResult:
         tried: set[str] = set()
@@ -113,6 +140,8 @@ class ServiceClient:
                     break
                 tried.add(instance.id)
                 self._balancer.started(instance)
+                connections = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
+                connections.inc()
                 try:
                     client = self._client(instance)
                     result = await self._breaker(instance).call(client.query, prompt, **options)
@@ -123,6 +152,7 @@ class ServiceClient:
                     last = exc
                     continue
                 finally:
+                    connections.dec()
                     self._balancer.finished(instance)
                 self._outliers.success(instance.id)
                 return result
