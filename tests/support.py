@@ -115,6 +115,19 @@ def prsm_serve(
         stop_process(process)
 
 
+@contextlib.contextmanager
+def fixed_instances(tmp_path: Path, names: str, **env: str) -> Iterator[dict[str, ServerProcess]]:
+    """One `prsm serve` with the fixed engine per letter of `names`, each answering its
+    letter, so a test can tell which instance answered."""
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name in names:
+            (tmp_path / name).mkdir(exist_ok=True)
+            settings = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": name} | env
+            servers[name] = stack.enter_context(prsm_serve(tmp_path / name, env=settings))
+        yield servers
+
+
 @dataclass
 class Reply:
     status: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections import Counter
@@ -16,30 +15,12 @@ from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
 from prsm.errors import AuthenticationError, ConnectError
 from prsm.resilience import BreakerConfig, CircuitOpenError
-from tests.support import API_KEY, ServerProcess, free_port, prsm_serve
-
-
-@contextlib.contextmanager
-def instances(tmp_path: Path, names: str, **env: str) -> Iterator[dict[str, ServerProcess]]:
-    """One `prsm serve` per letter, each answering its own letter."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(
-                prsm_serve(
-                    tmp_path / name,
-                    env={"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": name} | env,
-                )
-            )
-            for name in names
-        }
+from tests.support import API_KEY, ServerProcess, fixed_instances, free_port
 
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
-    root = tmp_path_factory.mktemp("trio")
-    for name in "abc":
-        (root / name).mkdir()
-    with instances(root, "abc") as servers:
+    with fixed_instances(tmp_path_factory.mktemp("trio"), "abc") as servers:
         yield servers
 
 
@@ -73,9 +54,7 @@ async def test_caller_errors_do_not_fail_over(trio: dict[str, ServerProcess]) ->
 async def test_sigkill_one_instance_under_load_fails_no_call(tmp_path: Path) -> None:
     """Steady load from 8 callers; one instance is SIGKILLed mid-way: every call succeeds,
     and after the kill the dead instance is ejected and serves nothing."""
-    for name in "xyz":
-        (tmp_path / name).mkdir()
-    with instances(tmp_path, "xyz", PRSM_ENGINE__FIXED_DELAY_SECONDS="0.01") as servers:
+    with fixed_instances(tmp_path, "xyz", PRSM_ENGINE__FIXED_DELAY_SECONDS="0.01") as servers:
         answers: list[tuple[float, str]] = []
         errors: list[BaseException] = []
         stop_at = time.monotonic() + 4
