@@ -4,7 +4,7 @@ Same model file, same prompts, same sampling (greedy, the default system prompt 
 penalty), queries one after another. Rounds alternate bare and API so drift hits both.
 Goal: API / bare >= 0.9.
 
-    .venv/bin/python bench/engine_speed.py [--rounds 3] [--max-tokens 96]
+    .venv/bin/python bench/engine_speed.py [--rounds 5] [--max-tokens 96]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def api_round(base: str, max_tokens: int) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=96)
     args = parser.parse_args()
 
