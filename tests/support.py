@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -126,6 +127,24 @@ def fixed_instances(tmp_path: Path, names: str, **env: str) -> Iterator[dict[str
             settings = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": name} | env
             servers[name] = stack.enter_context(prsm_serve(tmp_path / name, env=settings))
         yield servers
+
+
+@contextlib.asynccontextmanager
+async def local_app(path: str, handler: Any) -> AsyncIterator[str]:
+    """An aiohttp app answering GET `path` with `handler`, on a free loopback port; yields its
+    base URL. For test doubles of services that cannot run here (Consul, Kubernetes)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @dataclass

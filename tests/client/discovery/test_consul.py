@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from prsm.client.discovery import ConsulDiscovery, InstanceCache
+from tests.support import local_app
 
 
 def entry(service_id: str, port: int, *, address: str = "127.0.0.1", tags: list[str] | None = None,
@@ -71,15 +72,8 @@ async def consul() -> AsyncIterator[FakeConsul]:
     fake = FakeConsul(
         [entry("api-1", 8001, tags=["weight=5", "v1"]), entry("api-2", 8002, address="")]
     )
-    app = web.Application()
-    app.router.add_get("/v1/health/service/{name}", fake.health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield fake
-    await runner.cleanup()
+    async with local_app("/v1/health/service/{name}", fake.health) as fake.url:
+        yield fake
 
 
 async def test_reads_passing_instances_with_weights_and_addresses(consul: FakeConsul) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from prsm.client.discovery import InstanceCache, KubernetesDiscovery
 from prsm.errors import ConfigError
+from tests.support import local_app
 
 TOKEN = "sa-token-1"
 PATH = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
@@ -90,15 +91,8 @@ class FakeApiServer:
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[FakeApiServer]:
     fake = FakeApiServer()
-    app = web.Application()
-    app.router.add_get(PATH, fake.endpointslices)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield fake
-    await runner.cleanup()
+    async with local_app(PATH, fake.endpointslices) as fake.url:
+        yield fake
 
 
 def discovery(api: FakeApiServer, tmp_path: Path, **options: Any) -> KubernetesDiscovery:
