@@ -195,6 +195,39 @@ class JobSettings(Section):
         )
 
 
+class OAuthSettings(Section):
+    issuer: str | None = Field(
+        default=None, description="Accept JWT bearer tokens from this issuer (`iss`)."
+    )
+    audience: str | None = Field(
+        default=None, description="The audience (`aud`) tokens must be issued for."
+    )
+    jwks_url: str | None = Field(
+        default=None, description="Where the issuer publishes its signing keys (JWKS)."
+    )
+    public_key: str | None = Field(
+        default=None, description="A PEM public key to verify tokens with, instead of JWKS."
+    )
+    algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["RS256", "ES256"],
+        description="Signature algorithms accepted, comma-separated (never `none`).",
+    )
+    leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on `exp`.")
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and any(str(a).lower() == "none" for a in value):
+            raise ValueError("the `none` algorithm would accept unsigned tokens")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer and self.audience and (self.jwks_url or self.public_key))
+
+
 class Settings(BaseSettings):
     """Every PRSM setting. Build with `load_settings()` to get clear errors."""
 
@@ -250,6 +283,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""

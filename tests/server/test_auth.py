@@ -2,24 +2,26 @@ from __future__ import annotations
 
 import pytest
 
-from prsm.config import ApiKey
-from prsm.errors import AuthenticationError
-from prsm.server.auth import ApiKeyAuth
+from prsm.config import ApiKey, OAuthSettings
+from prsm.errors import AuthenticationError, PermissionDeniedError
+from prsm.server.auth import ALL_SCOPES, READ, WRITE, Authenticator, Principal
 
-AUTH = ApiKeyAuth([ApiKey.parse("alpha"), ApiKey.parse("beta:premium")])
+AUTH = Authenticator([ApiKey.parse("alpha"), ApiKey.parse("beta:premium")], OAuthSettings())
 
 
-def test_known_key_gives_its_tier_and_a_fingerprint() -> None:
-    """A configured key authenticates with its tier; the id is a hash prefix, not the key."""
-    principal = AUTH.authenticate("Bearer beta")
+async def test_known_key_gives_its_tier_all_scopes_and_a_fingerprint() -> None:
+    """A configured key authenticates with its tier and both scopes; the id is a hash
+    prefix, not the key."""
+    principal = await AUTH.authenticate("Bearer beta")
     assert principal.tier == "premium"
+    assert principal.scopes == ALL_SCOPES
     assert len(principal.key_id) == 8
     assert "beta" not in principal.key_id
 
 
-def test_scheme_is_case_insensitive() -> None:
+async def test_scheme_is_case_insensitive() -> None:
     """`bearer` works as well as `Bearer`."""
-    assert AUTH.authenticate("bearer alpha").tier == "standard"
+    assert (await AUTH.authenticate("bearer alpha")).tier == "standard"
 
 
 @pytest.mark.parametrize(
@@ -31,17 +33,33 @@ def test_scheme_is_case_insensitive() -> None:
         ("Bearer", "invalid_credentials"),
         ("Bearer alphax", "invalid_credentials"),
         ("Bearer alph", "invalid_credentials"),
+        ("Bearer a.b.c", "invalid_credentials"),  # a JWT when OAuth2 is off: just a wrong key
     ],
 )
-def test_bad_credentials_are_401(header: str | None, code: str) -> None:
+async def test_bad_credentials_are_401(header: str | None, code: str) -> None:
     """Missing, malformed, wrong and prefix-of-a-key credentials are all refused."""
     with pytest.raises(AuthenticationError) as caught:
-        AUTH.authenticate(header)
+        await AUTH.authenticate(header)
     assert caught.value.code == code
     assert caught.value.status_code == 401
 
 
-def test_no_keys_configured_refuses_everything() -> None:
+async def test_no_keys_configured_refuses_everything() -> None:
     """An empty key list admits no one (prsm serve makes a dev key instead)."""
     with pytest.raises(AuthenticationError):
-        ApiKeyAuth([]).authenticate("Bearer anything")
+        await Authenticator([], OAuthSettings()).authenticate("Bearer anything")
+
+
+def test_missing_scope_is_403() -> None:
+    """A caller without `write:ai` may not do what needs it."""
+    reader = Principal(key_id="jwt:svc", tier="standard", scopes=frozenset({READ}))
+    reader.require(READ)
+    with pytest.raises(PermissionDeniedError) as caught:
+        reader.require(WRITE)
+    assert caught.value.code == "insufficient_scope"
+
+
+def test_none_algorithm_cannot_be_configured() -> None:
+    """`none` in oauth.algorithms is refused: it would accept unsigned tokens."""
+    with pytest.raises(ValueError, match="unsigned"):
+        OAuthSettings(algorithms=["RS256", "none"])

@@ -32,7 +32,7 @@ from prsm.jobs.schema import BatchResult, JobAccepted, JobRequest, JobStatus
 from prsm.jobs.submit import JobService
 from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
-from prsm.server.auth import ApiKeyAuth
+from prsm.server.auth import READ, WRITE, Authenticator
 from prsm.server.body_limit import BodyLimitMiddleware
 from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.errors import install_error_handlers, validation_error
@@ -53,7 +53,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Malformed JSON",
-        401: "Missing or invalid API key",
+        401: "Missing or invalid API key or token",
+        403: "The token lacks the scope (read:ai for queries, write:ai for jobs)",
         404: "No such job or batch",
         413: "Body larger than the configured limit",
         422: "The body breaks the contract (empty prompt, unknown field, prompt too long...)",
@@ -99,7 +100,7 @@ def create_app(
             )
         return jobs
 
-    auth = ApiKeyAuth(settings.api_keys)
+    auth = Authenticator(settings.api_keys, settings.oauth)
     started = time.monotonic()
     connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
 
@@ -139,7 +140,8 @@ def create_app(
         Authentication happens here rather than in a FastAPI dependency: dependencies cost
         a fifth of the throughput (bench/api_throughput.py).
         """
-        caller = auth.authenticate(request.headers.get("authorization"))
+        caller = await auth.authenticate(request.headers.get("authorization"))
+        caller.require(READ)
         try:
             body = QueryRequest.model_validate_json(await request.body())
         except PydanticValidationError as exc:
@@ -161,7 +163,7 @@ def create_app(
     )
     async def submit_job(request: Request) -> Response:
         """Queue a priority, batch or scheduled query; the answer comes by status or callback."""
-        auth.authenticate(request.headers.get("authorization"))
+        (await auth.authenticate(request.headers.get("authorization"))).require(WRITE)
         try:
             body = JobRequest.model_validate_json(await request.body())
         except PydanticValidationError as exc:
@@ -172,7 +174,7 @@ def create_app(
     @api.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, tags=["jobs"])
     async def job_status(job_id: str, request: Request) -> Response:
         """A job's status, with its result or error once it has finished."""
-        auth.authenticate(request.headers.get("authorization"))
+        (await auth.authenticate(request.headers.get("authorization"))).require(READ)
         status = await job_service().status(job_id)
         return Response(status.model_dump_json(by_alias=True), media_type="application/json")
 
@@ -184,7 +186,7 @@ def create_app(
     )
     async def batch_results(batch_id: str, request: Request) -> Response:
         """The per-query results of a finished batch job (kept for an hour)."""
-        auth.authenticate(request.headers.get("authorization"))
+        (await auth.authenticate(request.headers.get("authorization"))).require(READ)
         results = await job_service().batch_results(batch_id)
         return JSONResponse([r.to_wire() for r in results])
 

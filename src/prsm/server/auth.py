@@ -1,55 +1,136 @@
-"""API-key authentication: `Authorization: Bearer <key>`, compared in constant time."""
+"""Who may call: API keys (`Authorization: Bearer <key>`) and OAuth2 JWT bearer tokens.
+
+API keys are compared by SHA-256 digest in constant time, against every configured key.
+JWTs (when `oauth` is configured) must carry a valid signature — from the issuer's JWKS or a
+configured public key, with an algorithm from the configured list, never `none` — and the
+right `iss` and `aud`, and must not be expired. Their `scope` (or `scp`) claim grants
+`read:ai` (queries, job status) and `write:ai` (submitting jobs); an API key grants both.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from prsm.config import ApiKey
-from prsm.errors import AuthenticationError
+import jwt
+
+from prsm.config import ApiKey, OAuthSettings
+from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+
+READ = "read:ai"
+WRITE = "write:ai"
+ALL_SCOPES = frozenset({READ, WRITE})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling, as far as metrics and logs need to know."""
+    """Who is calling, as far as authorization, metrics and logs need to know."""
 
     key_id: str
-    """A short, non-secret fingerprint of the key (first 8 hex digits of its SHA-256)."""
+    """A short, non-secret fingerprint of the key, or `jwt:<subject>`."""
     tier: str
+    scopes: frozenset[str] = field(default=ALL_SCOPES)
+
+    def require(self, scope: str) -> None:
+        """Raise 403 `insufficient_scope` unless this caller holds `scope`."""
+        if scope not in self.scopes:
+            raise PermissionDeniedError(
+                f"the token does not grant `{scope}`", code="insufficient_scope"
+            )
 
 
 class ApiKeyAuth:
-    """Checks bearer keys against the configured ones.
-
-    Every configured key is compared, by SHA-256 digest and `hmac.compare_digest`, whatever
-    the earlier results: the time taken says nothing about which key, or how much of one,
-    matched.
-    """
-
     def __init__(self, keys: list[ApiKey]) -> None:
         self._keys = [
             (hashlib.sha256(k.key.get_secret_value().encode()).digest(), k.tier) for k in keys
         ]
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    def lookup(self, token: str) -> Principal | None:
+        # Every key is compared whatever the earlier results: the time taken says nothing
+        # about which key, or how much of one, matched.
+        digest = hashlib.sha256(token.encode()).digest()
+        found: str | None = None
+        for known, tier in self._keys:
+            if hmac.compare_digest(digest, known) and found is None:
+                found = tier
+        return None if found is None else Principal(key_id=digest.hex()[:8], tier=found)
+
+
+class JwtAuth:
+    def __init__(self, settings: OAuthSettings) -> None:
+        self._settings = settings
+        self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+
+    async def verify(self, token: str) -> Principal:
+        settings = self._settings
+        try:
+            if self._jwks is not None:
+                # The key set is fetched over blocking HTTP, then cached: off the event loop.
+                signing = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+                key: Any = signing.key
+            else:
+                key = settings.public_key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=settings.algorithms,
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway_seconds,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("the token has expired", code="token_expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError(
+                f"the token is not for this audience ({settings.audience})",
+                code="invalid_audience",
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError(
+                "the token's issuer is not trusted here", code="invalid_issuer"
+            ) from None
+        except jwt.PyJWKClientConnectionError:
+            raise ServiceUnavailableError(
+                "cannot fetch the issuer's signing keys", code="auth_unavailable", retry_after=5
+            ) from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise AuthenticationError(f"invalid token: {exc}", code="invalid_token") from None
+        scope = claims.get("scope") or claims.get("scp") or ""
+        scopes = frozenset(scope.split() if isinstance(scope, str) else map(str, scope))
+        subject = str(claims.get("sub", "unknown"))[:64]
+        return Principal(
+            key_id=f"jwt:{subject}", tier=str(claims.get("tier", "standard")), scopes=scopes
+        )
+
+
+class Authenticator:
+    """Checks the `Authorization` header: a JWT when OAuth2 is configured and the token is one,
+    else an API key."""
+
+    def __init__(self, keys: list[ApiKey], oauth: OAuthSettings) -> None:
+        self._keys = ApiKeyAuth(keys)
+        self._jwt = JwtAuth(oauth) if oauth.enabled else None
+
+    async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise AuthenticationError(
-                "missing credentials: send `Authorization: Bearer <api key>`",
+                "missing credentials: send `Authorization: Bearer <api key or token>`",
                 code="missing_credentials",
             )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError(
-                "malformed Authorization header: expected `Bearer <api key>`",
+                "malformed Authorization header: expected `Bearer <api key or token>`",
                 code="invalid_credentials",
             )
-        digest = hashlib.sha256(token.encode()).digest()
-        found: str | None = None
-        for known, tier in self._keys:
-            if hmac.compare_digest(digest, known) and found is None:
-                found = tier
-        if found is None:
+        if self._jwt is not None and token.count(".") == 2:
+            return await self._jwt.verify(token)
+        principal = self._keys.lookup(token)
+        if principal is None:
             raise AuthenticationError("invalid API key", code="invalid_credentials")
-        return Principal(key_id=digest.hex()[:8], tier=found)
+        return principal
