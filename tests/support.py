@@ -130,13 +130,16 @@ def fixed_instances(tmp_path: Path, names: str, **env: str) -> Iterator[dict[str
 
 
 @contextlib.asynccontextmanager
-async def local_app(path: str, handler: Any) -> AsyncIterator[str]:
-    """An aiohttp app answering GET `path` with `handler`, on a free loopback port; yields its
-    base URL. For test doubles of services that cannot run here (Consul, Kubernetes)."""
+async def local_app(path: str, handler: Any, *more: tuple[str, str, Any]) -> AsyncIterator[str]:
+    """An aiohttp app answering GET `path` with `handler` (and each further `(method, path,
+    handler)`), on a free loopback port; yields its base URL. For test doubles of services
+    that cannot run here (Consul, Kubernetes, an OAuth2 provider)."""
     from aiohttp import web
 
     app = web.Application()
     app.router.add_get(path, handler)
+    for method, other_path, other in more:
+        app.router.add_route(method, other_path, other)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

@@ -18,6 +18,7 @@ from prsm.client._core import (
     QueryResult,
     RetryPolicy,
 )
+from prsm.client.oauth import ClientCredentials
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, TimeoutError, TransportError
 
@@ -32,7 +33,8 @@ class AsyncPRSMClient:
     ...     result = await c.query("What is the capital of France?", user_id="u1")
 
     Arguments as for `PRSMClient`; `connector` is passed to aiohttp (for example one with an
-    `ssl.SSLContext` holding client certificates).
+    `ssl.SSLContext` holding client certificates); `auth` sends OAuth2 client-credentials
+    tokens instead of an API key.
     """
 
     def __init__(
@@ -44,8 +46,10 @@ class AsyncPRSMClient:
         *,
         headers: Mapping[str, str] | None = None,
         connector: aiohttp.BaseConnector | None = None,
+        auth: ClientCredentials | None = None,
     ) -> None:
         self._core = ClientCore(base_url, api_key, timeout, retries, headers)
+        self._auth = auth
         self._connector = connector
         self._session: aiohttp.ClientSession | None = None
 
@@ -91,9 +95,12 @@ class AsyncPRSMClient:
                 connector=self._connector,
                 timeout=aiohttp.ClientTimeout(total=self._core.timeout),
             )
+        headers = request.headers
+        if self._auth is not None:
+            headers = {**headers, "authorization": f"Bearer {await self._auth.token()}"}
         try:
             async with self._session.request(
-                request.method, request.url, headers=request.headers, data=request.body
+                request.method, request.url, headers=headers, data=request.body
             ) as response:
                 return response.status, response.headers, await response.read()
         except aiohttp.ClientConnectionError as exc:

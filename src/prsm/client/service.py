@@ -23,6 +23,7 @@ from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import DEFAULT_TIMEOUT, QueryResult, RetryPolicy
 from prsm.client.balance import Balancer, RoundRobin
 from prsm.client.discovery import Discovery, Instance, InstanceCache
+from prsm.client.oauth import ClientCredentials
 from prsm.client.outliers import OutlierDetector
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, HTTPStatusError, PRSMError
@@ -63,6 +64,7 @@ class ServiceClient:
         breaker: BreakerConfig | None = None,
         refresh_seconds: float = 30.0,
         headers: Mapping[str, str] | None = None,
+        auth: ClientCredentials | None = None,
         user_tier: str = "standard",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -78,6 +80,7 @@ class ServiceClient:
         self._breaker_config = breaker or BreakerConfig(call_timeout=None)
         self._clock = clock
         self._headers = dict(headers or {})
+        self._auth = auth  # one token provider for every instance: one refresh for all
         self._clients: dict[str, AsyncPRSMClient] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self.breaker = CircuitBreaker(
@@ -177,6 +180,7 @@ class ServiceClient:
                 timeout=self._timeout,
                 retries=RetryPolicy(retries=0),  # failover does the retrying, elsewhere
                 headers=self._headers,
+                auth=self._auth,
             )
             self._clients[instance.id] = client
         return client
