@@ -33,6 +33,14 @@ CONFIG_FILE_ENV = "PRSM_CONFIG"
 DEFAULT_TIER = "standard"
 
 
+def comma_list(value: Any) -> Any:
+    """`"a, b,,c"` → `["a", "b", "c"]`, for list settings given as one environment variable;
+    anything else unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class ApiKey(BaseModel):
     """An accepted API key and the user tier its callers are counted under in metrics."""
 
@@ -190,9 +198,7 @@ class JobSettings(Section):
     @field_validator("callback_allow", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        return (
-            [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
-        )
+        return comma_list(value)
 
 
 class OAuthSettings(Section):
@@ -217,8 +223,7 @@ class OAuthSettings(Section):
     @field_validator("algorithms", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = comma_list(value)
         if isinstance(value, list) and any(str(a).lower() == "none" for a in value):
             raise ValueError("the `none` algorithm would accept unsigned tokens")
         return value
@@ -291,8 +296,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part for part in value.split(",") if part.strip()]
+        value = comma_list(value)
         if isinstance(value, list):
             return [ApiKey.parse(v) if isinstance(v, str) else v for v in value]
         return value
