@@ -7,8 +7,9 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -29,6 +30,8 @@ class Provider:
     url: str
     token_requests: list[dict[str, str]]
     lifetime: int = 3600
+    signing_keys: list[Any] = field(default_factory=list)
+    """Keys for the next tokens, first to last; the test key once they run out."""
 
 
 @pytest.fixture
@@ -47,7 +50,8 @@ async def provider() -> AsyncIterator[Provider]:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": form.get("audience"), "sub": CLIENT_ID, "iat": now,
                   "exp": now + state.lifetime, "scope": form.get("scope", "")}  # fmt: skip
-        access = jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k1"})
+        key = state.signing_keys.pop(0) if state.signing_keys else KEY
+        access = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
         return web.json_response(
             {
                 "access_token": access,
@@ -113,3 +117,25 @@ async def test_refused_client_credentials_are_an_authentication_error(provider: 
     with pytest.raises(AuthenticationError) as caught:
         await credentials.token()
     assert caught.value.code == "token_request_failed"
+
+
+async def test_refused_token_is_replaced_once(provider: Provider, tmp_path: Path) -> None:
+    """The API refuses the first token (signed with a key it no longer trusts): the client
+    fetches a fresh one and the call succeeds, with two token requests in all."""
+    from tests.server.test_oauth import OTHER_KEY
+
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_OAUTH__ISSUER": ISSUER,
+        "PRSM_OAUTH__AUDIENCE": AUDIENCE,
+        "PRSM_OAUTH__JWKS_URL": provider.url + "/jwks",
+    }
+    credentials = ClientCredentials(
+        provider.url + "/oauth/token", CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE
+    )
+    provider.signing_keys = [OTHER_KEY, KEY]
+    with prsm_serve(tmp_path, env=env) as api:
+        async with AsyncPRSMClient(api.base_url, auth=credentials) as client:
+            result = await client.query("hi", user_id="u")
+    assert result.answer == "This is a fixed answer."
+    assert len(provider.token_requests) == 2

@@ -86,6 +86,10 @@ class AsyncPRSMClient:
         async for attempt in tenacity.AsyncRetrying(**self._core.retry.tenacity_options()):
             with attempt:
                 status, headers, body = await self._exchange(request)
+                if status == 401 and self._auth is not None:
+                    # The token was refused (revoked, signing key rotated): one fresh try.
+                    self._auth.invalidate()
+                    status, headers, body = await self._exchange(request)
                 return parse(status, headers, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
