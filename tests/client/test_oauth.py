@@ -69,20 +69,28 @@ async def provider() -> AsyncIterator[Provider]:
         yield state
 
 
-async def test_client_credentials_reach_the_api_with_one_token_for_all(
-    provider: Provider, tmp_path: Path
-) -> None:
-    """The SDK gets a token with the audience and scopes asked for; the API verifies it;
-    20 concurrent first calls share one token request, later calls reuse it."""
-    env = {
+def api_env(provider: Provider) -> dict[str, str]:
+    """`prsm serve` settings that trust the provider's tokens."""
+    return {
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_OAUTH__ISSUER": ISSUER,
         "PRSM_OAUTH__AUDIENCE": AUDIENCE,
         "PRSM_OAUTH__JWKS_URL": provider.url + "/jwks",
     }
-    credentials = ClientCredentials(
-        provider.url + "/oauth/token", CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE
+
+
+def client_credentials(provider: Provider, **options: Any) -> ClientCredentials:
+    return ClientCredentials(
+        provider.url + "/oauth/token", CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE, **options
     )
+
+
+async def test_client_credentials_reach_the_api_with_one_token_for_all(
+    provider: Provider, tmp_path: Path
+) -> None:
+    """The SDK gets a token with the audience and scopes asked for; the API verifies it;
+    20 concurrent first calls share one token request, later calls reuse it."""
+    env, credentials = api_env(provider), client_credentials(provider)
     with prsm_serve(tmp_path, env=env) as api:
         async with AsyncPRSMClient(api.base_url, auth=credentials) as client:
             results = await asyncio.gather(*(client.query("hi", user_id="u") for _ in range(20)))
@@ -100,9 +108,7 @@ async def test_token_is_renewed_60_seconds_before_it_expires(provider: Provider)
     """A 120 s token is reused for 60 s, then renewed."""
     provider.lifetime = 120
     clock = ManualClock()
-    credentials = ClientCredentials(
-        provider.url + "/oauth/token", CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE, clock=clock
-    )
+    credentials = client_credentials(provider, clock=clock)
     first = await credentials.token()
     clock.advance(59)
     assert await credentials.token() == first
@@ -124,15 +130,7 @@ async def test_refused_token_is_replaced_once(provider: Provider, tmp_path: Path
     fetches a fresh one and the call succeeds, with two token requests in all."""
     from tests.server.test_oauth import OTHER_KEY
 
-    env = {
-        "PRSM_ENGINE__KIND": "fixed",
-        "PRSM_OAUTH__ISSUER": ISSUER,
-        "PRSM_OAUTH__AUDIENCE": AUDIENCE,
-        "PRSM_OAUTH__JWKS_URL": provider.url + "/jwks",
-    }
-    credentials = ClientCredentials(
-        provider.url + "/oauth/token", CLIENT_ID, CLIENT_SECRET, audience=AUDIENCE
-    )
+    env, credentials = api_env(provider), client_credentials(provider)
     provider.signing_keys = [OTHER_KEY, KEY]
     with prsm_serve(tmp_path, env=env) as api:
         async with AsyncPRSMClient(api.base_url, auth=credentials) as client:

@@ -78,10 +78,6 @@ class JobService:
             )
         return [BatchResult.model_validate(item) for item in json.loads(raw)]
 
-    async def depths(self) -> dict[keys.JobType, int]:
-        """Jobs waiting per queue (queued and scheduled)."""
-        return {t: await q.count("incomplete") for t, q in self._queues.items()}
-
 
 def _scheduled(request: JobRequest) -> int:
     if request.run_at is not None:
