@@ -7,6 +7,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from prsm import AsyncPRSMClient
+from prsm import AsyncPRSMClient, PRSMClient
 from prsm.client.oauth import ClientCredentials
 from prsm.errors import AuthenticationError
 from prsm.resilience.clock import ManualClock
@@ -137,3 +138,31 @@ async def test_refused_token_is_replaced_once(provider: Provider, tmp_path: Path
             result = await client.query("hi", user_id="u")
     assert result.answer == "This is a fixed answer."
     assert len(provider.token_requests) == 2
+
+
+async def test_blocking_client_shares_one_token_across_threads(
+    provider: Provider, tmp_path: Path
+) -> None:
+    """`PRSMClient(auth=...)` from 8 threads at once: one token request, every call admitted;
+    a token the API refuses is replaced once, as in the async client."""
+    from tests.server.test_oauth import OTHER_KEY
+
+    env, credentials = api_env(provider), client_credentials(provider)
+    with prsm_serve(tmp_path, env=env) as api:
+
+        def calls() -> list[str]:
+            with (
+                PRSMClient(api.base_url, auth=credentials) as client,
+                ThreadPoolExecutor(8) as pool,
+            ):
+                results = pool.map(lambda _: client.query("hi", user_id="u"), range(8))
+                answers = [r.answer for r in results]
+                provider.signing_keys = [OTHER_KEY, KEY]
+                credentials.invalidate()
+                answers.append(client.query("after rotation", user_id="u").answer)
+                return answers
+
+        # The provider answers on this event loop: the blocking calls run in a thread.
+        answers = await asyncio.to_thread(calls)
+    assert answers == ["This is a fixed answer."] * 9
+    assert len(provider.token_requests) == 3  # one shared, then the refused one and its successor

@@ -1,7 +1,21 @@
-"""The Python SDK: `PRSMClient` (blocking, httpx) and `AsyncPRSMClient` (asyncio, aiohttp)."""
+"""The Python SDK: `PRSMClient` (blocking, httpx) and `AsyncPRSMClient` (asyncio, aiohttp) for
+one base URL; `ServiceClient` (asyncio) and `SyncServiceClient` (blocking) for a discovered
+set of instances."""
 
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import HealthStatus, QueryResult, RetryPolicy
 from prsm.client._sync import PRSMClient
+from prsm.client.oauth import ClientCredentials
+from prsm.client.service import ServiceClient
+from prsm.client.service_sync import SyncServiceClient
 
-__all__ = ["AsyncPRSMClient", "HealthStatus", "PRSMClient", "QueryResult", "RetryPolicy"]
+__all__ = [
+    "AsyncPRSMClient",
+    "ClientCredentials",
+    "HealthStatus",
+    "PRSMClient",
+    "QueryResult",
+    "RetryPolicy",
+    "ServiceClient",
+    "SyncServiceClient",
+]

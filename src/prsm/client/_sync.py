@@ -17,6 +17,7 @@ from prsm.client._core import (
     QueryResult,
     RetryPolicy,
 )
+from prsm.client.oauth import ClientCredentials
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, TimeoutError, TransportError
 
@@ -33,7 +34,8 @@ class PRSMClient:
 
     `base_url` and `api_key` default to `PRSM_BASE_URL` and `PRSM_API_KEY`. `retries` is a
     count or a `RetryPolicy`. `transport` is passed to httpx (for example an
-    `httpx.HTTPTransport` with client certificates).
+    `httpx.HTTPTransport` with client certificates); `auth` sends OAuth2 client-credentials
+    tokens instead of an API key.
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class PRSMClient:
         *,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        auth: ClientCredentials | None = None,
     ) -> None:
         self._core = ClientCore(base_url, api_key, timeout, retries, headers)
+        self._auth = auth
         self._http = httpx.Client(timeout=timeout, transport=transport)
 
     @property
@@ -82,13 +86,20 @@ class PRSMClient:
         for attempt in tenacity.Retrying(**self._core.retry.tenacity_options()):
             with attempt:
                 status, headers, body = self._exchange(request)
+                if status == 401 and self._auth is not None:
+                    # The token was refused (revoked, signing key rotated): one fresh try.
+                    self._auth.invalidate()
+                    status, headers, body = self._exchange(request)
                 return parse(status, headers, body)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _exchange(self, request: PreparedRequest) -> tuple[int, httpx.Headers, bytes]:
+        headers = request.headers
+        if self._auth is not None:
+            headers = {**headers, "authorization": f"Bearer {self._auth.token_blocking()}"}
         try:
             response = self._http.request(
-                request.method, request.url, headers=request.headers, content=request.body
+                request.method, request.url, headers=headers, content=request.body
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise ConnectError(f"cannot reach {request.url}: {exc}") from exc

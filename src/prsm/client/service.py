@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from prsm import metrics
 from prsm.client._async import AsyncPRSMClient
-from prsm.client._core import DEFAULT_TIMEOUT, QueryResult, RetryPolicy
+from prsm.client._core import DEFAULT_TIMEOUT, HealthStatus, QueryResult, RetryPolicy
 from prsm.client.balance import Balancer, RoundRobin
 from prsm.client.discovery import Discovery, Instance, InstanceCache
 from prsm.client.oauth import ClientCredentials
@@ -31,6 +31,8 @@ from prsm.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitOpenEr
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
 
 FAILOVER_STATUSES = frozenset({502, 503, 504})
+T = TypeVar("T")
+Call = Callable[[AsyncPRSMClient], Awaitable[T]]
 
 
 def _fails_over(exc: BaseException) -> bool:
@@ -105,17 +107,22 @@ class ServiceClient:
         correlation_id: str | None = None,
     ) -> QueryResult:
         """Ask one instance, failing over to others; raises a `prsm.PRSMError` subclass."""
-        options = {
-            "user_id": user_id,
-            "context": context,
-            "max_tokens": max_tokens,
-            "priority": priority,
-            "correlation_id": correlation_id or uuid.uuid4().hex,
-        }
+        cid = correlation_id or uuid.uuid4().hex
+
+        def ask(client: AsyncPRSMClient) -> Awaitable[QueryResult]:
+            return client.query(
+                prompt,
+                user_id=user_id,
+                context=context,
+                max_tokens=max_tokens,
+                priority=priority,
+                correlation_id=cid,
+            )
+
         started = time.perf_counter()
         status, tokens, model = "error", 0, "unknown"
         try:
-            result = await self.breaker.call(self._failover, prompt, options)
+            result = await self.breaker.call(self._failover, ask)
         except HTTPStatusError as exc:
             status = str(exc.status_code)
             raise
@@ -133,7 +140,11 @@ class ServiceClient:
                 model=model,
             )
 
-    async def _failover(self, prompt: str, options: dict[str, Any]) -> QueryResult:
+    async def health(self) -> HealthStatus:
+        """`GET /health` from one instance, through the same failover and breakers."""
+        return await self.breaker.call(self._failover, AsyncPRSMClient.health)
+
+    async def _failover(self, call: Call[T]) -> T:
         tried: set[str] = set()
         last: PRSMError | None = None
         async with asyncio.timeout(self._deadline):
@@ -147,7 +158,7 @@ class ServiceClient:
                 connections.inc()
                 try:
                     client = self._client(instance)
-                    result = await self._breaker(instance).call(client.query, prompt, **options)
+                    result = await self._breaker(instance).call(call, client)
                 except PRSMError as exc:
                     if not _fails_over(exc):
                         raise

@@ -1,0 +1,113 @@
+"""`SyncServiceClient`: `ServiceClient` for blocking code.
+
+The very same pipeline (discovery, balancing, ejection, failover, breakers, metrics) runs on a
+private event loop in one background thread; the blocking methods hand their call to that loop
+and wait for its answer. Any number of threads may call at once.
+
+>>> with SyncServiceClient(StaticDiscovery(["http://a:8000", "http://b:8000"]),
+...                        api_key="...") as prsm:                       # doctest: +SKIP
+...     print(prsm.query("What is the capital of France?", user_id="u1").answer)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from prsm.client._core import HealthStatus, QueryResult
+from prsm.client.discovery import Discovery, Instance
+from prsm.client.service import ServiceClient
+from prsm.contracts import Priority
+
+T = TypeVar("T")
+
+
+class SyncServiceClient:
+    """Arguments as for `ServiceClient`. Discovery starts when the client is created."""
+
+    def __init__(self, discovery: Discovery, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="prsm-service-client", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+        try:
+            self._client: ServiceClient = self._run(self._open(discovery, options))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @staticmethod
+    async def _open(discovery: Discovery, options: dict[str, Any]) -> ServiceClient:
+        client = ServiceClient(discovery, **options)
+        await client.start()
+        return client
+
+    @property
+    def service(self) -> str:
+        return self._client.service
+
+    @property
+    def instances(self) -> list[Instance]:
+        return self._client.instances
+
+    def query(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> QueryResult:
+        """Ask one instance, failing over to others; raises a `prsm.PRSMError` subclass."""
+        return self._run(
+            self._client.query(
+                prompt,
+                user_id=user_id,
+                context=context,
+                max_tokens=max_tokens,
+                priority=priority,
+                correlation_id=correlation_id,
+            )
+        )
+
+    def health(self) -> HealthStatus:
+        """`GET /health` from one instance, through the same failover and breakers."""
+        return self._run(self._client.health())
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            call.close()
+            raise RuntimeError("this SyncServiceClient is closed")
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncServiceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
