@@ -13,7 +13,7 @@ from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import FixedEngine
 from prsm.redis_client import connect_redis
 from prsm.server import create_app
-from tests.support import API_KEY, ServerProcess, prsm_serve
+from tests.support import API_KEY, Certificates, ServerProcess, prsm_serve
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +22,12 @@ def _clean_prsm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PRSM_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1 and localhost, client certificates on demand."""
+    return Certificates(tmp_path_factory.mktemp("certs"))
 
 
 def make_settings(**engine: object) -> Settings:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trustme
 
 API_KEY = "test-key-0123456789"
 
@@ -39,12 +41,17 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def wait_until_ready(url: str, deadline: float, process: subprocess.Popen[bytes]) -> None:
+def wait_until_ready(
+    url: str,
+    deadline: float,
+    process: subprocess.Popen[bytes],
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before it was ready")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{url} was not ready in time")
@@ -90,8 +97,12 @@ def prsm_serve(
     ready_timeout: float = 120.0,
     port: int | None = None,
     ready_path: str = "/ready",
+    tls: ssl.SSLContext | None = None,
+    url_host: str = "127.0.0.1",
 ) -> Iterator[ServerProcess]:
-    """Run `python -m prsm serve` on `port` (a free one by default) until the block ends."""
+    """Run `python -m prsm serve` on `port` (a free one by default) until the block ends.
+    With `tls` (a client context; set `PRSM_TLS__*` in `env`) it serves and is probed over
+    HTTPS."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
     full_env |= {
@@ -108,12 +119,58 @@ def prsm_serve(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"{'https' if tls else 'http'}://{url_host}:{port}"
     try:
-        wait_until_ready(base_url + ready_path, time.monotonic() + ready_timeout, process)
+        deadline = time.monotonic() + ready_timeout
+        wait_until_ready(base_url + ready_path, deadline, process, verify=tls or True)
         yield ServerProcess(base_url, process, log_path)
     finally:
         stop_process(process)
+
+
+@dataclass
+class Certificates:
+    """PEM files made for one test: a CA and, from it, a server certificate for `server_names`
+    and client certificates on demand."""
+
+    directory: Path
+    server_names: tuple[str, ...] = ("127.0.0.1", "localhost")
+    ca: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        server = self.ca.issue_cert(*self.server_names)
+        server.cert_chain_pems[0].write_to_path(self.directory / "server.pem")
+        server.private_key_pem.write_to_path(self.directory / "server.key")
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / f"ca-{id(self.ca)}.pem"
+
+    def server_env(self, client_ca: Path | None = None, **more: str) -> dict[str, str]:
+        """`prsm serve` settings for HTTPS, and mTLS against `client_ca`."""
+        env = {
+            "PRSM_TLS__CERT_FILE": str(self.directory / "server.pem"),
+            "PRSM_TLS__KEY_FILE": str(self.directory / "server.key"),
+        }
+        if client_ca is not None:
+            env["PRSM_TLS__CLIENT_CA_FILE"] = str(client_ca)
+        return env | more
+
+    def client(self, common_name: str, *names: str) -> tuple[Path, Path]:
+        """A client certificate and key for `common_name` (and DNS `names`)."""
+        leaf = self.ca.issue_cert(*names, common_name=common_name)
+        cert, key = self.directory / f"{common_name}.pem", self.directory / f"{common_name}.key"
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        leaf.private_key_pem.write_to_path(key)
+        return cert, key
+
+    def context(self, client: str | None = None) -> ssl.SSLContext:
+        """A client context trusting this CA, presenting `client`'s certificate if named."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        if client is not None:
+            context.load_cert_chain(*map(str, self.client(client)))
+        return context
 
 
 @contextlib.contextmanager

@@ -109,3 +109,19 @@ def test_describe_lists_every_leaf_with_env_and_hides_secrets(
     assert "supersecret" not in repr([i.value for i in infos.values()])
     assert all(info.doc for info in infos.values())
     assert env_name("server.max_body_bytes") == "PRSM_SERVER__MAX_BODY_BYTES"
+
+
+def test_tls_settings_are_checked_together(tmp_path: Path) -> None:
+    """A key without a certificate, mTLS without HTTPS, or a missing file: clear errors."""
+    pem = tmp_path / "x.pem"
+    pem.write_text("not checked here")
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        load_settings(tls={"key_file": str(pem)})
+    with pytest.raises(ConfigError, match="needs cert_file"):
+        load_settings(tls={"client_ca_file": str(pem)})
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tls={"cert_file": str(pem), "key_file": str(tmp_path / "gone.key")})
+    files = {"cert_file": str(pem), "key_file": str(pem), "client_ca_file": str(pem)}
+    settings = load_settings(tls=files | {"allowed_clients": "a, b"})
+    assert settings.tls.mutual
+    assert settings.tls.allowed_clients == ["a", "b"]

@@ -15,6 +15,7 @@ from prsm.errors import (
     RateLimitedError,
     ServiceUnavailableError,
     TimeoutError,
+    TLSError,
     TransportError,
     UsageError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "RateLimitedError",
     "RetryPolicy",
     "ServiceUnavailableError",
+    "TLSError",
     "TimeoutError",
     "TransportError",
     "UsageError",

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from prsm.client import PRSMClient
+from prsm.client.tls import ClientTLS
 from prsm.config import Settings, describe_settings, env_name, load_settings
 from prsm.errors import PRSMError, UsageError
 
@@ -92,6 +93,7 @@ def _client(settings: Settings, api_key: str | None, base_url: str | None) -> PR
         api_key=key,
         timeout=settings.timeout,
         retries=settings.retries,
+        tls=ClientTLS.from_env(),
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -233,6 +233,57 @@ class OAuthSettings(Section):
         return bool(self.issuer and self.audience and (self.jwks_url or self.public_key))
 
 
+class TLSSettings(Section):
+    """HTTPS for `prsm serve`, and mutual TLS when `client_ca_file` is set."""
+
+    cert_file: Path | None = Field(
+        default=None, description="Serve HTTPS with this PEM certificate (chain)."
+    )
+    key_file: Path | None = Field(default=None, description="The certificate's PEM private key.")
+    client_ca_file: Path | None = Field(
+        default=None, description="mTLS: accept client certificates signed by these CAs (PEM)."
+    )
+    client_certs: Literal["required", "optional"] = Field(
+        default="required",
+        description="mTLS: `required` refuses connections without a valid client certificate; "
+        "`optional` verifies one only when it is sent.",
+    )
+    allowed_clients: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="mTLS: client identities admitted (certificate CN, DNS or URI names), "
+        "comma-separated; empty admits any certificate the CA signed.",
+    )
+    client_tier: str = Field(
+        default=DEFAULT_TIER,
+        description="mTLS: tier label of callers authenticated by certificate alone.",
+    )
+
+    @field_validator("allowed_clients", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return comma_list(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file (mTLS) needs cert_file and key_file (HTTPS)")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca_file is not None
+
+
 class Settings(BaseSettings):
     """Every PRSM setting. Build with `load_settings()` to get clear errors."""
 
@@ -289,6 +340,7 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""

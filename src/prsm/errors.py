@@ -4,6 +4,7 @@
     ├── TransportError            the request did not get an HTTP answer
     │   ├── ConnectError          no connection could be made (or it was reset)
     │   ├── TimeoutError          no answer within the client's timeout
+    │   ├── TLSError              the peer's certificate (or ours) was refused
     │   └── CircuitOpenError      a circuit breaker refused to send it
     │                             (prsm.resilience.breaker)
     ├── HTTPStatusError           an HTTP answer with an error status (.status_code, .code,
@@ -51,6 +52,11 @@ class ConnectError(TransportError):
 
 class TimeoutError(TransportError, builtins.TimeoutError):
     """The server did not answer within the client's timeout."""
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed: the server's certificate is not trusted or not for this host
+    name, or the server refused ours. Not retried: trying again cannot change a certificate."""
 
 
 # -- HTTP status -------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ from prsm.client._sync import PRSMClient
 from prsm.client.oauth import ClientCredentials
 from prsm.client.service import ServiceClient
 from prsm.client.service_sync import SyncServiceClient
+from prsm.client.tls import ClientTLS
 
 __all__ = [
     "AsyncPRSMClient",
     "ClientCredentials",
+    "ClientTLS",
     "HealthStatus",
     "PRSMClient",
     "QueryResult",

@@ -19,8 +19,9 @@ from prsm.client._core import (
     RetryPolicy,
 )
 from prsm.client.oauth import ClientCredentials
+from prsm.client.tls import ClientTLS, check_scheme, tls_failure
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, TimeoutError, TransportError
+from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
 
 T = TypeVar("T")
 Parser = Callable[[int, Mapping[str, str], bytes], T]
@@ -32,9 +33,7 @@ class AsyncPRSMClient:
     >>> async with AsyncPRSMClient("http://127.0.0.1:8000", api_key="k") as c:  # doctest: +SKIP
     ...     result = await c.query("What is the capital of France?", user_id="u1")
 
-    Arguments as for `PRSMClient`; `connector` is passed to aiohttp (for example one with an
-    `ssl.SSLContext` holding client certificates); `auth` sends OAuth2 client-credentials
-    tokens instead of an API key.
+    Arguments as for `PRSMClient`; `connector` is passed to aiohttp instead of `transport`.
     """
 
     def __init__(
@@ -47,9 +46,14 @@ class AsyncPRSMClient:
         headers: Mapping[str, str] | None = None,
         connector: aiohttp.BaseConnector | None = None,
         auth: ClientCredentials | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._core = ClientCore(base_url, api_key, timeout, retries, headers)
+        check_scheme(self._core.base_url, tls)
+        if tls is not None and connector is not None:
+            raise UsageError("give tls or connector, not both (a connector brings its own TLS)")
         self._auth = auth
+        self._tls = tls
         self._connector = connector
         self._session: aiohttp.ClientSession | None = None
 
@@ -95,8 +99,11 @@ class AsyncPRSMClient:
 
     async def _exchange(self, request: PreparedRequest) -> tuple[int, Mapping[str, str], bytes]:
         if self._session is None:
+            connector = self._connector
+            if connector is None and self._tls is not None:
+                connector = aiohttp.TCPConnector(ssl=self._tls.context)
             self._session = aiohttp.ClientSession(
-                connector=self._connector,
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self._core.timeout),
             )
         headers = request.headers
@@ -108,6 +115,8 @@ class AsyncPRSMClient:
             ) as response:
                 return response.status, response.headers, await response.read()
         except aiohttp.ClientConnectionError as exc:
+            if tls_failure(exc):
+                raise TLSError(f"TLS with {request.url} failed: {exc}") from exc
             if isinstance(exc, aiohttp.SocketTimeoutError):
                 raise TimeoutError(
                     f"no answer from {request.url} within {self._core.timeout:g}s"

@@ -18,8 +18,9 @@ from prsm.client._core import (
     RetryPolicy,
 )
 from prsm.client.oauth import ClientCredentials
+from prsm.client.tls import ClientTLS, check_scheme, tls_failure
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, TimeoutError, TransportError
+from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
 
 T = TypeVar("T")
 Parser = Callable[[int, Mapping[str, str], bytes], T]
@@ -33,9 +34,9 @@ class PRSMClient:
     ...     print(result.answer, result.confidence, result.usage.tokens)
 
     `base_url` and `api_key` default to `PRSM_BASE_URL` and `PRSM_API_KEY`. `retries` is a
-    count or a `RetryPolicy`. `transport` is passed to httpx (for example an
-    `httpx.HTTPTransport` with client certificates); `auth` sends OAuth2 client-credentials
-    tokens instead of an API key.
+    count or a `RetryPolicy`. `tls` holds the CA, client certificate and key for HTTPS and
+    mTLS; `transport` is passed to httpx; `auth` sends OAuth2 client-credentials tokens
+    instead of an API key.
     """
 
     def __init__(
@@ -48,10 +49,15 @@ class PRSMClient:
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         auth: ClientCredentials | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._core = ClientCore(base_url, api_key, timeout, retries, headers)
+        check_scheme(self._core.base_url, tls)
+        if tls is not None and transport is not None:
+            raise UsageError("give tls or transport, not both (a transport brings its own TLS)")
         self._auth = auth
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        verify = tls.context if tls is not None else True
+        self._http = httpx.Client(timeout=timeout, transport=transport, verify=verify)
 
     @property
     def base_url(self) -> str:
@@ -101,15 +107,18 @@ class PRSMClient:
             response = self._http.request(
                 request.method, request.url, headers=headers, content=request.body
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            raise ConnectError(f"cannot reach {request.url}: {exc}") from exc
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(
-                f"no answer from {request.url} within {self._core.timeout:g}s"
-            ) from exc
         except httpx.TransportError as exc:
-            raise TransportError(f"{request.method} {request.url} failed: {exc}") from exc
+            raise self._transport_error(request, exc) from exc
         return response.status_code, response.headers, response.content
+
+    def _transport_error(self, request: PreparedRequest, exc: httpx.TransportError) -> Exception:
+        if tls_failure(exc):
+            return TLSError(f"TLS with {request.url} failed: {exc}")
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError):
+            return ConnectError(f"cannot reach {request.url}: {exc}")
+        if isinstance(exc, httpx.TimeoutException):
+            return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
+        return TransportError(f"{request.method} {request.url} failed: {exc}")
 
     def close(self) -> None:
         self._http.close()

@@ -25,6 +25,7 @@ from prsm.client.balance import Balancer, RoundRobin
 from prsm.client.discovery import Discovery, Instance, InstanceCache
 from prsm.client.oauth import ClientCredentials
 from prsm.client.outliers import OutlierDetector
+from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, HTTPStatusError, PRSMError
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError
@@ -46,7 +47,8 @@ class ServiceClient:
     """Arguments: `discovery` finds instances; `attempts` is how many different instances one
     call may try; `deadline` bounds the whole call, failovers included (default: `timeout`
     per attempt times `attempts`). `breaker` configures the per-instance and service breakers
-    (None: the defaults).
+    (None: the defaults). `auth` (OAuth2 client credentials) and `tls` (CA, client certificate)
+    apply to every instance.
 
     Every call is recorded in the specification's client metrics: `prsm_query_duration_seconds`
     and `prsm_queries_total` (service, method, status, user_tier), `prsm_tokens_used_total`
@@ -67,6 +69,7 @@ class ServiceClient:
         refresh_seconds: float = 30.0,
         headers: Mapping[str, str] | None = None,
         auth: ClientCredentials | None = None,
+        tls: ClientTLS | None = None,
         user_tier: str = "standard",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -83,6 +86,7 @@ class ServiceClient:
         self._clock = clock
         self._headers = dict(headers or {})
         self._auth = auth  # one token provider for every instance: one refresh for all
+        self._tls = tls
         self._clients: dict[str, AsyncPRSMClient] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self.breaker = CircuitBreaker(
@@ -192,6 +196,7 @@ class ServiceClient:
                 retries=RetryPolicy(retries=0),  # failover does the retrying, elsewhere
                 headers=self._headers,
                 auth=self._auth,
+                tls=self._tls,
             )
             self._clients[instance.id] = client
         return client

@@ -28,6 +28,7 @@ from saq.types import Context, PartialTimersDict
 
 from prsm import keys
 from prsm.client import AsyncPRSMClient, QueryResult, RetryPolicy
+from prsm.client.tls import ClientTLS
 from prsm.config import Settings
 from prsm.errors import HTTPStatusError, PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
@@ -264,6 +265,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         api_key=api_key,
         timeout=settings.timeout,
         retries=RetryPolicy(retries=settings.retries),
+        tls=ClientTLS.from_env(),
     )
     sender = CallbackSender(
         settings.jobs.callback_secret.get_secret_value().encode(),

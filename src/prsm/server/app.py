@@ -32,12 +32,13 @@ from prsm.jobs.schema import BatchResult, JobAccepted, JobRequest, JobStatus
 from prsm.jobs.submit import JobService
 from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
-from prsm.server.auth import READ, WRITE, Authenticator
+from prsm.server.auth import READ, WRITE, Authenticator, Principal
 from prsm.server.body_limit import BodyLimitMiddleware
 from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.errors import install_error_handlers, validation_error
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.service import QueryService
+from prsm.server.tls import peer_identity
 
 _BEARER = "bearerAuth"
 
@@ -100,7 +101,13 @@ def create_app(
             )
         return jobs
 
-    auth = Authenticator(settings.api_keys, settings.oauth)
+    auth = Authenticator(settings.api_keys, settings.oauth, settings.tls)
+
+    async def caller(request: Request) -> Principal:
+        return await auth.authenticate(
+            request.headers.get("authorization"), peer_identity(request.scope)
+        )
+
     started = time.monotonic()
     connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
 
@@ -140,15 +147,15 @@ def create_app(
         Authentication happens here rather than in a FastAPI dependency: dependencies cost
         a fifth of the throughput (bench/api_throughput.py).
         """
-        caller = await auth.authenticate(request.headers.get("authorization"))
-        caller.require(READ)
+        principal = await caller(request)
+        principal.require(READ)
         try:
             body = QueryRequest.model_validate_json(await request.body())
         except PydanticValidationError as exc:
             raise validation_error(exc.errors()) from None
         connections.inc()
         try:
-            answer = await service.answer(body, caller, request.scope["state"]["correlation_id"])
+            answer = await service.answer(body, principal, request.scope["state"]["correlation_id"])
         finally:
             connections.dec()
         return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
@@ -163,7 +170,7 @@ def create_app(
     )
     async def submit_job(request: Request) -> Response:
         """Queue a priority, batch or scheduled query; the answer comes by status or callback."""
-        (await auth.authenticate(request.headers.get("authorization"))).require(WRITE)
+        (await caller(request)).require(WRITE)
         try:
             body = JobRequest.model_validate_json(await request.body())
         except PydanticValidationError as exc:
@@ -174,7 +181,7 @@ def create_app(
     @api.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, tags=["jobs"])
     async def job_status(job_id: str, request: Request) -> Response:
         """A job's status, with its result or error once it has finished."""
-        (await auth.authenticate(request.headers.get("authorization"))).require(READ)
+        (await caller(request)).require(READ)
         status = await job_service().status(job_id)
         return Response(status.model_dump_json(by_alias=True), media_type="application/json")
 
@@ -186,7 +193,7 @@ def create_app(
     )
     async def batch_results(batch_id: str, request: Request) -> Response:
         """The per-query results of a finished batch job (kept for an hour)."""
-        (await auth.authenticate(request.headers.get("authorization"))).require(READ)
+        (await caller(request)).require(READ)
         results = await job_service().batch_results(batch_id)
         return JSONResponse([r.to_wire() for r in results])
 

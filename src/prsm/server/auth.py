@@ -5,6 +5,10 @@ JWTs (when `oauth` is configured) must carry a valid signature — from the issu
 configured public key, with an algorithm from the configured list, never `none` — and the
 right `iss` and `aud`, and must not be expired. Their `scope` (or `scp`) claim grants
 `read:ai` (queries, job status) and `write:ai` (submitting jobs); an API key grants both.
+
+With mutual TLS, a client certificate the configured CA signed identifies the caller: alone it
+admits the caller (both scopes, tier `tls.client_tier`), and with `tls.allowed_clients` set only
+the listed identities are admitted at all, whatever else they send.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 
 import jwt
 
-from prsm.config import ApiKey, OAuthSettings
+from prsm.config import ApiKey, OAuthSettings, TLSSettings
 from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from prsm.server.tls import PeerIdentity
 
 READ = "read:ai"
 WRITE = "write:ai"
@@ -108,14 +113,28 @@ class JwtAuth:
 
 
 class Authenticator:
-    """Checks the `Authorization` header: a JWT when OAuth2 is configured and the token is one,
-    else an API key."""
+    """Checks the client certificate (mTLS) and the `Authorization` header: a JWT when OAuth2 is
+    configured and the token is one, else an API key."""
 
-    def __init__(self, keys: list[ApiKey], oauth: OAuthSettings) -> None:
+    def __init__(
+        self, keys: list[ApiKey], oauth: OAuthSettings, tls: TLSSettings | None = None
+    ) -> None:
         self._keys = ApiKeyAuth(keys)
         self._jwt = JwtAuth(oauth) if oauth.enabled else None
+        self._tls = tls if tls is not None and tls.mutual else None
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(
+        self, authorization: str | None, peer: PeerIdentity | None = None
+    ) -> Principal:
+        if self._tls is not None and peer is not None:
+            allowed = self._tls.allowed_clients
+            if allowed and not peer.is_one_of(allowed):
+                raise PermissionDeniedError(
+                    f"client certificate {peer.id!r} is not allowed here",
+                    code="client_not_allowed",
+                )
+            if not authorization:
+                return Principal(key_id=f"cert:{peer.id}"[:80], tier=self._tls.client_tier)
         if not authorization:
             raise AuthenticationError(
                 "missing credentials: send `Authorization: Bearer <api key or token>`",

@@ -13,6 +13,7 @@ import uvicorn
 from prsm.config import CONFIG_FILE_ENV, Settings
 from prsm.logs import configure_logging
 from prsm.metrics import MULTIPROC_ENV
+from prsm.server.tls import uvicorn_options
 
 DEV_KEY_FILE = "dev-api-key"
 APP_FACTORY = "prsm.server.app:create_app_from_env"
@@ -63,6 +64,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
+            **uvicorn_options(settings.tls),
         )
     finally:
         if metrics_dir is not None:
