@@ -142,13 +142,18 @@ def worker(config: ConfigOption = None) -> None:
     """Run the job queues (priority, batch, scheduled) against the PRSM API."""
     import asyncio
 
+    from prsm import tracing
     from prsm.jobs.worker import run_worker
     from prsm.logs import configure_logging
 
     settings = _settings(config)
     configure_logging(settings.log_level, settings.log_format)
-    with _failure("worker failed"), contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(settings))
+    tracing.configure(f"{settings.service_name}-worker")
+    try:
+        with _failure("worker failed"), contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_worker(settings))
+    finally:
+        tracing.shutdown()
 
 
 @app.command()

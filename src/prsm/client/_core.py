@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import tenacity
 from pydantic import ValidationError as PydanticValidationError
 
+from prsm import tracing
 from prsm._version import __version__
 from prsm.contracts import (
     CORRELATION_HEADER,
@@ -39,6 +40,8 @@ from prsm.errors import (
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
+SERVICE_NAME = "prsm-api"
+"""The service a single-URL client calls, as traces name it."""
 C = TypeVar("C", bound=Contract)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BASE_URL_ENV = "PRSM_BASE_URL"
@@ -174,6 +177,7 @@ class ClientCore:
             "content-type": "application/json",
             CORRELATION_HEADER: correlation_id or uuid.uuid4().hex,
         }
+        tracing.inject(headers)
         return PreparedRequest(
             "POST",
             f"{self.base_url}/api/v1/query",

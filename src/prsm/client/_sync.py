@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 import httpx
 import tenacity
 
+from prsm import tracing
 from prsm.client._core import (
     DEFAULT_TIMEOUT,
+    SERVICE_NAME,
     ClientCore,
     HealthStatus,
     PreparedRequest,
@@ -74,15 +76,18 @@ class PRSMClient:
         correlation_id: str | None = None,
     ) -> QueryResult:
         """Ask the model. Raises a `prsm.PRSMError` subclass on failure."""
-        request = self._core.query_request(
-            prompt,
-            user_id=user_id,
-            context=context,
-            max_tokens=max_tokens,
-            priority=priority,
-            correlation_id=correlation_id,
-        )
-        return self._send(request, self._core.parse_query)
+        with tracing.query_span(prompt, user_id, SERVICE_NAME) as span:
+            request = self._core.query_request(
+                prompt,
+                user_id=user_id,
+                context=context,
+                max_tokens=max_tokens,
+                priority=priority,
+                correlation_id=correlation_id,
+            )
+            result = self._send(request, self._core.parse_query)
+            span.answered(result.usage.tokens, result.confidence)
+            return result
 
     def health(self) -> HealthStatus:
         """The server's liveness (`GET /health`)."""

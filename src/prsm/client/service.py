@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from prsm import metrics
+from prsm import metrics, tracing
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import DEFAULT_TIMEOUT, HealthStatus, QueryResult, RetryPolicy
 from prsm.client.balance import Balancer, RoundRobin
@@ -126,7 +126,9 @@ class ServiceClient:
         started = time.perf_counter()
         status, tokens, model = "error", 0, "unknown"
         try:
-            result = await self.breaker.call(self._failover, ask)
+            with tracing.query_span(prompt, user_id, self.service) as span:
+                result = await self.breaker.call(self._failover, ask)
+                span.answered(result.usage.tokens, result.confidence)
         except HTTPStatusError as exc:
             status = str(exc.status_code)
             raise

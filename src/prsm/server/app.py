@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
-from prsm import metrics
+from prsm import metrics, tracing
 from prsm._version import __version__
 from prsm.config import Settings, load_settings
 from prsm.contracts import (
@@ -121,6 +121,7 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
             metrics.mark_process_dead(os.getpid())
+            tracing.shutdown()
 
     app = FastAPI(
         title="PRSM API",
@@ -246,4 +247,5 @@ def create_app_from_env() -> FastAPI:
     """uvicorn's factory: settings from the environment and `PRSM_CONFIG`."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure(settings.service_name)
     return create_app(settings)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from prsm import errors, metrics
+from prsm import errors, metrics, tracing
 from prsm.config import Settings
 from prsm.contracts import CheckResult, QueryData, QueryRequest, QueryResponse, Usage
 from prsm.engines import Engine, Generation, load_engine
@@ -131,8 +131,19 @@ class QueryService:
             timeout = self.settings.engine.timeout_seconds
             async with self._admitted(request):
                 try:
-                    async with asyncio.timeout(timeout):
-                        generation = await engine.generate(request.prompt, max_tokens=max_tokens)
+                    with tracing.engine_span(engine.model, max_tokens) as span:
+                        async with asyncio.timeout(timeout):
+                            generation = await engine.generate(
+                                request.prompt, max_tokens=max_tokens
+                            )
+                        if span is not None:
+                            span.set_attributes(
+                                {
+                                    "gen_ai.usage.input_tokens": generation.prompt_tokens,
+                                    "gen_ai.usage.output_tokens": generation.completion_tokens,
+                                    "response.confidence": generation.confidence,
+                                }
+                            )
                 except TimeoutError:
                     metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
                     raise GatewayTimeoutError(

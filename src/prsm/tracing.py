@@ -1,0 +1,190 @@
+"""OpenTelemetry tracing: the specification's `prsm.query` span, W3C `traceparent` propagation,
+server and engine spans, export over OTLP.
+
+PRSM's processes (`prsm serve`, `prsm worker`) install the OpenTelemetry SDK only when the
+standard variables ask for an exporter (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp|console`;
+`OTEL_SDK_DISABLED=true` wins); everything else (`OTEL_SERVICE_NAME`, headers, sampling,
+batching) is read by the SDK itself. As a library the SDK client never installs anything: it
+traces into whatever tracer provider the application set up.
+
+The API's server spans (one per request, continuing the caller's `traceparent`, with
+FastAPI's endpoint spans under it) come from FastAPI's native telemetry, which follows the
+installed provider; the engine span under them comes from here.
+
+Off costs nothing: with no tracer provider installed, `active()` is False and no span object
+is made, no header injected; FastAPI's telemetry is off too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    SpanKind,
+    Status,
+    StatusCode,
+)
+
+from prsm._version import __version__
+from prsm.errors import HTTPStatusError
+
+log = logging.getLogger("prsm.tracing")
+QUERY_SPAN = "prsm.query"
+ENGINE_SPAN = "prsm.engine.generate"
+_in_query_span: ContextVar[bool] = ContextVar("prsm_in_query_span", default=False)
+_installed: list[Any] = []  # the provider `configure` installed, for `shutdown`
+
+
+_tracers: dict[int, tuple[Any, trace.Tracer]] = {}
+
+
+def active() -> bool:
+    """Whether a real tracer provider is installed (by `configure` or by the application)."""
+    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider | NoOpTracerProvider)
+
+
+def tracer() -> trace.Tracer:
+    """PRSM's tracer from the current provider (looked up again if the provider changes)."""
+    provider = trace.get_tracer_provider()
+    known = _tracers.get(id(provider))
+    if known is None or known[0] is not provider:
+        _tracers.clear()
+        known = _tracers[id(provider)] = (provider, provider.get_tracer("prsm", __version__))
+    return known[1]
+
+
+def configure(service_name: str) -> bool:
+    """Install the SDK with the exporter the `OTEL_*` variables ask for; False when they ask
+    for none (or tracing is already set up by someone else)."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or active():
+        return active()
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if exporter == "none" or (not exporter and not endpoint):
+        return False
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    span_exporter: SpanExporter
+    if exporter == "console":
+        span_exporter = ConsoleSpanExporter()
+    else:
+        if exporter not in ("", "otlp"):
+            log.warning("OTEL_TRACES_EXPORTER=%s is not supported here; using otlp", exporter)
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        span_exporter = OTLPSpanExporter()
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, override the default name.
+    resource = Resource({SERVICE_NAME: service_name}).merge(Resource.create())
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    trace.set_tracer_provider(provider)
+    _installed.append(provider)
+    return True
+
+
+def shutdown() -> None:
+    """Export what is buffered and stop, if `configure` installed the SDK (at process exit)."""
+    while _installed:
+        _installed.pop().shutdown()
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current trace context (`traceparent`, `tracestate`) to outgoing headers."""
+    if active():
+        propagate.inject(headers)
+
+
+@dataclass(slots=True)
+class QuerySpan:
+    """The `prsm.query` span of one SDK call, or a stand-in that records nothing."""
+
+    span: trace.Span | None
+
+    def answered(self, tokens: int, confidence: float) -> None:
+        if self.span is not None:
+            self.span.set_attributes(
+                {
+                    "response.tokens": tokens,
+                    "response.confidence": confidence,
+                    "http.status_code": 200,
+                }
+            )
+            self.span.add_event("query.complete", {"message": "PRSM query completed successfully"})
+
+
+@contextlib.contextmanager
+def query_span(prompt: str, user_id: str, service: str) -> Iterator[QuerySpan]:
+    """The specification's `prsm.query` span around one call, failovers and retries included.
+
+    Only the outermost PRSM call makes one (a `ServiceClient` call does, the per-instance client
+    under it does not), so one query is one span whichever client was used.
+    """
+    if not active() or _in_query_span.get():
+        yield QuerySpan(None)
+        return
+    token = _in_query_span.set(True)
+    try:
+        with tracer().start_as_current_span(
+            QUERY_SPAN,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "component": "prsm-client",
+                "user.id": user_id,
+                "prompt.length": len(prompt),
+                "service.name": service,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            span.add_event("query.start", {"message": "Starting PRSM query", "userId": user_id})
+            try:
+                yield QuerySpan(span)
+            except Exception as exc:
+                _record_error(span, exc)
+                raise
+    finally:
+        _in_query_span.reset(token)
+
+
+def _record_error(span: trace.Span, exc: BaseException) -> None:
+    status = exc.status_code if isinstance(exc, HTTPStatusError) else None
+    span.set_attribute("error", True)
+    if status is not None:
+        span.set_attribute("http.status_code", status)
+    span.add_event(
+        "error",
+        {"error.object": type(exc).__name__, "error.message": str(exc)},
+    )
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+@contextlib.contextmanager
+def engine_span(model: str, max_tokens: int) -> Iterator[trace.Span | None]:
+    """A span around one generation in the API service (child of the request's span)."""
+    if not active():
+        yield None
+        return
+    with tracer().start_as_current_span(
+        ENGINE_SPAN,
+        attributes={"gen_ai.request.model": model, "gen_ai.request.max_tokens": max_tokens},
+    ) as span:
+        yield span

@@ -1,0 +1,181 @@
+"""Tracing: the `prsm.query` span, W3C propagation into a real `prsm serve`, whose server and
+engine spans arrive over OTLP/HTTP at a receiver speaking the OTLP protobuf format."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util._once import Once
+
+from prsm import AsyncPRSMClient, tracing
+from prsm.client._core import ClientCore
+from prsm.client.discovery import StaticDiscovery
+from prsm.client.service import ServiceClient
+from prsm.errors import AuthenticationError
+from tests.support import API_KEY, ServerProcess, free_port, local_app, prsm_serve
+
+
+def _reset_tracer_provider() -> None:
+    # What opentelemetry-test-utils' reset_trace_globals does: the API allows one provider
+    # per process, tests need a fresh one each.
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def client_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process, spans kept in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _reset_tracer_provider()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
+    _reset_tracer_provider()
+
+
+@dataclass
+class Collector:
+    """An OTLP/HTTP receiver: `POST /v1/traces` with an ExportTraceServiceRequest."""
+
+    url: str = ""
+    spans: list[OtlpSpan] = field(default_factory=list)
+
+    async def wait_for(self, name: str, count: int = 1) -> list[OtlpSpan]:
+        deadline = time.monotonic() + 15
+        while len(found := [s for s in self.spans if s.name == name]) < count:
+            assert time.monotonic() < deadline, f"no {name!r} span; got {self.spans}"
+            await asyncio.sleep(0.05)
+        return found
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[Collector]:
+    state = Collector()
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest.FromString(await request.read())
+        for resource in message.resource_spans:
+            for scope in resource.scope_spans:
+                state.spans.extend(scope.spans)
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="OTLP receiver")
+
+    async with local_app("/", index, ("POST", "/v1/traces", traces)) as url:
+        state.url = url
+        yield state
+
+
+@pytest.fixture
+def traced_api(tmp_path: Path, collector: Collector) -> Iterator[ServerProcess]:
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    with prsm_serve(tmp_path, env=env) as api:
+        yield api
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def test_off_makes_no_span_and_sends_no_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No exporter asked for (or the SDK disabled): nothing installed, no span, no header."""
+    assert tracing.configure("prsm-api") is False
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing.configure("prsm-api") is False
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing.configure("prsm-api") is False
+    assert not tracing.active()
+    request = ClientCore(None, "k", 5, 0, None).query_request(
+        "hi", user_id="u", context=None, max_tokens=None, priority=None, correlation_id=None
+    )
+    assert "traceparent" not in request.headers
+    with tracing.query_span("hi", "u", "prsm-api") as span:
+        assert span.span is None
+
+
+async def test_trace_runs_from_client_through_server_to_engine(
+    client_spans: InMemorySpanExporter, collector: Collector, traced_api: ServerProcess
+) -> None:
+    """One query: the client's `prsm.query` span (the specification's attributes and events)
+    is the parent of the API's server span, under which the endpoint runs the engine span."""
+    async with AsyncPRSMClient(traced_api.base_url, api_key=API_KEY) as client:
+        result = await client.query("What is the capital of France?", user_id="u1")
+    [query] = by_name(client_spans.get_finished_spans(), "prsm.query")
+    assert query.kind is SpanKind.CLIENT
+    assert dict(query.attributes or {}) == {
+        "component": "prsm-client",
+        "user.id": "u1",
+        "prompt.length": len("What is the capital of France?"),
+        "service.name": "prsm-api",
+        "response.tokens": result.usage.tokens,
+        "response.confidence": result.confidence,
+        "http.status_code": 200,
+    }
+    assert [e.name for e in query.events] == ["query.start", "query.complete"]
+
+    [server] = await collector.wait_for("POST /api/v1/query")
+    [engine] = await collector.wait_for("prsm.engine.generate")
+    [endpoint] = [s for s in collector.spans if s.span_id == engine.parent_span_id]
+    context = query.get_span_context()
+    assert server.trace_id == context.trace_id.to_bytes(16, "big")
+    assert server.parent_span_id == context.span_id.to_bytes(8, "big")
+    assert server.kind == OtlpSpan.SPAN_KIND_SERVER
+    assert engine.trace_id == server.trace_id
+    assert endpoint.name == "fastapi.endpoint"  # FastAPI's own span, under the server span
+    assert endpoint.parent_span_id == server.span_id
+    engine_attributes = {a.key: a.value for a in engine.attributes}
+    output_tokens = engine_attributes["gen_ai.usage.output_tokens"].int_value
+    assert output_tokens == result.usage.completion_tokens
+
+
+async def test_a_failed_query_marks_its_span(
+    client_spans: InMemorySpanExporter, traced_api: ServerProcess
+) -> None:
+    async with AsyncPRSMClient(traced_api.base_url, api_key="wrong") as client:
+        with pytest.raises(AuthenticationError):
+            await client.query("hi", user_id="u1")
+    [query] = by_name(client_spans.get_finished_spans(), "prsm.query")
+    assert query.status.status_code is StatusCode.ERROR
+    assert (query.attributes or {})["http.status_code"] == 401
+    assert (query.attributes or {})["error"] is True
+    assert "error" in [e.name for e in query.events]
+
+
+async def test_a_service_client_call_is_one_span_across_failover(
+    client_spans: InMemorySpanExporter, collector: Collector, traced_api: ServerProcess
+) -> None:
+    """A dead instance first, then the live one: still one `prsm.query` span, parent of the
+    server span that answered."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    discovery = StaticDiscovery([dead, traced_api.base_url])
+    async with ServiceClient(discovery, api_key=API_KEY, service="prsm-api") as prsm:
+        await prsm.query("hi", user_id="u1")
+    [query] = by_name(client_spans.get_finished_spans(), "prsm.query")
+    [server] = await collector.wait_for("POST /api/v1/query")
+    assert server.parent_span_id == query.get_span_context().span_id.to_bytes(8, "big")
