@@ -7,6 +7,7 @@ imported (`prsm serve --workers N` does it); `render()` then sums every process'
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,10 +69,17 @@ def record_query(
     model: str = "default",
 ) -> None:
     """One finished query (the specification's `PRSMMetrics.recordQuery`)."""
-    QUERY_DURATION.labels(service, method, status, user_tier).observe(duration)
-    QUERIES.labels(service, method, status, user_tier).inc()
+    key = (service, method, status, user_tier)
+    children = _query_children.get(key)
+    if children is None:  # labels() costs a lock and a lookup: once per label set
+        children = _query_children[key] = (QUERY_DURATION.labels(*key), QUERIES.labels(*key))
+    children[0].observe(duration)
+    children[1].inc()
     if tokens > 0:
         TOKENS.labels(service, user_tier, model).inc(tokens)
+
+
+_query_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
 def render() -> tuple[bytes, str]:

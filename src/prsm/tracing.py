@@ -127,7 +127,7 @@ class QuerySpan:
                     "http.status_code": 200,
                 }
             )
-            self.span.add_event("query.complete", {"message": "PRSM query completed successfully"})
+            self.span.add_event("query.complete")
 
 
 @contextlib.contextmanager
@@ -154,7 +154,7 @@ def query_span(prompt: str, user_id: str, service: str) -> Iterator[QuerySpan]:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            span.add_event("query.start", {"message": "Starting PRSM query", "userId": user_id})
+            span.add_event("query.start")
             try:
                 yield QuerySpan(span)
             except Exception as exc:

@@ -92,15 +92,20 @@ class AsyncPRSMClient:
         return await self._send(self._core.health_request(), self._core.parse_health)
 
     async def _send(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        if self._core.retry.retries == 0:  # no retry machinery for a single attempt
+            return await self._attempt(request, parse)
         async for attempt in tenacity.AsyncRetrying(**self._core.retry.tenacity_options()):
             with attempt:
-                status, headers, body = await self._exchange(request)
-                if status == 401 and self._auth is not None:
-                    # The token was refused (revoked, signing key rotated): one fresh try.
-                    self._auth.invalidate()
-                    status, headers, body = await self._exchange(request)
-                return parse(status, headers, body)
+                return await self._attempt(request, parse)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _attempt(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        status, headers, body = await self._exchange(request)
+        if status == 401 and self._auth is not None:
+            # The token was refused (revoked, signing key rotated): one fresh try.
+            self._auth.invalidate()
+            status, headers, body = await self._exchange(request)
+        return parse(status, headers, body)
 
     async def _exchange(self, request: PreparedRequest) -> tuple[int, Mapping[str, str], bytes]:
         if self._session is None:

@@ -94,15 +94,20 @@ class PRSMClient:
         return self._send(self._core.health_request(), self._core.parse_health)
 
     def _send(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        if self._core.retry.retries == 0:  # no retry machinery for a single attempt
+            return self._attempt(request, parse)
         for attempt in tenacity.Retrying(**self._core.retry.tenacity_options()):
             with attempt:
-                status, headers, body = self._exchange(request)
-                if status == 401 and self._auth is not None:
-                    # The token was refused (revoked, signing key rotated): one fresh try.
-                    self._auth.invalidate()
-                    status, headers, body = self._exchange(request)
-                return parse(status, headers, body)
+                return self._attempt(request, parse)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _attempt(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        status, headers, body = self._exchange(request)
+        if status == 401 and self._auth is not None:
+            # The token was refused (revoked, signing key rotated): one fresh try.
+            self._auth.invalidate()
+            status, headers, body = self._exchange(request)
+        return parse(status, headers, body)
 
     def _exchange(self, request: PreparedRequest) -> tuple[int, httpx.Headers, bytes]:
         headers = request.headers

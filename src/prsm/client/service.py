@@ -87,7 +87,7 @@ class ServiceClient:
         self._headers = dict(headers or {})
         self._auth = auth  # one token provider for every instance: one refresh for all
         self._tls = tls
-        self._clients: dict[str, AsyncPRSMClient] = {}
+        self._clients: dict[str, tuple[AsyncPRSMClient, Any]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self.breaker = CircuitBreaker(
             service, self._breaker_config, clock=clock, is_failure=_fails_over
@@ -160,10 +160,9 @@ class ServiceClient:
                     break
                 tried.add(instance.id)
                 self._balancer.started(instance)
-                connections = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
+                client, connections = self._client(instance)
                 connections.inc()
                 try:
-                    client = self._client(instance)
                     result = await self._breaker(instance).call(call, client)
                 except PRSMError as exc:
                     if not _fails_over(exc):
@@ -188,9 +187,10 @@ class ServiceClient:
         except LookupError:
             return None
 
-    def _client(self, instance: Instance) -> AsyncPRSMClient:
-        client = self._clients.get(instance.id)
-        if client is None:
+    def _client(self, instance: Instance) -> tuple[AsyncPRSMClient, Any]:
+        """The instance's client and its `prsm_active_connections` gauge."""
+        known = self._clients.get(instance.id)
+        if known is None:
             client = AsyncPRSMClient(
                 instance.url,
                 api_key=self._api_key,
@@ -200,8 +200,9 @@ class ServiceClient:
                 auth=self._auth,
                 tls=self._tls,
             )
-            self._clients[instance.id] = client
-        return client
+            gauge = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
+            known = self._clients[instance.id] = (client, gauge)
+        return known
 
     def _breaker(self, instance: Instance) -> CircuitBreaker:
         breaker = self._breakers.get(instance.id)
@@ -217,7 +218,7 @@ class ServiceClient:
 
     async def aclose(self) -> None:
         await self._cache.aclose()
-        for client in self._clients.values():
+        for client, _ in self._clients.values():
             await client.aclose()
         self._clients.clear()
 

@@ -144,6 +144,8 @@ class CircuitBreaker:
         self._rejected = 0
         self._opened = 0
         self._hooks: list[StateHook] = []
+        outcomes = ("success", "failure", "slow", "rejected")
+        self._calls = {outcome: CALLS.labels(name, outcome) for outcome in outcomes}
         self._show(State.CLOSED)
 
     @property
@@ -176,7 +178,7 @@ class CircuitBreaker:
         try:
             self._admit()
         except CircuitOpenError as exc:
-            CALLS.labels(self.name, "rejected").inc()
+            self._calls["rejected"].inc()
             return cast(T, self._fall_back(exc))
         started = self._clock.monotonic()
         try:
@@ -216,7 +218,7 @@ class CircuitBreaker:
     def _record(self, *, failure: bool, duration: float) -> None:
         limit = self.config.slow_call_seconds
         slow = limit is not None and duration > limit
-        CALLS.labels(self.name, "failure" if failure else "slow" if slow else "success").inc()
+        self._calls["failure" if failure else "slow" if slow else "success"].inc()
         if self._state is State.HALF_OPEN:
             if failure or slow:
                 self._open()
