@@ -59,7 +59,7 @@ def refused(api: ServerProcess, tls: ClientTLS, **headers: str) -> None:
     cid = uuid.uuid4().hex
     with (
         PRSMClient(api.base_url, api_key=API_KEY, retries=0, tls=tls, headers=headers) as c,
-        pytest.raises(ConnectError),
+        pytest.raises(ConnectError, match="requires client certificates"),
     ):
         c.query("hi", user_id="u1", correlation_id=cid)
     time.sleep(0.3)  # an access line would be written just after an answer

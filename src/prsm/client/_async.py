@@ -21,7 +21,7 @@ from prsm.client._core import (
     RetryPolicy,
 )
 from prsm.client.oauth import ClientCredentials
-from prsm.client.tls import ClientTLS, check_scheme, tls_failure
+from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
 
@@ -131,7 +131,9 @@ class AsyncPRSMClient:
                 raise TimeoutError(
                     f"no answer from {request.url} within {self._core.timeout:g}s"
                 ) from exc
-            raise ConnectError(f"cannot reach {request.url}: {exc}") from exc
+            dropped = isinstance(exc, aiohttp.ServerDisconnectedError)
+            hint = dropped_hint(request.url) if dropped else ""
+            raise ConnectError(f"cannot reach {request.url}: {exc}{hint}") from exc
         except builtins.TimeoutError as exc:
             raise TimeoutError(
                 f"no answer from {request.url} within {self._core.timeout:g}s"

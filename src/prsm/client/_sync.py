@@ -20,7 +20,7 @@ from prsm.client._core import (
     RetryPolicy,
 )
 from prsm.client.oauth import ClientCredentials
-from prsm.client.tls import ClientTLS, check_scheme, tls_failure
+from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
 
@@ -124,7 +124,9 @@ class PRSMClient:
     def _transport_error(self, request: PreparedRequest, exc: httpx.TransportError) -> Exception:
         if tls_failure(exc):
             return TLSError(f"TLS with {request.url} failed: {exc}")
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError):
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return ConnectError(f"cannot reach {request.url}: {exc}{dropped_hint(request.url)}")
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return ConnectError(f"cannot reach {request.url}: {exc}")
         if isinstance(exc, httpx.TimeoutException):
             return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")

@@ -73,6 +73,17 @@ def tls_failure(exc: BaseException) -> bool:
     return False
 
 
+DROPPED_HINT = (
+    " (over TLS this is also how a server that requires client certificates refuses a "
+    "connection without an acceptable one)"
+)
+
+
+def dropped_hint(url: str) -> str:
+    """What to add to a "connection dropped" error on an https:// URL."""
+    return DROPPED_HINT if url.startswith("https://") else ""
+
+
 def check_scheme(base_url: str, tls: ClientTLS | None) -> None:
     """TLS settings for a plain-HTTP URL would be silently unused: say so instead."""
     if tls is not None and not base_url.startswith("https://"):
