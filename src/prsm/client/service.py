@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from prsm import metrics, tracing
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import DEFAULT_TIMEOUT, HealthStatus, QueryResult, RetryPolicy
-from prsm.client.balance import Balancer, RoundRobin
-from prsm.client.discovery import Discovery, Instance, InstanceCache
+from prsm.client.balance import Balancer
+from prsm.client.discovery import Discovery, Instance
 from prsm.client.oauth import ClientCredentials
 from prsm.client.outliers import OutlierDetector
+from prsm.client.pool import Pool
 from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, HTTPStatusError, PRSMError
@@ -75,30 +76,34 @@ class ServiceClient:
     ) -> None:
         self.service = service
         self.user_tier = user_tier
-        self._cache = InstanceCache(service, discovery, refresh_seconds=refresh_seconds)
+        self._pool = Pool(
+            service,
+            discovery,
+            is_failure=_fails_over,
+            balancer=balancer,
+            outliers=outliers,
+            breaker=breaker,
+            refresh_seconds=refresh_seconds,
+            clock=clock,
+        )
         self._api_key = api_key
         self._timeout = timeout
         self._attempts = attempts
         self._deadline = deadline or timeout * attempts
-        self._balancer = balancer or RoundRobin()
-        self._outliers = outliers or OutlierDetector(clock=clock)
-        self._breaker_config = breaker or BreakerConfig(call_timeout=None)
-        self._clock = clock
         self._headers = dict(headers or {})
         self._auth = auth  # one token provider for every instance: one refresh for all
         self._tls = tls
         self._clients: dict[str, tuple[AsyncPRSMClient, Any]] = {}
-        self._breakers: dict[str, CircuitBreaker] = {}
         self.breaker = CircuitBreaker(
-            service, self._breaker_config, clock=clock, is_failure=_fails_over
+            service, self._pool.breaker_config, clock=clock, is_failure=_fails_over
         )
 
     @property
     def instances(self) -> list[Instance]:
-        return self._cache.instances
+        return self._pool.instances
 
     async def start(self) -> None:
-        await self._cache.start()
+        await self._pool.start()
 
     async def query(
         self,
@@ -151,41 +156,31 @@ class ServiceClient:
         return await self.breaker.call(self._failover, AsyncPRSMClient.health)
 
     async def _failover(self, call: Call[T]) -> T:
-        tried: set[str] = set()
+        pool, tried = self._pool, set[str]()
         last: PRSMError | None = None
         async with asyncio.timeout(self._deadline):
             for _ in range(self._attempts):
-                instance = self._pick(tried)
+                instance = pool.pick(tried)
                 if instance is None:
                     break
                 tried.add(instance.id)
-                self._balancer.started(instance)
+                pool.balancer.started(instance)
                 client, connections = self._client(instance)
                 connections.inc()
                 try:
-                    result = await self._breaker(instance).call(call, client)
+                    result = await pool.breaker(instance).call(call, client)
                 except PRSMError as exc:
                     if not _fails_over(exc):
                         raise
-                    self._outliers.failure(instance.id, len(self.instances))
+                    pool.failed(instance)
                     last = exc
                     continue
                 finally:
                     connections.dec()
-                    self._balancer.finished(instance)
-                self._outliers.success(instance.id)
+                    pool.balancer.finished(instance)
+                pool.succeeded(instance)
                 return result
         raise last or ConnectError(f"no instance of {self.service!r} to call")
-
-    def _pick(self, tried: set[str]) -> Instance | None:
-        pool = self.instances
-        ejected = self._outliers.ejected()
-        healthy = [i for i in pool if i.id not in ejected]
-        # Like Envoy's panic threshold: with every instance ejected, use them all anyway.
-        try:
-            return self._balancer.pick(healthy or pool, exclude=tried)
-        except LookupError:
-            return None
 
     def _client(self, instance: Instance) -> tuple[AsyncPRSMClient, Any]:
         """The instance's client and its `prsm_active_connections` gauge."""
@@ -204,20 +199,8 @@ class ServiceClient:
             known = self._clients[instance.id] = (client, gauge)
         return known
 
-    def _breaker(self, instance: Instance) -> CircuitBreaker:
-        breaker = self._breakers.get(instance.id)
-        if breaker is None:
-            breaker = CircuitBreaker(
-                f"{self.service}:{instance.id}",
-                self._breaker_config,
-                clock=self._clock,
-                is_failure=_fails_over,
-            )
-            self._breakers[instance.id] = breaker
-        return breaker
-
     async def aclose(self) -> None:
-        await self._cache.aclose()
+        await self._pool.aclose()
         for client, _ in self._clients.values():
             await client.aclose()
         self._clients.clear()

@@ -1,0 +1,80 @@
+"""`Pool`: a service's instances as a caller sees them — discovered and cached, outliers left
+out, balanced, each behind its own circuit breaker. `ServiceClient` and the gateway both call
+through one, so each of those pieces exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from prsm.client.balance import Balancer, RoundRobin
+from prsm.client.discovery import Discovery, Instance, InstanceCache
+from prsm.client.outliers import OutlierDetector
+from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
+from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+
+
+class Pool:
+    def __init__(
+        self,
+        service: str,
+        discovery: Discovery,
+        *,
+        is_failure: Callable[[BaseException], bool],
+        balancer: Balancer | None = None,
+        outliers: OutlierDetector | None = None,
+        breaker: BreakerConfig | None = None,
+        refresh_seconds: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.service = service
+        self.balancer = balancer or RoundRobin()
+        self.outliers = outliers or OutlierDetector(clock=clock)
+        self.breaker_config = breaker or BreakerConfig(call_timeout=None)
+        self._cache = InstanceCache(service, discovery, refresh_seconds=refresh_seconds)
+        self._is_failure = is_failure
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    @property
+    def instances(self) -> list[Instance]:
+        return self._cache.instances
+
+    async def start(self) -> None:
+        await self._cache.start()
+
+    async def aclose(self) -> None:
+        await self._cache.aclose()
+
+    def pick(self, exclude: Collection[str] = ()) -> Instance | None:
+        """An instance not in `exclude`, outliers left out; None when there is none."""
+        pool = self.instances
+        ejected = self.outliers.ejected()
+        healthy = [i for i in pool if i.id not in ejected] if ejected else pool
+        # Like Envoy's panic threshold: with every instance ejected, use them all anyway.
+        try:
+            return self.balancer.pick(healthy or pool, exclude=exclude)
+        except LookupError:
+            return None
+
+    def breaker(self, instance: Instance) -> CircuitBreaker:
+        breaker = self._breakers.get(instance.id)
+        if breaker is None:
+            breaker = self._breakers[instance.id] = CircuitBreaker(
+                f"{self.service}:{instance.id}",
+                self.breaker_config,
+                clock=self._clock,
+                is_failure=self._is_failure,
+            )
+        return breaker
+
+    def succeeded(self, instance: Instance) -> None:
+        self.outliers.success(instance.id)
+
+    def failed(self, instance: Instance) -> None:
+        self.outliers.failure(instance.id, len(self.instances))
+
+    def healthy(self) -> bool:
+        """Whether some instance is known and not ejected."""
+        ejected = self.outliers.ejected()
+        return any(i.id not in ejected for i in self.instances)

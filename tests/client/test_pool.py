@@ -1,0 +1,47 @@
+"""Pool: outliers left out of the balancer's choice, all used when all are ejected."""
+
+from __future__ import annotations
+
+from prsm.client.discovery import Instance, StaticDiscovery
+from prsm.client.outliers import OutlierDetector
+from prsm.client.pool import Pool
+from prsm.errors import ConnectError
+from prsm.resilience.clock import ManualClock
+
+URLS = ["http://a:1", "http://b:1"]
+
+
+async def started_pool(clock: ManualClock) -> Pool:
+    outliers = OutlierDetector(consecutive_failures=1, max_ejection_share=1.0, clock=clock)
+    pool = Pool(
+        "svc",
+        StaticDiscovery(URLS),
+        is_failure=lambda exc: isinstance(exc, ConnectError),
+        outliers=outliers,
+        clock=clock,
+    )
+    await pool.start()
+    return pool
+
+
+async def test_ejected_instances_are_skipped_until_their_time_is_up() -> None:
+    clock = ManualClock()
+    pool = await started_pool(clock)
+    a = Instance(URLS[0])
+    pool.failed(a)
+    assert {pool.pick().url for _ in range(4)} == {URLS[1]}  # type: ignore[union-attr]
+    assert pool.healthy()
+    clock.advance(31)
+    assert {pool.pick().url for _ in range(4)} == set(URLS)  # type: ignore[union-attr]
+    await pool.aclose()
+
+
+async def test_with_every_instance_ejected_all_are_used_and_none_is_healthy() -> None:
+    pool = await started_pool(ManualClock())
+    for url in URLS:
+        pool.failed(Instance(url))
+    assert not pool.healthy()
+    assert {pool.pick().url for _ in range(4)} == set(URLS)  # type: ignore[union-attr]
+    assert pool.pick(exclude=URLS) is None
+    assert pool.breaker(Instance(URLS[0])) is pool.breaker(Instance(URLS[0]))
+    await pool.aclose()
