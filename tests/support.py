@@ -129,6 +129,46 @@ def prsm_serve(
 
 
 @dataclass
+class GatewayProcess:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    config_path: Path
+    log_path: Path
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Write a new config and SIGHUP the gateway (it reloads in the background)."""
+        self.config_path.write_text(json.dumps(config))
+        self.process.send_signal(signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def prsm_gateway(
+    tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[GatewayProcess]:
+    """Run `python -m prsm gateway --config <config as a file>` until the block ends."""
+    port = free_port()
+    config_path = tmp_path / f"gateway-{port}.yaml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
+    full_env |= {"PRSM_LOG_FORMAT": "json"} | (env or {})
+    log_path = tmp_path / f"gateway-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prsm", "gateway", "--config", str(config_path),
+             "--port", str(port)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url + "/health", time.monotonic() + 30, process)
+        yield GatewayProcess(base_url, process, config_path, log_path)
+    finally:
+        stop_process(process)
+
+
+@dataclass
 class Certificates:
     """PEM files made for one test: a CA and, from it, a server certificate for `server_names`
     and client certificates on demand."""

@@ -138,6 +138,34 @@ def health(
 
 
 @app.command()
+def gateway(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Gateway YAML (pools, routes); without it, /api/ai → the API at PRSM_BASE_URL.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+) -> None:
+    """Run the API gateway in the foreground (SIGHUP reloads --config)."""
+    from prsm import tracing
+    from prsm.gateway.run import ReloadingGateway, default_config, serve
+    from prsm.logs import configure_logging
+
+    settings = _settings(None)
+    configure_logging(settings.log_level, settings.log_format)
+    tracing.configure("prsm-gateway")
+    with _failure("gateway failed"):
+        app = ReloadingGateway(config, fallback=default_config(settings.base_url))
+    try:
+        serve(app, host, port)
+    finally:
+        tracing.shutdown()
+
+
+@app.command()
 def worker(config: ConfigOption = None) -> None:
     """Run the job queues (priority, batch, scheduled) against the PRSM API."""
     import asyncio

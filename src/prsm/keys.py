@@ -16,6 +16,8 @@ QUERY_COMPLETED = "prsm:query:completed"
 QUERY_FAILED = "prsm:query:failed"
 FALLBACK_REQUEST = "fallback:ai:request"
 EVENT_STREAM = "prsm:events"
+RATE_LIMIT_PREFIX = "prsm:ratelimit"
+"""The gateway's shared rate-limit windows (the `limits` library adds the rest of each key)."""
 """Capped stream holding every event, for consumer groups (at-least-once delivery)."""
 
 

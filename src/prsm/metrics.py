@@ -58,6 +58,25 @@ ENGINE_REJECTED = Counter(
 )
 
 
+GATEWAY_REQUESTS = Counter(
+    "prsm_gateway_requests_total", "Requests answered by the gateway", ("route", "status")
+)
+GATEWAY_DURATION = Histogram(
+    "prsm_gateway_request_duration_seconds",
+    "Gateway request time until the response headers",
+    ("route",),
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
+)
+GATEWAY_ATTEMPTS = Counter(
+    "prsm_gateway_upstream_attempts_total",
+    "Tries to reach an upstream instance, by outcome",
+    ("pool", "outcome"),
+)
+GATEWAY_RATE_LIMITED = Counter(
+    "prsm_gateway_rate_limited_total", "Requests refused by a rate limit", ("route",)
+)
+
+
 def record_query(
     *,
     service: str,

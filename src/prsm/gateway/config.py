@@ -1,0 +1,276 @@
+"""The gateway's YAML configuration: pools of upstreams and the routes that lead to them.
+
+```yaml
+pools:
+  stable: {discovery: {kind: static, urls: ["http://10.0.0.7:8000"]}}
+  canary: {discovery: {kind: dns, name: prsm-canary.default.svc.cluster.local, port: 8000}}
+routes:
+  - prefix: /api/ai
+    rewrite: /api/v1
+    split: {stable: 90, canary: 10}
+    rate_limit: {limit: 1000/15 minutes, key: ip}
+```
+
+Every key is checked: an unknown one, a route naming a missing pool, weights that are all zero
+or a limit `limits` cannot parse are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import limits
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from prsm.client.balance import Balancer, LeastOutstanding, RoundRobin
+from prsm.client.discovery import (
+    ConsulDiscovery,
+    Discovery,
+    DnsDiscovery,
+    KubernetesDiscovery,
+    StaticDiscovery,
+)
+from prsm.client.outliers import OutlierDetector
+from prsm.errors import ConfigError
+from prsm.resilience.breaker import BreakerConfig
+
+DEFAULT_PORT = 3000
+RETRY_ON = Literal["connect-failure", "reset", "502", "503", "504"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StaticSource(Strict):
+    kind: Literal["static"]
+    urls: list[str] = Field(min_length=1)
+
+
+class DnsSource(Strict):
+    kind: Literal["dns"]
+    name: str
+    port: int | None = None
+    srv: bool = False
+    nameservers: list[str] | None = None
+    nameserver_port: int = 53
+
+
+class ConsulSource(Strict):
+    kind: Literal["consul"]
+    service: str
+    address: str = "http://127.0.0.1:8500"
+    token: str | None = None
+    tag: str | None = None
+
+
+class KubernetesSource(Strict):
+    kind: Literal["kubernetes"]
+    service: str
+    namespace: str | None = None
+    """The pod's own namespace when unset."""
+
+
+Source = Annotated[
+    StaticSource | DnsSource | ConsulSource | KubernetesSource, Field(discriminator="kind")
+]
+
+
+class OutlierSettings(Strict):
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_ejection_seconds: float = Field(default=30.0, gt=0)
+    max_ejection_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class BreakerSettings(Strict):
+    error_threshold: float = Field(default=0.5, gt=0, le=1)
+    minimum_calls: int = Field(default=20, ge=1)
+    window_seconds: float = Field(default=10.0, gt=0)
+    reset_timeout: float = Field(default=30.0, gt=0)
+    half_open_trials: int = Field(default=3, ge=1)
+
+
+class PoolConfig(Strict):
+    discovery: Source
+    balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
+    outliers: OutlierSettings = Field(default_factory=OutlierSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    refresh_seconds: float = Field(default=30.0, gt=0)
+
+    def make_discovery(self) -> Discovery:
+        source = self.discovery
+        if isinstance(source, StaticSource):
+            return StaticDiscovery(source.urls)
+        if isinstance(source, DnsSource):
+            return DnsDiscovery(
+                source.name,
+                port=source.port,
+                srv=source.srv,
+                nameservers=source.nameservers,
+                nameserver_port=source.nameserver_port,
+            )
+        if isinstance(source, ConsulSource):
+            return ConsulDiscovery(
+                source.service, address=source.address, token=source.token, tag=source.tag
+            )
+        if source.namespace:
+            return KubernetesDiscovery.in_cluster(source.service, namespace=source.namespace)
+        return KubernetesDiscovery.in_cluster(source.service)
+
+    def make_balancer(self) -> Balancer:
+        return LeastOutstanding() if self.balancer == "least_outstanding" else RoundRobin()
+
+    def make_outliers(self) -> OutlierDetector:
+        o = self.outliers
+        return OutlierDetector(
+            consecutive_failures=o.consecutive_failures,
+            base_ejection_seconds=o.base_ejection_seconds,
+            max_ejection_share=o.max_ejection_share,
+        )
+
+    def make_breaker(self) -> BreakerConfig:
+        b = self.breaker
+        return BreakerConfig(
+            error_threshold=b.error_threshold,
+            minimum_calls=b.minimum_calls,
+            window_seconds=b.window_seconds,
+            reset_timeout=b.reset_timeout,
+            half_open_trials=b.half_open_trials,
+            call_timeout=None,  # the route's per-try timeout bounds each attempt
+        )
+
+
+class Retries(Strict):
+    attempts: int = Field(default=3, ge=1, le=10)
+    """Tries in all, the first included, each on a different instance when there is one."""
+    per_try_timeout: float = Field(default=30.0, gt=0)
+    """Seconds until the upstream's response headers; the body then streams freely."""
+    retry_on: tuple[RETRY_ON, ...] = ("connect-failure", "reset", "502", "503", "504")
+    non_idempotent: bool = False
+    """Also retry POST/PATCH the upstream may have received (a failure after sending)."""
+
+
+class Sticky(Strict):
+    header: str | None = None
+    cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Sticky:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("sticky needs exactly one of header or cookie")
+        return self
+
+
+class Delay(Strict):
+    percent: float = Field(ge=0, le=100)
+    seconds: float = Field(gt=0)
+
+
+class Abort(Strict):
+    percent: float = Field(ge=0, le=100)
+    status: int = Field(default=503, ge=400, le=599)
+
+
+class Fault(Strict):
+    delay: Delay | None = None
+    abort: Abort | None = None
+
+
+class RateLimit(Strict):
+    limit: str
+    """`limits` notation: `1000/15 minutes`, `10/second`, `100 per minute`."""
+    key: Literal["ip", "api_key", "user"] = "ip"
+
+    @field_validator("limit")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit: {value!r} ({exc})") from None
+        return value
+
+
+class Route(Strict):
+    prefix: str = Field(pattern=r"^/")
+    rewrite: str | None = Field(default=None, pattern=r"^/")
+    """Replaces `prefix` in the upstream path: `/api/ai` → `/api/v1`."""
+    pool: str | None = None
+    split: dict[str, int] | None = None
+    """Pool name → weight, e.g. `{stable: 90, canary: 10}`."""
+    sticky: Sticky | None = None
+    retries: Retries = Field(default_factory=Retries)
+    timeout: float = Field(default=120.0, gt=0)
+    """The whole request, every try included, until the response headers."""
+    fault: Fault | None = None
+    rate_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Route:
+        if (self.pool is None) == (self.split is None):
+            raise ValueError(f"route {self.prefix}: give exactly one of pool or split")
+        if self.split is not None and (
+            any(w < 0 for w in self.split.values()) or sum(self.split.values()) <= 0
+        ):
+            raise ValueError(f"route {self.prefix}: split weights must be >= 0, not all 0")
+        return self
+
+    @property
+    def pools(self) -> list[str]:
+        return [self.pool] if self.pool is not None else list(self.split or {})
+
+
+class GatewayConfig(Strict):
+    pools: dict[str, PoolConfig] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1)
+    source_service: str = "api-gateway"
+    """`X-Source-Service` sent upstream when the caller did not send one."""
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    rate_limit_storage: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    seed: int | None = None
+    """Seeds the random choices (splits, faults) for reproducible experiments and tests."""
+    trusted_proxies: int = Field(default=0, ge=0)
+    """How many proxies in front append to X-Forwarded-For; 0: the client is the peer."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        for route in self.routes:
+            missing = [p for p in route.pools if p not in self.pools]
+            if missing:
+                raise ValueError(f"route {route.prefix}: unknown pool {', '.join(missing)}")
+        if self.rate_limit_storage == "redis" and not self.redis_url:
+            raise ValueError("rate_limit_storage: redis needs redis_url")
+        prefixes = [r.prefix for r in self.routes]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("two routes have the same prefix")
+        return self
+
+
+def load_gateway_config(path: Path | str) -> GatewayConfig:
+    """Read and check a gateway YAML file; `ConfigError` names what is wrong."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
+    return parse_gateway_config(data, source=str(path))
+
+
+def parse_gateway_config(data: Any, source: str = "gateway config") -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top")
+    try:
+        return GatewayConfig.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(top)"
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"  {where}: {message}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(problems)) from None

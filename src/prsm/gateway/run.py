@@ -1,0 +1,141 @@
+"""Running the gateway: `prsm gateway`, with its configuration reloaded on SIGHUP.
+
+A reload builds and starts a new `Gateway` from the file, then sends new requests to it; the
+old one finishes the requests it has (up to its longest route timeout) and is closed. A file
+that does not load is logged and the running configuration kept. Rate-limit budgets survive
+a reload unless the storage settings change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from prsm import tracing
+from prsm.errors import ConfigError
+from prsm.gateway.app import Gateway, Receive, Scope, Send
+from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
+
+log = logging.getLogger("prsm.gateway")
+
+
+def default_config(api_url: str) -> GatewayConfig:
+    """What `prsm up` runs: the specification's `/api/ai` → `/api/v1` in front of one API,
+    1000 requests per 15 minutes per client IP. A query has no side effects besides being
+    counted, so a query the API may have received is still retried on another instance."""
+    retries = {"attempts": 3, "per_try_timeout": 120, "non_idempotent": True}
+    return parse_gateway_config(
+        {
+            "pools": {"api": {"discovery": {"kind": "static", "urls": [api_url]}}},
+            "routes": [
+                {
+                    "prefix": "/api/ai",
+                    "rewrite": "/api/v1",
+                    "pool": "api",
+                    "retries": retries,
+                    "timeout": 300,
+                    "rate_limit": {"limit": "1000/15 minutes", "key": "ip"},
+                },
+                {"prefix": "/api/v1", "pool": "api", "retries": retries, "timeout": 300},
+            ],
+        },
+        source="the default gateway config",
+    )
+
+
+class ReloadingGateway:
+    """The ASGI app uvicorn runs: the current `Gateway`, swapped on SIGHUP."""
+
+    def __init__(self, config_file: Path | None, fallback: GatewayConfig | None = None) -> None:
+        self.config_file = config_file
+        config = load_gateway_config(config_file) if config_file else fallback
+        if config is None:
+            raise ConfigError("the gateway needs a config file")
+        self.current = Gateway(config)
+        self._app: Any = self._wrap(self.current)
+        self._draining: set[asyncio.Task[bool]] = set()
+
+    @staticmethod
+    def _wrap(gateway: Gateway) -> Any:
+        if not tracing.active():
+            return gateway
+        from starlette.middleware.opentelemetry import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(gateway)  # a server span continuing the caller's trace
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.current.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if self.config_file is not None:
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.current.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _on_hangup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def reload(self) -> bool:
+        """Load the file again and switch to it; False (and the old config kept) if it fails."""
+        assert self.config_file is not None
+        try:
+            config = load_gateway_config(self.config_file)
+            same_storage = (config.rate_limit_storage, config.redis_url) == (
+                self.current.config.rate_limit_storage,
+                self.current.config.redis_url,
+            )
+            fresh = Gateway(config, limiter=self.current.limiter if same_storage else None)
+            await fresh.start()
+        except Exception as exc:
+            log.error("gateway reload failed; the running config stays: %s", exc)
+            return False
+        old, self.current = self.current, fresh
+        self._app = self._wrap(fresh)
+        log.info("gateway config reloaded", extra={"routes": len(config.routes)})
+        await self._drain(old)
+        return True
+
+    @staticmethod
+    async def _drain(old: Gateway) -> None:
+        deadline = max(route.timeout for route in old.config.routes)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline):
+                await old.idle.wait()
+        await old.aclose()
+
+
+def serve(app: ReloadingGateway, host: str, port: int) -> None:
+    """Run the gateway in the foreground until interrupted (one process)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,  # the upstream's Server and Date headers pass through
+        date_header=False,
+    )
