@@ -16,11 +16,13 @@ import psutil
 from tests.support import free_port, wait_until_ready
 
 
-def test_up_runs_redis_api_and_worker_and_stops_them_all(tmp_path: Path) -> None:
-    """`prsm up` serves queries and jobs, logs each part, and Ctrl-C stops every process."""
-    port, metrics_port = free_port(), free_port()
+def test_up_runs_redis_api_worker_and_gateway_and_stops_them_all(tmp_path: Path) -> None:
+    """`prsm up` serves queries (directly and through the gateway on its port) and jobs, logs
+    each part, and Ctrl-C stops every process."""
+    port, metrics_port, gateway_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")} | {
         "PRSM_SERVER__PORT": str(port),
+        "PRSM_GATEWAY__PORT": str(gateway_port),
         "PRSM_JOBS__METRICS_PORT": str(metrics_port),
         "PRSM_STATE_DIR": str(tmp_path / "state"),
         "PRSM_ENGINE__KIND": "fixed",
@@ -51,12 +53,22 @@ def test_up_runs_redis_api_and_worker_and_stops_them_all(tmp_path: Path) -> None
             while http.get(job["statusUrl"]).json()["status"] != "complete":
                 assert time.monotonic() < deadline, "the job did not complete under prsm up"
                 time.sleep(0.1)
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        wait_until_ready(gateway + "/ready", time.monotonic() + 30, up)  # type: ignore[arg-type]
+        through = httpx.post(
+            gateway + "/api/ai/query",
+            json={"prompt": "hi", "userId": "u"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert through.status_code == 200
+        assert through.json()["data"]["answer"]
+        assert through.headers["ratelimit-limit"] == "1000"
         worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert 'prsm_jobs_total{status="complete",type="priority-query"} 1.0' in worker_metrics
         assert 'prsm_job_queue_depth{type="batch-query"}' in worker_metrics
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) == 3  # redis-server, prsm serve, prsm worker
-        for name in ("api", "worker"):
+        assert len(children) == 4  # redis-server, prsm serve, prsm worker, prsm gateway
+        for name in ("api", "worker", "gateway"):
             assert (tmp_path / "state" / "logs" / f"{name}.log").stat().st_size > 0
     finally:
         up.send_signal(signal.SIGINT)
@@ -64,6 +76,7 @@ def test_up_runs_redis_api_and_worker_and_stops_them_all(tmp_path: Path) -> None
     assert up.returncode == 0, output
     assert "PRSM is up" in output
     assert f"Bearer {key}" in output
+    assert f"{gateway}/api/ai/query" in output
     assert not any(child.is_running() and child.status() != "zombie" for child in children)
 
 

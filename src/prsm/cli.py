@@ -146,8 +146,8 @@ def gateway(
             help="Gateway YAML (pools, routes); without it, /api/ai → the API at PRSM_BASE_URL.",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 3000).")] = None,
 ) -> None:
     """Run the API gateway in the foreground (SIGHUP reloads --config)."""
     from prsm import tracing
@@ -158,9 +158,11 @@ def gateway(
     configure_logging(settings.log_level, settings.log_format)
     tracing.configure("prsm-gateway")
     with _failure("gateway failed"):
-        app = ReloadingGateway(config, fallback=default_config(settings.base_url))
+        app = ReloadingGateway(
+            config or settings.gateway.config, fallback=default_config(settings.base_url)
+        )
     try:
-        serve(app, host, port)
+        serve(app, host or settings.gateway.host, port or settings.gateway.port)
     finally:
         tracing.shutdown()
 

