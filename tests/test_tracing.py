@@ -107,9 +107,6 @@ def test_off_makes_no_span_and_sends_no_header(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert tracing.configure("prsm-api") is False
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert tracing.configure("prsm-api") is False
     assert not tracing.active()
     request = ClientCore(None, "k", 5, 0, None).query_request(
         "hi", user_id="u", context=None, max_tokens=None, priority=None, correlation_id=None

@@ -3,10 +3,11 @@ server and engine spans, export over OTLP.
 
 PRSM's processes (`prsm serve`, `prsm worker`) install the OpenTelemetry SDK only when the
 standard variables ask for an exporter (`OTEL_EXPORTER_OTLP_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp|console`;
-`OTEL_SDK_DISABLED=true` wins); everything else (`OTEL_SERVICE_NAME`, headers, sampling,
-batching) is read by the SDK itself. As a library the SDK client never installs anything: it
-traces into whatever tracer provider the application set up.
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp|console|none` — `none`
+makes and propagates spans but exports nothing; `OTEL_SDK_DISABLED=true` wins); everything else
+(`OTEL_SERVICE_NAME`, headers, sampling, batching) is read by the SDK itself. As a library the
+SDK client never installs anything: it traces into whatever tracer provider the application
+set up.
 
 The API's server spans (one per request, continuing the caller's `traceparent`, with
 FastAPI's endpoint spans under it) come from FastAPI's native telemetry, which follows the
@@ -72,7 +73,7 @@ def configure(service_name: str) -> bool:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if exporter == "none" or (not exporter and not endpoint):
+    if not exporter and not endpoint:
         return False
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -82,8 +83,10 @@ def configure(service_name: str) -> bool:
         SpanExporter,
     )
 
-    span_exporter: SpanExporter
-    if exporter == "console":
+    span_exporter: SpanExporter | None
+    if exporter == "none":  # the SDK on (spans made, context propagated), nothing exported
+        span_exporter = None
+    elif exporter == "console":
         span_exporter = ConsoleSpanExporter()
     else:
         if exporter not in ("", "otlp"):
@@ -94,7 +97,8 @@ def configure(service_name: str) -> bool:
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, override the default name.
     resource = Resource({SERVICE_NAME: service_name}).merge(Resource.create())
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    if span_exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     _installed.append(provider)
     return True
@@ -175,6 +179,23 @@ def _record_error(span: trace.Span, exc: BaseException) -> None:
     )
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+@contextlib.contextmanager
+def server_span(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Iterator[trace.Span]:
+    """A SERVER span for one proxied request, continuing the caller's `traceparent` (the
+    gateway's; the API's come from FastAPI). Call only when `active()`."""
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS}
+    context = propagate.extract(carrier) if carrier else None
+    # The name says method and route; attributes cost more than the rest of the span in the
+    # SDK (bench/gateway_throughput.py), so only the status is added, by the caller.
+    with tracer().start_as_current_span(
+        f"{method} {path}", context=context, kind=SpanKind.SERVER
+    ) as span:
+        yield span
+
+
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 @contextlib.contextmanager

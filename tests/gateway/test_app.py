@@ -104,7 +104,9 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
     assert "keep-alive" not in seen
     assert "proxy-authorization" not in seen
     assert len(generated) == 32
-    assert upstream.requests[1][1]["X-Correlation-ID"] == generated
+    assert {k.lower(): v for k, v in upstream.requests[1][1].items()}[
+        "x-correlation-id"
+    ] == generated
 
 
 def test_a_90_10_split_over_2000_requests(trio: dict[str, ServerProcess], tmp_path: Path) -> None:

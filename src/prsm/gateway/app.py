@@ -22,13 +22,12 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from prsm import metrics, tracing
 from prsm.client.pool import Pool
 from prsm.contracts import CORRELATION_HEADER
 from prsm.gateway.config import GatewayConfig, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
+from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool, UpstreamResponse
 from prsm.resilience.breaker import CircuitOpenError
 from prsm.server.correlation import incoming_correlation_id
 
@@ -67,7 +66,7 @@ _JSON = (b"content-type", b"application/json")
 class UpstreamStatus(Exception):
     """An upstream answered with a status the route retries on; holds the open response."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: UpstreamResponse) -> None:
         super().__init__(f"upstream answered {response.status}")
         self.response = response
 
@@ -126,7 +125,8 @@ class Gateway:
         # Traffic splitting and fault injection, not secrets.
         self._rng = rng or random.Random(config.seed)  # noqa: S311
         self.limiter = limiter or RateLimiter(config)
-        self._session: aiohttp.ClientSession | None = None
+        self._upstreams: dict[str, UpstreamPool] = {}
+        self._source = config.source_service.encode()
         self.in_flight = 0
         self.idle = asyncio.Event()
         """Set while no request is in flight (a reload waits on it before closing)."""
@@ -136,18 +136,13 @@ class Gateway:
     async def start(self) -> None:
         for pool in self.pools.values():
             await pool.start()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30),
-            auto_decompress=False,  # bodies pass through as the upstream encoded them
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-        )
 
     async def aclose(self) -> None:
         for pool in self.pools.values():
             await pool.aclose()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for upstream in self._upstreams.values():
+            await upstream.aclose()
+        self._upstreams.clear()
 
     def ready(self) -> bool:
         """Some pool has an instance that is known and not ejected."""
@@ -191,7 +186,12 @@ class Gateway:
             await self._own_endpoint(path, cid, send)
             return
         started = time.perf_counter()
-        status = await self._proxy(routed, scope, receive, send, cid)
+        if tracing.active():
+            with tracing.server_span(scope["method"], routed.label, scope["headers"]) as span:
+                status = await self._proxy(routed, scope, receive, send, cid)
+                span.set_attribute("http.response.status_code", status)
+        else:
+            status = await self._proxy(routed, scope, receive, send, cid)
         self._count(routed.label, status, time.perf_counter() - started)
 
     def _match(self, path: str) -> _Routed | None:
@@ -273,7 +273,7 @@ class Gateway:
         pool: Pool,
         method: str,
         path: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
         send: Send,
         cid: str,
@@ -298,8 +298,9 @@ class Gateway:
                     try:
                         response = await pool.breaker(instance).call(
                             self._send_upstream,
-                            instance.url + path,
+                            instance.url,
                             method,
+                            path,
                             headers,
                             body,
                             retries.per_try_timeout,
@@ -343,24 +344,25 @@ class Gateway:
 
     async def _send_upstream(
         self,
-        url: str,
+        origin: str,
         method: str,
-        headers: list[tuple[str, str]],
+        target: str,
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
         per_try: float,
         retry_on: Collection[str],
-    ) -> aiohttp.ClientResponse:
-        assert self._session is not None, "the gateway is not started"
+    ) -> UpstreamResponse:
+        upstream = self._upstreams.get(origin)
+        if upstream is None:
+            upstream = self._upstreams[origin] = UpstreamPool(origin)
         try:
             async with asyncio.timeout(per_try):
-                response = await self._session.request(
-                    method, url, headers=headers, data=body or None, allow_redirects=False
-                )
+                response = await upstream.send(method, target, headers, body)
         except builtins.TimeoutError:
             raise TryTimeout() from None
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             raise Unsent(str(exc)) from None
-        except aiohttp.ClientError as exc:
+        except ConnectionLost as exc:
             raise Dropped(str(exc)) from None
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
             raise UpstreamStatus(response)
@@ -368,7 +370,7 @@ class Gateway:
 
     async def _relay(
         self,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         send: Send,
         cid: str,
         extra: list[tuple[bytes, bytes]],
@@ -376,21 +378,18 @@ class Gateway:
         """Stream the upstream's response: headers, then each chunk as it arrives."""
         headers = [
             (k, v)
-            for k, v in response.raw_headers
-            if (name := k.lower()) not in HOP_BY_HOP and name != _CID
+            for k, v in response.headers
+            if (name := k.lower()) not in _NOT_RELAYED or name == b"content-length"
         ]
-        length = response.headers.get("content-length")
-        if length is not None:
-            headers.append((b"content-length", length.encode()))
         headers.append((_CID, cid.encode()))
         headers.extend(extra)
         status = response.status
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except aiohttp.ClientError:
+        except ConnectionLost:
             log.warning("upstream closed mid-response", extra={"status": status})
         finally:
             response.release()
@@ -398,27 +397,18 @@ class Gateway:
 
     def _upstream_headers(
         self, scope: Scope, headers: dict[bytes, bytes], cid: str
-    ) -> list[tuple[str, str]]:
-        out = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in scope["headers"]
-            if k not in HOP_BY_HOP and k not in _SET_HERE
-        ]
-        peer = scope["client"][0] if scope.get("client") else ""
+    ) -> list[tuple[bytes, bytes]]:
+        out = [(k, v) for k, v in scope["headers"] if k not in _NOT_FORWARDED]
+        peer = scope["client"][0].encode() if scope.get("client") else b""
         forwarded = headers.get(b"x-forwarded-for")
-        out.append(
-            ("x-forwarded-for", f"{forwarded.decode('latin-1')}, {peer}" if forwarded else peer)
-        )
-        out.append(("x-forwarded-proto", scope.get("scheme", "http")))
-        out.append((CORRELATION_HEADER, cid))
-        source = headers.get(b"x-source-service")
-        out.append(
-            ("x-source-service", source.decode("latin-1") if source else self.config.source_service)
-        )
+        out.append((b"x-forwarded-for", forwarded + b", " + peer if forwarded else peer))
+        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        out.append((_CID, cid.encode()))
+        out.append((b"x-source-service", headers.get(b"x-source-service") or self._source))
         if tracing.active():
             carrier: dict[str, str] = {}
             tracing.inject(carrier)
-            out.extend(carrier.items())
+            out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
         return out
 
     def _peer(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
@@ -471,6 +461,8 @@ class Gateway:
 
 
 _SET_HERE = frozenset({_CID, b"x-forwarded-for", b"x-forwarded-proto", b"x-source-service"})
+_NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
+_NOT_RELAYED = HOP_BY_HOP | {_CID}
 
 
 def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:

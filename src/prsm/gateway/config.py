@@ -183,6 +183,10 @@ class RateLimit(Strict):
     limit: str
     """`limits` notation: `1000/15 minutes`, `10/second`, `100 per minute`."""
     key: Literal["ip", "api_key", "user"] = "ip"
+    strategy: Literal["moving", "fixed"] = "moving"
+    """`moving`: exact over any window of the period, one entry kept per request admitted;
+    `fixed`: one counter per period (constant memory; up to twice the limit across the
+    boundary between two periods)."""
 
     @field_validator("limit")
     @classmethod

@@ -1,7 +1,7 @@
-"""Per-client rate limits on the `limits` library's moving window: exact at the boundary, in
-memory for one gateway or in Redis so that every replica draws on one budget (the library's
-Redis storage takes an entry with one atomic script, so two replicas cannot both take the
-last one).
+"""Per-client rate limits on the `limits` library: a moving window (exact over any span of the
+period) or a fixed window (one counter), in memory for one gateway or in Redis so that every
+replica draws on one budget (the library's Redis storage takes an entry with one atomic
+operation, so two replicas cannot both take the last one).
 
 Clients are told where they stand in the IETF `RateLimit-*` headers and, once refused,
 `Retry-After`.
@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+)
+from limits.aio.strategies import (
+    RateLimiter as Strategy,
+)
 
 from prsm.gateway.config import GatewayConfig, RateLimit
 from prsm.keys import RATE_LIMIT_PREFIX
@@ -52,7 +58,10 @@ class RateLimiter:
             )
         else:
             storage = MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._strategies: dict[str, Strategy] = {
+            "moving": MovingWindowRateLimiter(storage),
+            "fixed": FixedWindowRateLimiter(storage),
+        }
         self._items: dict[str, limits.RateLimitItem] = {}
 
     async def hit(self, rule: RateLimit, route: str, client: str) -> Decision:
@@ -60,8 +69,9 @@ class RateLimiter:
         item = self._items.get(rule.limit)
         if item is None:
             item = self._items[rule.limit] = limits.parse(rule.limit)
-        allowed = await self._limiter.hit(item, route, client)
-        reset_at, remaining = await self._limiter.get_window_stats(item, route, client)
+        strategy = self._strategies[rule.strategy]
+        allowed = await strategy.hit(item, route, client)
+        reset_at, remaining = await strategy.get_window_stats(item, route, client)
         return Decision(
             allowed=allowed,
             limit=item.amount,

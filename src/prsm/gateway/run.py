@@ -13,11 +13,9 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
-from prsm import tracing
 from prsm.errors import ConfigError
 from prsm.gateway.app import Gateway, Receive, Scope, Send
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
@@ -58,22 +56,13 @@ class ReloadingGateway:
         if config is None:
             raise ConfigError("the gateway needs a config file")
         self.current = Gateway(config)
-        self._app: Any = self._wrap(self.current)
         self._draining: set[asyncio.Task[bool]] = set()
-
-    @staticmethod
-    def _wrap(gateway: Gateway) -> Any:
-        if not tracing.active():
-            return gateway
-        from starlette.middleware.opentelemetry import OpenTelemetryMiddleware
-
-        return OpenTelemetryMiddleware(gateway)  # a server span continuing the caller's trace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
-            await self._app(scope, receive, send)
+            await self.current(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -112,7 +101,6 @@ class ReloadingGateway:
             log.error("gateway reload failed; the running config stays: %s", exc)
             return False
         old, self.current = self.current, fresh
-        self._app = self._wrap(fresh)
         log.info("gateway config reloaded", extra={"routes": len(config.routes)})
         await self._drain(old)
         return True
