@@ -132,6 +132,7 @@ class Gateway:
         """Set while no request is in flight (a reload waits on it before closing)."""
         self.idle.set()
         self._requests: dict[tuple[str, int], Any] = {}
+        self._attempts: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
         for pool in self.pools.values():
@@ -284,51 +285,51 @@ class Gateway:
         tried: set[str] = set()
         failure: BaseException | None = None
         last_status: UpstreamStatus | None = None
-        try:
-            async with asyncio.timeout(route.timeout):
-                for _ in range(retries.attempts):
-                    instance = pool.pick(tried)
-                    if instance is None:
-                        break
-                    tried.add(instance.id)
-                    if last_status is not None:
-                        last_status.response.release()
-                        last_status = None
-                    pool.balancer.started(instance)
-                    try:
-                        response = await pool.breaker(instance).call(
-                            self._send_upstream,
-                            instance.url,
-                            method,
-                            path,
-                            headers,
-                            body,
-                            retries.per_try_timeout,
-                            retries.retry_on,
-                        )
-                    except CircuitOpenError as exc:
-                        failure = exc
-                        metrics.GATEWAY_ATTEMPTS.labels(pool.service, "breaker_open").inc()
-                        continue
-                    except (Unsent, Dropped, TryTimeout, UpstreamStatus) as exc:
-                        pool.failed(instance)
-                        failure = exc
-                        outcome = type(exc).__name__.lower()
-                        metrics.GATEWAY_ATTEMPTS.labels(pool.service, outcome).inc()
-                        if isinstance(exc, UpstreamStatus):
-                            last_status = exc
-                        if not isinstance(exc, Unsent) and not may_resend:
-                            break
-                        if isinstance(exc, Dropped) and "reset" not in retries.retry_on:
-                            break
-                        continue
-                    finally:
-                        pool.balancer.finished(instance)
-                    pool.succeeded(instance)
-                    metrics.GATEWAY_ATTEMPTS.labels(pool.service, "ok").inc()
-                    return await self._relay(response, send, cid, extra)
-        except builtins.TimeoutError:
-            failure = TryTimeout()
+        response: UpstreamResponse | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + route.timeout  # the route's timeout runs until the headers
+        for _ in range(retries.attempts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                failure = TryTimeout()
+                break
+            instance = pool.pick(tried)
+            if instance is None:
+                break
+            tried.add(instance.id)
+            if last_status is not None:
+                last_status.response.release()
+                last_status = None
+            pool.balancer.started(instance)
+            try:
+                response = await pool.breaker(instance).call(
+                    self._send_upstream,
+                    instance.url,
+                    method,
+                    path,
+                    headers,
+                    body,
+                    min(retries.per_try_timeout, remaining),
+                    retries.retry_on,
+                )
+            except CircuitOpenError as exc:
+                failure = exc
+                self._attempt(pool.service, "breaker_open")
+                continue
+            except (Unsent, Dropped, TryTimeout, UpstreamStatus) as exc:
+                pool.failed(instance)
+                failure = exc
+                self._attempt(pool.service, type(exc).__name__.lower())
+                if isinstance(exc, UpstreamStatus):
+                    last_status = exc
+                if not _may_retry(exc, retries.retry_on, may_resend):
+                    break
+                continue
+            finally:
+                pool.balancer.finished(instance)
+            pool.succeeded(instance)
+            self._attempt(pool.service, "ok")
+            return await self._relay(response, send, cid, extra)
         if last_status is not None:  # the upstream's own answer says more than ours would
             return await self._relay(last_status.response, send, cid, extra)
         if isinstance(failure, TryTimeout):
@@ -448,6 +449,13 @@ class Gateway:
             await asyncio.sleep(fault.delay.seconds)
         return 0
 
+    def _attempt(self, pool: str, outcome: str) -> None:
+        key = (pool, outcome)
+        counter = self._attempts.get(key)
+        if counter is None:
+            counter = self._attempts[key] = metrics.GATEWAY_ATTEMPTS.labels(pool, outcome)
+        counter.inc()
+
     def _count(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
         children = self._requests.get(key)
@@ -463,6 +471,17 @@ class Gateway:
 _SET_HERE = frozenset({_CID, b"x-forwarded-for", b"x-forwarded-proto", b"x-source-service"})
 _NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
 _NOT_RELAYED = HOP_BY_HOP | {_CID}
+
+
+def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:
+    """Whether a failed try may go on to another instance."""
+    if isinstance(exc, Unsent):  # never reached the upstream: always safe to send again
+        return "connect-failure" in retry_on
+    if not may_resend:
+        return False
+    if isinstance(exc, Dropped):
+        return "reset" in retry_on
+    return True  # a retried status (already filtered by retry_on) or a per-try timeout
 
 
 def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
