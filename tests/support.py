@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,12 @@ from typing import Any
 
 import httpx
 import trustme
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 API_KEY = "test-key-0123456789"
 
@@ -231,8 +238,6 @@ async def local_app(path: str, handler: Any, *more: tuple[str, str, Any]) -> Asy
     """An aiohttp app answering GET `path` with `handler` (and each further `(method, path,
     handler)`), on a free loopback port; yields its base URL. For test doubles of services
     that cannot run here (Consul, Kubernetes, an OAuth2 provider)."""
-    from aiohttp import web
-
     app = web.Application()
     app.router.add_get(path, handler)
     for method, other_path, other in more:
@@ -347,3 +352,39 @@ def prsm_worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Pope
         yield process
     finally:
         stop_process(process)
+
+
+@dataclass
+class Collector:
+    """An OTLP/HTTP receiver: `POST /v1/traces` with an ExportTraceServiceRequest."""
+
+    url: str = ""
+    spans: list[OtlpSpan] = field(default_factory=list)
+
+    async def wait_for(self, name: str, count: int = 1) -> list[OtlpSpan]:
+        deadline = time.monotonic() + 15
+        while len(found := [s for s in self.spans if s.name == name]) < count:
+            assert time.monotonic() < deadline, f"no {name!r} span; got {self.spans}"
+            await asyncio.sleep(0.05)
+        return found
+
+
+@contextlib.asynccontextmanager
+async def collector_app() -> AsyncIterator[Collector]:
+    """An OTLP/HTTP receiver on a free loopback port, decoding the protobuf it is sent."""
+    state = Collector()
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest.FromString(await request.read())
+        for resource in message.resource_spans:
+            for scope in resource.scope_spans:
+                state.spans.extend(scope.spans)
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="OTLP receiver")
+
+    async with local_app("/", index, ("POST", "/v1/traces", traces)) as url:
+        state.url = url
+        yield state

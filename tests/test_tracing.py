@@ -3,19 +3,11 @@ engine spans arrive over OTLP/HTTP at a receiver speaking the OTLP protobuf form
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,7 +20,7 @@ from prsm.client._core import ClientCore
 from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
 from prsm.errors import AuthenticationError
-from tests.support import API_KEY, ServerProcess, free_port, local_app, prsm_serve
+from tests.support import API_KEY, Collector, ServerProcess, collector_app, free_port, prsm_serve
 
 
 def _reset_tracer_provider() -> None:
@@ -51,38 +43,9 @@ def client_spans() -> Iterator[InMemorySpanExporter]:
     _reset_tracer_provider()
 
 
-@dataclass
-class Collector:
-    """An OTLP/HTTP receiver: `POST /v1/traces` with an ExportTraceServiceRequest."""
-
-    url: str = ""
-    spans: list[OtlpSpan] = field(default_factory=list)
-
-    async def wait_for(self, name: str, count: int = 1) -> list[OtlpSpan]:
-        deadline = time.monotonic() + 15
-        while len(found := [s for s in self.spans if s.name == name]) < count:
-            assert time.monotonic() < deadline, f"no {name!r} span; got {self.spans}"
-            await asyncio.sleep(0.05)
-        return found
-
-
 @pytest.fixture
 async def collector() -> AsyncIterator[Collector]:
-    state = Collector()
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest.FromString(await request.read())
-        for resource in message.resource_spans:
-            for scope in resource.scope_spans:
-                state.spans.extend(scope.spans)
-        reply = ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=reply, content_type="application/x-protobuf")
-
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text="OTLP receiver")
-
-    async with local_app("/", index, ("POST", "/v1/traces", traces)) as url:
-        state.url = url
+    async with collector_app() as state:
         yield state
 
 

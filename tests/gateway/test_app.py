@@ -21,6 +21,7 @@ from tests.support import (
     API_KEY,
     Reply,
     ServerProcess,
+    collector_app,
     fixed_instances,
     free_port,
     prsm_gateway,
@@ -390,3 +391,27 @@ def test_metrics_and_readiness(trio: dict[str, ServerProcess], tmp_path: Path) -
     assert "prsm_gateway_request_duration_seconds_bucket" in text
     assert ready == {"status": "ready", "pools": {"p": True}}
     assert json.dumps(ready)
+
+
+async def test_traces_continue_through_the_gateway(tmp_path: Path) -> None:
+    """The caller's traceparent: the gateway's server span is its child, and the upstream
+    receives a traceparent of the same trace whose parent is the gateway's span."""
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with collector_app() as collector:
+        with scripted_server(Reply(200, b"{}")) as upstream:
+            config = {"pools": {"p": static(upstream.base_url)},
+                      "routes": [{"prefix": "/api", "pool": "p"}]}  # fmt: skip
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+            with prsm_gateway(tmp_path, config, env) as gw:
+                async with httpx.AsyncClient() as http:
+                    traceparent = f"00-{trace_id}-{caller_span}-01"
+                    response = await http.get(
+                        gw.base_url + "/api/x", headers={"traceparent": traceparent}
+                    )
+                [span] = await collector.wait_for("GET /api")
+    assert response.status_code == 200
+    assert span.trace_id.hex() == trace_id
+    assert span.parent_span_id.hex() == caller_span
+    sent = {k.lower(): v for k, v in upstream.requests[0][1].items()}["traceparent"]
+    assert sent.split("-")[1] == trace_id
+    assert sent.split("-")[2] == span.span_id.hex()
