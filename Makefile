@@ -27,6 +27,7 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python api_throughput.py
 	cd bench && ../$(BIN)/python jobs_throughput.py
 	cd bench && ../$(BIN)/python service_client_overhead.py
+	cd bench && ../$(BIN)/python gateway_throughput.py
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
