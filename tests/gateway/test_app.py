@@ -112,7 +112,7 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
 
 def test_a_90_10_split_over_2000_requests(trio: dict[str, ServerProcess], tmp_path: Path) -> None:
     """Weighted split across pools: the canary's share within 3 points of 10 %; a sticky
-    header keeps one caller on one side."""
+    header or cookie keeps one caller on one side."""
     config = {
         "seed": 7,
         "pools": {"stable": static(trio["a"].base_url), "canary": static(trio["b"].base_url)},
@@ -120,10 +120,12 @@ def test_a_90_10_split_over_2000_requests(trio: dict[str, ServerProcess], tmp_pa
             {"prefix": "/api/v1", "split": {"stable": 90, "canary": 10}},
             {"prefix": "/sticky", "rewrite": "/api/v1", "split": {"stable": 50, "canary": 50},
              "sticky": {"header": "X-User"}},
+            {"prefix": "/cookie", "rewrite": "/api/v1", "split": {"stable": 50, "canary": 50},
+             "sticky": {"cookie": "session"}},
         ],
     }  # fmt: skip
 
-    async def run(gw_url: str) -> tuple[Counter[str], dict[str, set[str]]]:
+    async def run(gw_url: str) -> tuple[Counter[str], dict[str, set[str]], set[str]]:
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(base_url=gw_url, limits=limits, headers=AUTH) as http:
             sem = asyncio.Semaphore(16)
@@ -136,17 +138,21 @@ def test_a_90_10_split_over_2000_requests(trio: dict[str, ServerProcess], tmp_pa
             split = await asyncio.gather(*(one("/api/v1/query") for _ in range(2000)))
             users = [f"user-{i}" for i in range(20) for _ in range(5)]
             sticky = await asyncio.gather(*(one("/sticky/query", u) for u in users))
+            jar = {"Cookie": "theme=dark; session=abc123"}
+            by_cookie = {answer(await http.post("/cookie/query", json=QUERY, headers=jar))
+                         for _ in range(10)}  # fmt: skip
         sides: dict[str, set[str]] = {}
         for user, side in zip(users, sticky, strict=True):
             sides.setdefault(user, set()).add(side)
-        return Counter(split), sides
+        return Counter(split), sides, by_cookie
 
     with prsm_gateway(tmp_path, config) as gw:
-        counts, sides = asyncio.run(run(gw.base_url))
+        counts, sides, by_cookie = asyncio.run(run(gw.base_url))
     assert sum(counts.values()) == 2000
     assert abs(counts["b"] / 2000 * 100 - 10) <= 3, counts
     assert all(len(s) == 1 for s in sides.values())
     assert {next(iter(s)) for s in sides.values()} == {"a", "b"}
+    assert len(by_cookie) == 1
 
 
 def test_retries_move_on_and_respect_the_per_try_timeout(tmp_path: Path) -> None:
@@ -267,6 +273,19 @@ def test_all_upstreams_down_is_the_specification_502(tmp_path: Path) -> None:
         "correlationId": "c-502",
     }
     assert ready.status_code == 200  # not yet ejected: 5 failures in a row eject
+
+
+def test_not_ready_once_every_instance_is_ejected(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    pool = static(dead, outliers={"consecutive_failures": 1, "max_ejection_share": 1.0})
+    config = {"pools": {"p": pool}, "routes": [{"prefix": "/api", "pool": "p"}]}
+    with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+        before = http.get("/ready")
+        assert http.get("/api/x").status_code == 502
+        after = http.get("/ready")
+    assert before.status_code == 200
+    assert after.status_code == 503
+    assert after.json() == {"status": "not_ready", "pools": {"p": False}}
 
 
 def test_an_open_breaker_is_503(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ def test_one_replica_admits_exactly_the_limit(fixed_server: ServerProcess, tmp_p
         httpx.Client(base_url=gw.base_url) as http,
     ):
         responses = [http.post("/api/v1/query", json=QUERY, headers=AUTH) for _ in range(25)]
+        metrics = http.get("/metrics").text
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 20 + [429] * 5
     assert responses[19].headers["ratelimit-remaining"] == "0"
@@ -45,6 +46,7 @@ def test_one_replica_admits_exactly_the_limit(fixed_server: ServerProcess, tmp_p
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["ratelimit-remaining"] == "0"
     assert refused.json()["error"]["code"] == "rate_limited"
+    assert 'prsm_gateway_rate_limited_total{route="/api/v1"} 5.0' in metrics
 
 
 def test_two_replicas_sharing_redis_admit_the_limit_in_total(
