@@ -67,6 +67,14 @@ class Stack:
             time.sleep(0.05)
 
 
+def engine_busy(api: str) -> bool:
+    """Whether the API's engine is generating at this moment (its in-flight gauge)."""
+    for line in httpx.get(api + "/metrics").text.splitlines():
+        if line.startswith("prsm_engine_in_flight{"):
+            return float(line.rsplit(" ", 1)[1]) > 0
+    return False
+
+
 def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:
     return {
         "PRSM_REDIS_URL": stack_redis,
@@ -362,6 +370,10 @@ def test_sigkill_a_worker_mid_batch_loses_no_job(tmp_path: Path) -> None:
             deadline = time.monotonic() + 30
             while len(running.receiver.requests) < 60 and time.monotonic() < deadline:
                 time.sleep(0.02)
+            # Kill while queries are in the engine, so the worker surely has jobs running
+            # (the worker takes jobs five at a time: right after a round it may hold none).
+            while not engine_busy(running.api) and time.monotonic() < deadline:
+                time.sleep(0.005)
             first.send_signal(signal.SIGKILL)
             first.wait()
         killed_after = len(running.receiver.requests)
