@@ -93,7 +93,7 @@ def gateway_config(upstream: str) -> dict[str, object]:
             {
                 "prefix": "/api/v1",
                 "pool": "api",
-                "rate_limit": {"limit": "100000000/minute", "key": "ip", "strategy": "fixed"},
+                "rate_limit": {"limit": "100000000/minute", "key": "ip"},
             }
         ],
     }

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 
 import limits
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+import limits.strategies
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -27,6 +28,7 @@ from limits.aio.strategies import (
 )
 
 from prsm.gateway.config import GatewayConfig, RateLimit
+from prsm.gateway.local_limits import LoopStorage
 from prsm.keys import RATE_LIMIT_PREFIX
 
 
@@ -50,28 +52,38 @@ class Decision:
 
 class RateLimiter:
     def __init__(self, config: GatewayConfig) -> None:
-        storage: Storage
+        self._items: dict[str, limits.RateLimitItem] = {}
+        self._strategies: dict[str, Strategy] = {}
+        self._local: dict[str, limits.strategies.RateLimiter] = {}
         if config.rate_limit_storage == "redis":
             assert config.redis_url is not None  # checked with the config
-            storage = RedisStorage(
+            shared = RedisStorage(
                 "async+" + config.redis_url, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX
             )
+            self._strategies = {
+                "moving": MovingWindowRateLimiter(shared),
+                "fixed": FixedWindowRateLimiter(shared),
+            }
         else:
-            storage = MemoryStorage()
-        self._strategies: dict[str, Strategy] = {
-            "moving": MovingWindowRateLimiter(storage),
-            "fixed": FixedWindowRateLimiter(storage),
-        }
-        self._items: dict[str, limits.RateLimitItem] = {}
+            local = LoopStorage()  # on the event loop: its calls never wait
+            self._local = {
+                "moving": limits.strategies.MovingWindowRateLimiter(local),
+                "fixed": limits.strategies.FixedWindowRateLimiter(local),
+            }
 
     async def hit(self, rule: RateLimit, route: str, client: str) -> Decision:
         """Take one request from `client`'s budget on `route`."""
         item = self._items.get(rule.limit)
         if item is None:
             item = self._items[rule.limit] = limits.parse(rule.limit)
-        strategy = self._strategies[rule.strategy]
-        allowed = await strategy.hit(item, route, client)
-        reset_at, remaining = await strategy.get_window_stats(item, route, client)
+        local = self._local.get(rule.strategy)
+        if local is not None:
+            allowed = local.hit(item, route, client)
+            reset_at, remaining = local.get_window_stats(item, route, client)
+        else:
+            strategy = self._strategies[rule.strategy]
+            allowed = await strategy.hit(item, route, client)
+            reset_at, remaining = await strategy.get_window_stats(item, route, client)
         return Decision(
             allowed=allowed,
             limit=item.amount,
