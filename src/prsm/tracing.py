@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import (
     NoOpTracerProvider,
@@ -184,15 +185,20 @@ def _record_error(span: trace.Span, exc: BaseException) -> None:
 @contextlib.contextmanager
 def server_span(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Iterator[trace.Span]:
     """A SERVER span for one proxied request, continuing the caller's `traceparent` (the
-    gateway's; the API's come from FastAPI). Call only when `active()`."""
+    gateway's; the API's come from FastAPI). Call only when `active()`.
+
+    The name says method and route; attributes cost more than the rest of the span in the
+    SDK (bench/gateway_throughput.py), so only the status is added, by the caller. The span is
+    made current by hand: `start_as_current_span` adds two context-manager layers."""
     carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS}
-    context = propagate.extract(carrier) if carrier else None
-    # The name says method and route; attributes cost more than the rest of the span in the
-    # SDK (bench/gateway_throughput.py), so only the status is added, by the caller.
-    with tracer().start_as_current_span(
-        f"{method} {path}", context=context, kind=SpanKind.SERVER
-    ) as span:
+    parent = propagate.extract(carrier) if carrier else None
+    span = tracer().start_span(f"{method} {path}", context=parent, kind=SpanKind.SERVER)
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
         yield span
+    finally:
+        otel_context.detach(token)
+        span.end()
 
 
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
