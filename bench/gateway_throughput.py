@@ -103,6 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--trace-ratio", type=float, default=1.0, help="share of requests traced (1: all)"
+    )
     args = parser.parse_args()
     load = {"body": BODY, "connections": args.connections, "seconds": args.seconds}
 
@@ -123,9 +126,15 @@ def main() -> None:
             "--config", str(config), "--port", "{port}",
         ]  # fmt: skip
         env = {"PRSM_LOG_LEVEL": "warning", "OTEL_TRACES_EXPORTER": "none"}
+        if args.trace_ratio < 1:
+            env |= {
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(args.trace_ratio),
+            }
         with run_server(argv, "/ready", env) as base:
             results["prsm gateway"] = measure(base + "/api/v1/query")
-    print(f"wrk, {args.connections} connections, {args.seconds}s; one process each")
+    print(f"wrk, {args.connections} connections, {args.seconds}s; one process each; "
+          f"gateway traces {args.trace_ratio:.0%} of requests")  # fmt: skip
     for name, r in results.items():
         print(f"{name:32}: {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms")
     direct = results["upstream directly (nginx return)"]
