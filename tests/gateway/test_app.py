@@ -92,6 +92,7 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
                 },
             )
             generated = httpx.get(gw.base_url + "/z").headers["x-correlation-id"]
+            httpx.get(gw.base_url + "/a%20b/c%2Fd?q=%C3%A9")
     assert response.status_code == 200
     assert response.headers["x-upstream"] == "yes"
     assert response.headers["x-correlation-id"] == "cid-123"
@@ -105,6 +106,7 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
     assert "keep-alive" not in seen
     assert "proxy-authorization" not in seen
     assert len(generated) == 32
+    assert upstream.requests[2][0] == "/a%20b/c%2Fd?q=%C3%A9"  # percent-encoding kept
     assert {k.lower(): v for k, v in upstream.requests[1][1].items()}[
         "x-correlation-id"
     ] == generated

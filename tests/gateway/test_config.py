@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from prsm.client.balance import LeastOutstanding
-from prsm.client.discovery import DnsDiscovery, StaticDiscovery
+from prsm.client.discovery import ConsulDiscovery, DnsDiscovery, StaticDiscovery
 from prsm.errors import ConfigError
 from prsm.gateway.config import load_gateway_config, parse_gateway_config
 from prsm.gateway.run import default_config
@@ -27,6 +27,7 @@ def test_a_full_file_loads(tmp_path: Path) -> None:
 pools:
   stable: {discovery: {kind: static, urls: ["http://10.0.0.7:8000"]}, balancer: least_outstanding}
   canary: {discovery: {kind: dns, name: canary.local, port: 8000}}
+  shadow: {discovery: {kind: consul, service: prsm-api, address: "http://consul:8500"}}
 routes:
   - prefix: /api/ai
     rewrite: /api/v1
@@ -43,6 +44,9 @@ routes:
     assert route.retries.retry_on == ("connect-failure", "503")
     assert isinstance(loaded.pools["stable"].make_discovery(), StaticDiscovery)
     assert isinstance(loaded.pools["canary"].make_discovery(), DnsDiscovery)
+    consul = loaded.pools["shadow"].make_discovery()
+    assert isinstance(consul, ConsulDiscovery)
+    assert consul.service == "prsm-api"
     assert isinstance(loaded.pools["stable"].make_balancer(), LeastOutstanding)
 
 

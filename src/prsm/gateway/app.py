@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from prsm import metrics, tracing
 from prsm.client.pool import Pool
@@ -257,11 +258,9 @@ class Gateway:
             error = {"code": "payload_too_large", "message": "request body too large"}
             await _json(send, 413, {"error": error, "correlationId": cid}, cid)
             return 413
-        upstream_path = path = scope["path"]
-        if route.rewrite is not None:
-            upstream_path = route.rewrite.rstrip("/") + path[routed.prefix_len :] or "/"
-        if scope.get("query_string"):
-            upstream_path += "?" + scope["query_string"].decode("latin-1")
+        if body is _GONE:
+            return CLIENT_GONE  # the caller left before sending its body: nothing to forward
+        upstream_path = _upstream_target(scope, routed)
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
         return await self._tries(
@@ -498,14 +497,37 @@ def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
     return None
 
 
+def _upstream_target(scope: Scope, routed: _Routed) -> str:
+    """The path and query to send upstream, percent-encoding kept as the caller sent it, with
+    the route's prefix rewritten."""
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or quote(path).encode()
+    rewrite = routed.route.rewrite
+    if rewrite is not None:
+        prefix = routed.label.encode()
+        if raw.startswith(prefix):
+            tail = raw[len(prefix) :]
+        else:  # the caller percent-encoded part of the prefix itself
+            tail = quote(path[routed.prefix_len :]).encode()
+        raw = rewrite.rstrip("/").encode() + tail or b"/"
+    query: bytes = scope.get("query_string", b"")
+    return (raw + b"?" + query if query else raw).decode("latin-1")
+
+
+_GONE = b"\x00gone"
+CLIENT_GONE = 499
+"""Counted for requests whose caller disconnected before its body arrived (nginx's code)."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body (tries may need to send it again), or None past `limit`."""
+    """The whole request body (tries may need to send it again), None past `limit`, `_GONE`
+    if the caller disconnected first."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
