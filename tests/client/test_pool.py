@@ -1,6 +1,9 @@
-"""Pool: outliers left out of the balancer's choice, all used when all are ejected."""
+"""Pool: a failed try ejects its instance from the balancer's choice; all are used when all
+are ejected."""
 
 from __future__ import annotations
+
+import pytest
 
 from prsm.client.discovery import Instance, StaticDiscovery
 from prsm.client.outliers import OutlierDetector
@@ -9,6 +12,15 @@ from prsm.errors import ConnectError
 from prsm.resilience.clock import ManualClock
 
 URLS = ["http://a:1", "http://b:1"]
+
+
+async def refused() -> None:
+    raise ConnectError("refused")
+
+
+async def fail_once(pool: Pool, instance: Instance) -> None:
+    with pytest.raises(ConnectError):
+        await pool.call(instance, refused)
 
 
 async def started_pool(clock: ManualClock) -> Pool:
@@ -27,8 +39,7 @@ async def started_pool(clock: ManualClock) -> Pool:
 async def test_ejected_instances_are_skipped_until_their_time_is_up() -> None:
     clock = ManualClock()
     pool = await started_pool(clock)
-    a = Instance(URLS[0])
-    pool.failed(a)
+    await fail_once(pool, Instance(URLS[0]))
     assert {pool.pick().url for _ in range(4)} == {URLS[1]}  # type: ignore[union-attr]
     assert pool.healthy()
     clock.advance(31)
@@ -39,9 +50,27 @@ async def test_ejected_instances_are_skipped_until_their_time_is_up() -> None:
 async def test_with_every_instance_ejected_all_are_used_and_none_is_healthy() -> None:
     pool = await started_pool(ManualClock())
     for url in URLS:
-        pool.failed(Instance(url))
+        await fail_once(pool, Instance(url))
     assert not pool.healthy()
     assert {pool.pick().url for _ in range(4)} == set(URLS)  # type: ignore[union-attr]
     assert pool.pick(exclude=URLS) is None
     assert pool.breaker(Instance(URLS[0])) is pool.breaker(Instance(URLS[0]))
+    await pool.aclose()
+
+
+async def test_a_successful_try_resets_the_failure_count() -> None:
+    """Ejection needs failures *in a row*: one success between two failures clears them."""
+    clock = ManualClock()
+    outliers = OutlierDetector(consecutive_failures=2, max_ejection_share=1.0, clock=clock)
+    pool = Pool("svc", StaticDiscovery(URLS), is_failure=lambda exc: True, outliers=outliers)
+    await pool.start()
+    a = Instance(URLS[0])
+
+    async def ok() -> str:
+        return "ok"
+
+    await fail_once(pool, a)
+    assert await pool.call(a, ok) == "ok"
+    await fail_once(pool, a)
+    assert outliers.ejected() == set()
     await pool.aclose()

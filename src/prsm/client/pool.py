@@ -5,13 +5,17 @@ through one, so each of those pieces exists once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
+from typing import ParamSpec, TypeVar
 
 from prsm.client.balance import Balancer, RoundRobin
 from prsm.client.discovery import Discovery, Instance, InstanceCache
 from prsm.client.outliers import OutlierDetector
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Pool:
@@ -68,11 +72,22 @@ class Pool:
             )
         return breaker
 
-    def succeeded(self, instance: Instance) -> None:
+    async def call(
+        self, instance: Instance, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """One try on `instance`: through its breaker, counted by the balancer while it runs,
+        and for outlier ejection by how it ended (`is_failure` decides what a failure is)."""
+        self.balancer.started(instance)
+        try:
+            result = await self.breaker(instance).call(fn, *args, **kwargs)
+        except BaseException as exc:
+            if self._is_failure(exc):
+                self.outliers.failure(instance.id, len(self.instances))
+            raise
+        finally:
+            self.balancer.finished(instance)
         self.outliers.success(instance.id)
-
-    def failed(self, instance: Instance) -> None:
-        self.outliers.failure(instance.id, len(self.instances))
+        return result
 
     def healthy(self) -> bool:
         """Whether some instance is known and not ejected."""

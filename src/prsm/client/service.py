@@ -164,22 +164,16 @@ class ServiceClient:
                 if instance is None:
                     break
                 tried.add(instance.id)
-                pool.balancer.started(instance)
                 client, connections = self._client(instance)
                 connections.inc()
                 try:
-                    result = await pool.breaker(instance).call(call, client)
+                    return await pool.call(instance, call, client)
                 except PRSMError as exc:
                     if not _fails_over(exc):
                         raise
-                    pool.failed(instance)
                     last = exc
-                    continue
                 finally:
                     connections.dec()
-                    pool.balancer.finished(instance)
-                pool.succeeded(instance)
-                return result
         raise last or ConnectError(f"no instance of {self.service!r} to call")
 
     def _client(self, instance: Instance) -> tuple[AsyncPRSMClient, Any]:

@@ -19,18 +19,27 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
 from prsm.client.pool import Pool
 from prsm.contracts import CORRELATION_HEADER
+from prsm.errors import (
+    GatewayTimeoutError,
+    HTTPStatusError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    error_for_status,
+)
 from prsm.gateway.config import GatewayConfig, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
 from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool, UpstreamResponse
 from prsm.resilience.breaker import CircuitOpenError
 from prsm.server.correlation import incoming_correlation_id
+from prsm.server.errors import error_body, error_headers
 
 log = logging.getLogger("prsm.gateway")
 
@@ -84,19 +93,17 @@ class TryTimeout(Exception):
     """No response headers within the per-try timeout."""
 
 
+UPSTREAM_FAILURES = (Unsent, Dropped, TryTimeout, UpstreamStatus)
+"""What counts against an instance (its breaker, its ejection) and may go on to another."""
+
+
 def _upstream_failure(exc: BaseException) -> bool:
-    return isinstance(exc, Unsent | Dropped | TryTimeout | UpstreamStatus)
-
-
-@dataclass(frozen=True, slots=True)
-class _Routed:
-    route: Route
-    label: str
-    prefix_len: int
+    return isinstance(exc, UPSTREAM_FAILURES)
 
 
 class Gateway:
-    """An ASGI app; run its lifespan (uvicorn does) or `start()`/`aclose()` it."""
+    """An ASGI app for HTTP scopes; `start()` it before the first request and `aclose()` it
+    after the last (`ReloadingGateway` does both, from uvicorn's lifespan)."""
 
     def __init__(
         self,
@@ -118,11 +125,7 @@ class Gateway:
             )
             for name, pool in config.pools.items()
         }
-        self._routes = sorted(
-            (_Routed(r, r.prefix, len(r.prefix)) for r in config.routes),
-            key=lambda r: r.prefix_len,
-            reverse=True,
-        )
+        self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
         # Traffic splitting and fault injection, not secrets.
         self._rng = rng or random.Random(config.seed)  # noqa: S311
         self.limiter = limiter or RateLimiter(config)
@@ -151,9 +154,6 @@ class Gateway:
         return any(pool.healthy() for pool in self.pools.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
         if scope["type"] != "http":
             return
         self.in_flight += 1
@@ -165,45 +165,29 @@ class Gateway:
             if not self.in_flight:
                 self.idle.set()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         cid = incoming_correlation_id(scope)
-        routed = None if path in OWN_PATHS else self._match(path)
-        if routed is None:
+        route = None if path in OWN_PATHS else self._match(path)
+        if route is None:
             await self._own_endpoint(path, cid, send)
             return
         started = time.perf_counter()
         if tracing.active():
-            with tracing.server_span(scope["method"], routed.label, scope["headers"]) as span:
-                status = await self._proxy(routed, scope, receive, send, cid)
+            with tracing.server_span(scope["method"], route.prefix, scope["headers"]) as span:
+                status = await self._proxy(route, scope, receive, send, cid)
                 span.set_attribute("http.response.status_code", status)
         else:
-            status = await self._proxy(routed, scope, receive, send, cid)
-        self._count(routed.label, status, time.perf_counter() - started)
+            status = await self._proxy(route, scope, receive, send, cid)
+        self._count(route.prefix, status, time.perf_counter() - started)
 
-    def _match(self, path: str) -> _Routed | None:
-        for routed in self._routes:
-            if path.startswith(routed.label) and (
-                len(path) == routed.prefix_len
-                or path[routed.prefix_len] == "/"
-                or routed.label.endswith("/")
+    def _match(self, path: str) -> Route | None:
+        for route in self._routes:
+            prefix = route.prefix
+            if path.startswith(prefix) and (
+                len(path) == len(prefix) or path[len(prefix)] == "/" or prefix.endswith("/")
             ):
-                return routed
+                return route
         return None
 
     async def _own_endpoint(self, path: str, cid: str, send: Send) -> None:
@@ -227,13 +211,11 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": payload})
         else:
-            error = {"code": "no_route", "message": f"no route for {path}"}
-            await _json(send, 404, {"error": error, "correlationId": cid}, cid)
+            await _error(send, NotFoundError(f"no route for {path}", code="no_route"), cid)
 
     async def _proxy(
-        self, routed: _Routed, scope: Scope, receive: Receive, send: Send, cid: str
+        self, route: Route, scope: Scope, receive: Receive, send: Send, cid: str
     ) -> int:
-        route = routed.route
         headers = dict(scope["headers"])
         if route.rate_limit is not None:
             peer = self._peer(scope, headers)
@@ -241,11 +223,8 @@ class Gateway:
             decision = await self.limiter.hit(route.rate_limit, route.prefix, who)
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(route.prefix).inc()
-                error = {"code": "rate_limited", "message": "Too many PRSM requests"}
-                await _json(
-                    send, 429, {"error": error, "correlationId": cid}, cid, decision.headers()
-                )
-                return 429
+                refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
+                return await _error(send, refused, cid, decision.headers())
             limit_headers = decision.headers()
         else:
             limit_headers = []
@@ -255,12 +234,11 @@ class Gateway:
                 return aborted
         body = await _read_body(receive, self.config.max_body_bytes)
         if body is None:
-            error = {"code": "payload_too_large", "message": "request body too large"}
-            await _json(send, 413, {"error": error, "correlationId": cid}, cid)
-            return 413
+            too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
+            return await _error(send, too_large, cid)
         if body is _GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
-        upstream_path = _upstream_target(scope, routed)
+        upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
         return await self._tries(
@@ -299,9 +277,9 @@ class Gateway:
             if last_status is not None:
                 last_status.response.release()
                 last_status = None
-            pool.balancer.started(instance)
             try:
-                response = await pool.breaker(instance).call(
+                response = await pool.call(
+                    instance,
                     self._send_upstream,
                     instance.url,
                     method,
@@ -315,8 +293,7 @@ class Gateway:
                 failure = exc
                 self._attempt(pool.service, "breaker_open")
                 continue
-            except (Unsent, Dropped, TryTimeout, UpstreamStatus) as exc:
-                pool.failed(instance)
+            except UPSTREAM_FAILURES as exc:
                 failure = exc
                 self._attempt(pool.service, type(exc).__name__.lower())
                 if isinstance(exc, UpstreamStatus):
@@ -324,21 +301,18 @@ class Gateway:
                 if not _may_retry(exc, retries.retry_on, may_resend):
                     break
                 continue
-            finally:
-                pool.balancer.finished(instance)
-            pool.succeeded(instance)
             self._attempt(pool.service, "ok")
             return await self._relay(response, send, cid, extra)
         if last_status is not None:  # the upstream's own answer says more than ours would
             return await self._relay(last_status.response, send, cid, extra)
         if isinstance(failure, TryTimeout):
-            error = {"code": "upstream_timeout", "message": "the AI service did not answer in time"}
-            await _json(send, 504, {"error": error, "correlationId": cid}, cid, extra)
-            return 504
+            slow = GatewayTimeoutError(
+                "the AI service did not answer in time", code="upstream_timeout"
+            )
+            return await _error(send, slow, cid, extra)
         if isinstance(failure, CircuitOpenError):
-            error = {"code": "circuit_open", "message": UNAVAILABLE}
-            await _json(send, 503, {"error": error, "correlationId": cid}, cid, extra)
-            return 503
+            refused = ServiceUnavailableError(UNAVAILABLE, code="circuit_open")
+            return await _error(send, refused, cid, extra)
         await _json(send, 502, {"error": UNAVAILABLE, "correlationId": cid}, cid, extra)
         return 502
 
@@ -376,11 +350,7 @@ class Gateway:
         extra: list[tuple[bytes, bytes]],
     ) -> int:
         """Stream the upstream's response: headers, then each chunk as it arrives."""
-        headers = [
-            (k, v)
-            for k, v in response.headers
-            if (name := k.lower()) not in _NOT_RELAYED or name == b"content-length"
-        ]
+        headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
         headers.append((_CID, cid.encode()))
         headers.extend(extra)
         status = response.status
@@ -405,10 +375,9 @@ class Gateway:
         out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
         out.append((_CID, cid.encode()))
         out.append((b"x-source-service", headers.get(b"x-source-service") or self._source))
-        if tracing.active():
-            carrier: dict[str, str] = {}
-            tracing.inject(carrier)
-            out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier)  # nothing when tracing is off
+        out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
         return out
 
     def _peer(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
@@ -441,9 +410,10 @@ class Gateway:
         fault = route.fault
         assert fault is not None
         if fault.abort is not None and self._rng.random() * 100 < fault.abort.percent:
-            error = {"code": "fault_injected", "message": "aborted by fault injection"}
-            await _json(send, fault.abort.status, {"error": error, "correlationId": cid}, cid)
-            return fault.abort.status
+            aborted = error_for_status(
+                fault.abort.status, "aborted by fault injection", code="fault_injected"
+            )
+            return await _error(send, aborted, cid)
         if fault.delay is not None and self._rng.random() * 100 < fault.delay.percent:
             await asyncio.sleep(fault.delay.seconds)
         return 0
@@ -469,7 +439,7 @@ class Gateway:
 
 _SET_HERE = frozenset({_CID, b"x-forwarded-for", b"x-forwarded-proto", b"x-source-service"})
 _NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
-_NOT_RELAYED = HOP_BY_HOP | {_CID}
+_NOT_RELAYED = (HOP_BY_HOP - {b"content-length"}) | {_CID}  # the upstream's length is right
 
 
 def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:
@@ -497,18 +467,18 @@ def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
     return None
 
 
-def _upstream_target(scope: Scope, routed: _Routed) -> str:
+def _upstream_target(scope: Scope, route: Route) -> str:
     """The path and query to send upstream, percent-encoding kept as the caller sent it, with
     the route's prefix rewritten."""
     path: str = scope["path"]
     raw: bytes = scope.get("raw_path") or quote(path).encode()
-    rewrite = routed.route.rewrite
+    rewrite = route.rewrite
     if rewrite is not None:
-        prefix = routed.label.encode()
+        prefix = route.prefix.encode()
         if raw.startswith(prefix):
             tail = raw[len(prefix) :]
         else:  # the caller percent-encoded part of the prefix itself
-            tail = quote(path[routed.prefix_len :]).encode()
+            tail = quote(path[len(route.prefix) :]).encode()
         raw = rewrite.rstrip("/").encode() + tail or b"/"
     query: bytes = scope.get("query_string", b"")
     return (raw + b"?" + query if query else raw).decode("latin-1")
@@ -535,6 +505,20 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+async def _error(
+    send: Send, error: HTTPStatusError, cid: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> int:
+    """The API's JSON error answer (`prsm.server.errors`: one shape everywhere); its status."""
+    body = error_body(error, cid)
+    headers = [(k.encode(), v.encode()) for k, v in error_headers(error, cid).items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return error.status_code
 
 
 async def _json(

@@ -36,7 +36,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self.closed = False
-        self.used = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,12 +58,6 @@ class _Connection(asyncio.Protocol):
             response._finish()  # a body without length or chunking ends when the connection does
         else:
             self._fail(ConnectionLost(str(exc) if exc else "upstream closed the connection"))
-
-    def pause_writing(self) -> None:  # the request is small; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -176,9 +169,7 @@ class UpstreamResponse:
 class UpstreamPool:
     """Keep-alive connections to one upstream origin (`http://host:port` or `https://…`)."""
 
-    def __init__(
-        self, origin: str, *, max_idle: int = 256, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, origin: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) origin: {origin!r}")
@@ -189,7 +180,6 @@ class UpstreamPool:
         host_header = parts.netloc.encode("idna") if parts.port else self.host.encode("idna")
         self._host_line = b"host: " + host_header + b"\r\n"
         self._idle: list[_Connection] = []
-        self._max_idle = max_idle
         self._all: set[_Connection] = set()
 
     async def _connect(self) -> _Connection:
@@ -242,7 +232,6 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         response = UpstreamResponse(connection)
         connection.response = response
-        connection.used = True
         head = [method.encode(), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n", self._host_line]
         for name, value in headers:
             head += (name, b": ", value, b"\r\n")
