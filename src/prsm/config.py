@@ -77,6 +77,23 @@ class ServerSettings(Section):
     )
 
 
+class HttpSettings(Section):
+    """Bounds on what a client may make `prsm serve` and `prsm gateway` hold."""
+
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers); larger is 431.",
+    )
+    max_headers: int = Field(default=200, ge=8, description="Most request headers; more is 431.")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time to send a request's head; slower is 408."
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Time to send a declared body after its head; 408."
+    )
+
+
 class EngineSettings(Section):
     kind: Literal["llama", "openai", "fixed"] = Field(
         default="llama",
@@ -226,6 +243,10 @@ class OAuthSettings(Section):
         value = comma_list(value)
         if isinstance(value, list) and any(str(a).lower() == "none" for a in value):
             raise ValueError("the `none` algorithm would accept unsigned tokens")
+        if isinstance(value, list) and len({str(a).upper().startswith("HS") for a in value}) > 1:
+            # With one key for both kinds, a token signed by HMAC with the *public* key would
+            # pass: the classic algorithm-confusion attack.
+            raise ValueError("do not mix symmetric (HS*) and asymmetric algorithms")
         return value
 
     @property
@@ -346,6 +367,7 @@ class Settings(BaseSettings):
         "without events; `prsm up` starts an embedded Redis.",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

@@ -7,9 +7,9 @@ Python names are snake_case; the JSON on the wire is camelCase, as in the specif
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -26,6 +26,32 @@ class Contract(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt must not be empty or only whitespace")
+    return value
+
+
+Prompt = Annotated[
+    str,
+    Field(min_length=1, description="The question or instruction for the model."),
+    AfterValidator(_not_blank),
+]
+"""A prompt, wherever one is accepted (queries, jobs, batch items): never blank."""
+
+UserId = Annotated[
+    str, Field(min_length=1, max_length=256, description="Who asks; used for usage accounting.")
+]
+MaxTokens = Annotated[
+    int | None,
+    Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKENS_LIMIT,
+        description="Most tokens to generate; the server's default when left out.",
+    ),
+]
+
 Priority = Literal["low", "normal", "high"]
 """Where a query waits when the engine is busy: `high` goes first, `low` last."""
 
@@ -35,21 +61,14 @@ class QueryRequest(Contract):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    prompt: str = Field(min_length=1, description="The question or instruction for the model.")
-    user_id: str = Field(
-        min_length=1, max_length=256, description="Who asks; used for usage accounting."
-    )
+    prompt: Prompt
+    user_id: UserId
     context: dict[str, Any] | None = Field(
         default=None,
         description="Caller metadata (request ids, trace ids, ...). Logged and passed along "
         "to events; it is not shown to the model.",
     )
-    max_tokens: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_TOKENS_LIMIT,
-        description="Most tokens to generate; the server's default when left out.",
-    )
+    max_tokens: MaxTokens = None
     priority: Priority = Field(
         default="normal", description="Queue position while the engine is busy."
     )
@@ -58,13 +77,6 @@ class QueryRequest(Contract):
         max_length=256,
         description="Model to use; must be the served model when given.",
     )
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be empty or only whitespace")
-        return value
 
 
 def describe_problems(problems: Sequence[Any]) -> str:
@@ -100,6 +112,37 @@ class QueryResponse(Contract):
 
     data: QueryData
     correlation_id: str
+
+
+# -- what clients read: tolerant of what they do not need -----------------------------------
+# The server sends every field above; a client needs only what the specification's contract
+# guarantees (`data.answer`, `data.confidence`, `data.usage.tokens`), takes the rest when it is
+# there, and ignores fields it does not know. So a client keeps working against older servers,
+# other implementations of the contract and newer servers that add fields.
+
+
+class ReceivedUsage(Contract):
+    """`usage` as a client reads it: `tokens` always; the split when the server sends it."""
+
+    tokens: int
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ReceivedAnswer(Contract):
+    """`data` of a query response as a client reads it."""
+
+    answer: str
+    confidence: float
+    usage: ReceivedUsage
+    model: str | None = None
+
+
+class ReceivedQueryResponse(Contract):
+    """A query response as a client reads it; the correlation id may come as a header only."""
+
+    data: ReceivedAnswer
+    correlation_id: str | None = None
 
 
 class HealthResponse(Contract):

@@ -57,6 +57,24 @@ ENGINE_REJECTED = Counter(
     ("service", "reason"),
 )
 
+QUERIES_CANCELLED = Counter(
+    "prsm_queries_cancelled_total",
+    "Queries stopped before their answer was complete, by reason (client_gone: the caller "
+    "disconnected)",
+    ("service", "reason"),
+)
+AUTH_FAILURES = Counter(
+    "prsm_auth_failures_total",
+    "Requests refused by authentication or authorization, by error code",
+    ("service", "code"),
+)
+HTTP_REFUSED = Counter(
+    "prsm_http_refused_total",
+    "Requests refused by the HTTP layer before the app saw them (header_too_large, "
+    "too_many_headers, header_timeout, body_timeout)",
+    ("reason",),
+)
+
 
 GATEWAY_REQUESTS = Counter(
     "prsm_gateway_requests_total", "Requests answered by the gateway", ("route", "status")
@@ -71,6 +89,12 @@ GATEWAY_ATTEMPTS = Counter(
     "prsm_gateway_upstream_attempts_total",
     "Tries to reach an upstream instance, by outcome",
     ("pool", "outcome"),
+)
+GATEWAY_CLIENTS_GONE = Counter(
+    "prsm_gateway_clients_gone_total",
+    "Requests whose caller disconnected before the answer was complete; their upstream "
+    "request was closed",
+    ("route",),
 )
 GATEWAY_RATE_LIMITED = Counter(
     "prsm_gateway_rate_limited_total", "Requests refused by a rate limit", ("route",)

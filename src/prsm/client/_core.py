@@ -26,37 +26,41 @@ from prsm.contracts import (
     HealthResponse,
     Priority,
     QueryRequest,
-    QueryResponse,
-    Usage,
+    ReceivedQueryResponse,
+    ReceivedUsage,
     describe_problems,
 )
 from prsm.errors import (
-    ConnectError,
     HTTPStatusError,
     TransportError,
     UsageError,
     error_for_status,
 )
+from prsm.resilience.outcomes import classify, retryable
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
 SERVICE_NAME = "prsm-api"
 """The service a single-URL client calls, as traces name it."""
 C = TypeVar("C", bound=Contract)
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BASE_URL_ENV = "PRSM_BASE_URL"
 API_KEY_ENV = "PRSM_API_KEY"
 
 
 @dataclass(frozen=True, slots=True)
 class QueryResult:
-    """A model's answer to one query."""
+    """A model's answer to one query.
+
+    `answer`, `confidence` and `usage.tokens` are always there; `usage.prompt_tokens`,
+    `usage.completion_tokens` and `model` are None when the server did not send them, and
+    `correlation_id` comes from the body or else the `X-Correlation-ID` header.
+    """
 
     answer: str
     confidence: float
-    usage: Usage
-    model: str
-    correlation_id: str
+    usage: ReceivedUsage
+    model: str | None
+    correlation_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,9 @@ class HealthStatus:
 class RetryPolicy:
     """When and how long to wait before trying a request again.
 
-    Retried: connection failures, 502, 503, 504 and 429 — never another 4xx, and never a
-    request that timed out after it was sent (the server may still be working on it).
+    Retried: what `prsm.resilience.outcomes` says may be retried for a request that must not
+    be sent twice — connection failures, 408, 502, 503, 504 and 429; never another 4xx, and
+    never a request that timed out after it was sent (the server may still be working on it).
     Waits grow exponentially with full jitter from `backoff_initial` up to `backoff_max`; a
     server's `Retry-After` is honoured instead, unless it exceeds `max_retry_after`, in which
     case the error is raised at once.
@@ -98,11 +103,10 @@ class RetryPolicy:
         )
 
     def should_retry(self, exc: BaseException) -> bool:
-        if isinstance(exc, ConnectError):
-            return True
-        if isinstance(exc, HTTPStatusError) and exc.status_code in RETRY_STATUSES:
-            return exc.retry_after is None or exc.retry_after <= self.max_retry_after
-        return False
+        if not retryable(classify(exc), idempotent=False):
+            return False
+        retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
+        return retry_after is None or retry_after <= self.max_retry_after
 
     def wait(self, state: tenacity.RetryCallState) -> float:
         """Seconds to wait before the next attempt (a tenacity wait strategy)."""
@@ -162,13 +166,13 @@ class ClientCore:
         priority: Priority | None,
         correlation_id: str | None,
     ) -> PreparedRequest:
+        # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
+        given = {"context": context, "max_tokens": max_tokens, "priority": priority}
         try:
             body = QueryRequest(
                 prompt=prompt,
                 user_id=user_id,
-                context=dict(context) if context is not None else None,
-                max_tokens=max_tokens,
-                priority=priority or "normal",
+                **{name: value for name, value in given.items() if value is not None},
             )
         except PydanticValidationError as exc:
             raise UsageError(f"invalid query: {describe_problems(exc.errors())}") from None
@@ -182,20 +186,20 @@ class ClientCore:
             "POST",
             f"{self.base_url}/api/v1/query",
             headers,
-            json.dumps(body.to_wire()).encode(),
+            body.model_dump_json(by_alias=True, exclude_unset=True).encode(),
         )
 
     def health_request(self) -> PreparedRequest:
         return PreparedRequest("GET", f"{self.base_url}/health", dict(self.headers))
 
     def parse_query(self, status: int, headers: Mapping[str, str], body: bytes) -> QueryResult:
-        parsed = _parse(QueryResponse, status, headers, body)
+        parsed = _parse(ReceivedQueryResponse, status, headers, body)
         return QueryResult(
             answer=parsed.data.answer,
             confidence=parsed.data.confidence,
             usage=parsed.data.usage,
             model=parsed.data.model,
-            correlation_id=parsed.correlation_id,
+            correlation_id=parsed.correlation_id or _header(headers, CORRELATION_HEADER),
         )
 
     def parse_health(self, status: int, headers: Mapping[str, str], body: bytes) -> HealthStatus:
@@ -237,6 +241,16 @@ def _parse(contract: type[C], status: int, headers: Mapping[str, str], body: byt
         return contract.model_validate_json(body)
     except ValueError as exc:
         raise TransportError(f"the answer breaks the {contract.__name__} contract: {exc}") from None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value whatever the case of its name (httpx and aiohttp headers already
+    ignore case; a plain dict does not)."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

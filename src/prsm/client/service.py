@@ -12,6 +12,7 @@ a circuit breaker per instance, and one for the service around it all.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,20 +29,26 @@ from prsm.client.outliers import OutlierDetector
 from prsm.client.pool import Pool
 from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, HTTPStatusError, PRSMError
-from prsm.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError
+from prsm.errors import ConnectError, HTTPStatusError, PRSMError, TimeoutError
+from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+from prsm.resilience.outcomes import Outcome, classify, fails_over, target_failed
 
-FAILOVER_STATUSES = frozenset({502, 503, 504})
 T = TypeVar("T")
 Call = Callable[[AsyncPRSMClient], Awaitable[T]]
+SLOW_DOWN_WAIT = 1.0
+"""Seconds to wait after a 429 that came without Retry-After."""
 
 
-def _fails_over(exc: BaseException) -> bool:
-    """Errors another instance may not have: unreachable, refused by a breaker, 502/503/504."""
-    if isinstance(exc, HTTPStatusError):
-        return exc.status_code in FAILOVER_STATUSES
-    return isinstance(exc, ConnectError | CircuitOpenError)
+def _instance_failed(exc: BaseException) -> bool:
+    """What counts against an instance and sends the call to another: it was unreachable,
+    its breaker was open, or it answered 408/502/503/504 (`prsm.resilience.outcomes`)."""
+    return target_failed(classify(exc))
+
+
+def _retry_after(exc: PRSMError) -> float:
+    retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
+    return SLOW_DOWN_WAIT if retry_after is None else retry_after
 
 
 class ServiceClient:
@@ -79,7 +86,7 @@ class ServiceClient:
         self._pool = Pool(
             service,
             discovery,
-            is_failure=_fails_over,
+            is_failure=_instance_failed,
             balancer=balancer,
             outliers=outliers,
             breaker=breaker,
@@ -95,7 +102,7 @@ class ServiceClient:
         self._tls = tls
         self._clients: dict[str, tuple[AsyncPRSMClient, Any]] = {}
         self.breaker = CircuitBreaker(
-            service, self._pool.breaker_config, clock=clock, is_failure=_fails_over
+            service, self._pool.breaker_config, clock=clock, is_failure=_instance_failed
         )
 
     @property
@@ -138,7 +145,7 @@ class ServiceClient:
             status = str(exc.status_code)
             raise
         else:
-            status, tokens, model = "200", result.usage.tokens, result.model
+            status, tokens, model = "200", result.usage.tokens, result.model or "unknown"
             return result
         finally:
             metrics.record_query(
@@ -156,24 +163,42 @@ class ServiceClient:
         return await self.breaker.call(self._failover, AsyncPRSMClient.health)
 
     async def _failover(self, call: Call[T]) -> T:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._tries(call)
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, PRSMError):  # one instance's own timeout, already ours
+                raise
+            raise TimeoutError(
+                f"no answer from {self.service!r} within the {self._deadline:g}s deadline"
+            ) from None
+
+    async def _tries(self, call: Call[T]) -> T:
+        """Up to `attempts` tries: a failed instance sends the call to another, a 429 waits
+        for its Retry-After and tries again; anything else is final."""
         pool, tried = self._pool, set[str]()
         last: PRSMError | None = None
-        async with asyncio.timeout(self._deadline):
-            for _ in range(self._attempts):
-                instance = pool.pick(tried)
-                if instance is None:
-                    break
-                tried.add(instance.id)
-                client, connections = self._client(instance)
-                connections.inc()
-                try:
-                    return await pool.call(instance, call, client)
-                except PRSMError as exc:
-                    if not _fails_over(exc):
-                        raise
-                    last = exc
-                finally:
-                    connections.dec()
+        for attempt in range(1, self._attempts + 1):
+            instance = pool.pick(tried)
+            if instance is None:
+                break
+            tried.add(instance.id)
+            client, connections = self._client(instance)
+            connections.inc()
+            try:
+                return await pool.call(instance, call, client)
+            except PRSMError as exc:
+                outcome = classify(exc)
+                if attempt == self._attempts:
+                    raise
+                if outcome is Outcome.SLOW_DOWN:
+                    tried.discard(instance.id)  # the caller's budget, not the instance's fault
+                    await asyncio.sleep(_retry_after(exc))
+                elif not fails_over(outcome, idempotent=False):
+                    raise
+                last = exc
+            finally:
+                connections.dec()
         raise last or ConnectError(f"no instance of {self.service!r} to call")
 
     def _client(self, instance: Instance) -> tuple[AsyncPRSMClient, Any]:

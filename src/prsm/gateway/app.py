@@ -38,7 +38,9 @@ from prsm.gateway.config import GatewayConfig, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
 from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool, UpstreamResponse
 from prsm.resilience.breaker import CircuitOpenError
+from prsm.resilience.outcomes import Outcome, fails_over
 from prsm.server.correlation import incoming_correlation_id
+from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.server.errors import error_body, error_headers
 
 log = logging.getLogger("prsm.gateway")
@@ -170,6 +172,10 @@ class Gateway:
         cid = incoming_correlation_id(scope)
         route = None if path in OWN_PATHS else self._match(path)
         if route is None:
+            if path in OWN_PATHS and scope["method"] not in ("GET", "HEAD"):
+                wrong = error_for_status(405, "Method Not Allowed", code="method_not_allowed")
+                await _error(send, wrong, cid, [(b"allow", b"GET, HEAD")])
+                return
             await self._own_endpoint(path, cid, send)
             return
         started = time.perf_counter()
@@ -220,7 +226,8 @@ class Gateway:
         if route.rate_limit is not None:
             peer = self._peer(scope, headers)
             who = client_key(route.rate_limit.key, headers, peer)
-            decision = await self.limiter.hit(route.rate_limit, route.prefix, who)
+            budget = route.rate_limit.budget or route.prefix
+            decision = await self.limiter.hit(route.rate_limit, budget, who)
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(route.prefix).inc()
                 refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
@@ -241,9 +248,14 @@ class Gateway:
         upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
-        return await self._tries(
+        tries = self._tries(
             route, pool, scope["method"], upstream_path, outgoing, body, send, cid, limit_headers
         )
+        try:
+            return await until_disconnected(tries, receive)
+        except ClientGone:  # the upstream request was closed with it: its work stops too
+            metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
+            return CLIENT_GONE
 
     async def _tries(
         self,
@@ -442,15 +454,24 @@ _NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
 _NOT_RELAYED = (HOP_BY_HOP - {b"content-length"}) | {_CID}  # the upstream's length is right
 
 
+_OUTCOMES: dict[type[BaseException], tuple[Outcome, str]] = {
+    Unsent: (Outcome.UNSENT, "connect-failure"),
+    Dropped: (Outcome.UNCERTAIN, "reset"),
+    TryTimeout: (Outcome.UNCERTAIN, ""),
+    # Any upstream, not only PRSM: what a status means for a request it received is unknown,
+    # so a POST that got one is not sent again unless the route says it may be.
+    UpstreamStatus: (Outcome.UNCERTAIN, ""),
+}
+
+
 def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:
-    """Whether a failed try may go on to another instance."""
-    if isinstance(exc, Unsent):  # never reached the upstream: always safe to send again
-        return "connect-failure" in retry_on
-    if not may_resend:
+    """Whether a failed try may go on to another instance: the shared classifier
+    (`prsm.resilience.outcomes`), narrowed by the route's `retry_on` (statuses are filtered
+    by it before they become `UpstreamStatus`)."""
+    outcome, token = _OUTCOMES[type(exc)]
+    if token and token not in retry_on:
         return False
-    if isinstance(exc, Dropped):
-        return "reset" in retry_on
-    return True  # a retried status (already filtered by retry_on) or a per-try timeout
+    return fails_over(outcome, idempotent=may_resend)
 
 
 def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
@@ -485,8 +506,6 @@ def _upstream_target(scope: Scope, route: Route) -> str:
 
 
 _GONE = b"\x00gone"
-CLIENT_GONE = 499
-"""Counted for requests whose caller disconnected before its body arrived (nginx's code)."""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

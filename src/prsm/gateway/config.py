@@ -187,6 +187,9 @@ class RateLimit(Strict):
     """`moving`: exact over any window of the period, one entry kept per request admitted;
     `fixed`: one counter per period (constant memory; up to twice the limit across the
     boundary between two periods)."""
+    budget: str | None = Field(default=None, min_length=1, max_length=64)
+    """Routes naming the same budget draw on one budget per client; unset, the route has its
+    own. Routes sharing a budget must give it the same limit, key and strategy."""
 
     @field_validator("limit")
     @classmethod
@@ -248,6 +251,17 @@ class GatewayConfig(Strict):
                 raise ValueError(f"route {route.prefix}: unknown pool {', '.join(missing)}")
         if self.rate_limit_storage == "redis" and not self.redis_url:
             raise ValueError("rate_limit_storage: redis needs redis_url")
+        budgets: dict[str, RateLimit] = {}
+        for route in self.routes:
+            rule = route.rate_limit
+            if rule is None or rule.budget is None:
+                continue
+            first = budgets.setdefault(rule.budget, rule)
+            if first != rule:
+                raise ValueError(
+                    f"route {route.prefix}: budget {rule.budget!r} is given another limit, key "
+                    "or strategy by an earlier route"
+                )
         prefixes = [r.prefix for r in self.routes]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("two routes have the same prefix")

@@ -71,19 +71,20 @@ class RateLimiter:
                 "fixed": limits.strategies.FixedWindowRateLimiter(local),
             }
 
-    async def hit(self, rule: RateLimit, route: str, client: str) -> Decision:
-        """Take one request from `client`'s budget on `route`."""
+    async def hit(self, rule: RateLimit, budget: str, client: str) -> Decision:
+        """Take one request from `client`'s share of `budget` (a route's own, or one that
+        several routes name)."""
         item = self._items.get(rule.limit)
         if item is None:
             item = self._items[rule.limit] = limits.parse(rule.limit)
         local = self._local.get(rule.strategy)
         if local is not None:
-            allowed = local.hit(item, route, client)
-            reset_at, remaining = local.get_window_stats(item, route, client)
+            allowed = local.hit(item, budget, client)
+            reset_at, remaining = local.get_window_stats(item, budget, client)
         else:
             strategy = self._strategies[rule.strategy]
-            allowed = await strategy.hit(item, route, client)
-            reset_at, remaining = await strategy.get_window_stats(item, route, client)
+            allowed = await strategy.hit(item, budget, client)
+            reset_at, remaining = await strategy.get_window_stats(item, budget, client)
         return Decision(
             allowed=allowed,
             limit=item.amount,

@@ -20,15 +20,19 @@ import uvicorn
 from prsm.errors import ConfigError
 from prsm.gateway.app import Gateway, Receive, Scope, Send
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
+from prsm.server.protocol import GuardedHttpProtocol
 
 log = logging.getLogger("prsm.gateway")
 
 
 def default_config(api_url: str) -> GatewayConfig:
     """What `prsm up` runs: the specification's `/api/ai` → `/api/v1` in front of one API,
-    1000 requests per 15 minutes per client IP. A query has no side effects besides being
-    counted, so a query the API may have received is still retried on another instance."""
+    and `/api/v1` itself, with one budget of 1000 requests per 15 minutes per client IP across
+    both (a caller limited on one path cannot walk round through the other). A query has no
+    side effects besides being counted, so a query the API may have received is still retried
+    on another instance."""
     retries = {"attempts": 3, "per_try_timeout": 120, "non_idempotent": True}
+    limit = {"limit": "1000/15 minutes", "key": "ip", "budget": "per-client"}
     return parse_gateway_config(
         {
             "pools": {"api": {"discovery": {"kind": "static", "urls": [api_url]}}},
@@ -39,9 +43,15 @@ def default_config(api_url: str) -> GatewayConfig:
                     "pool": "api",
                     "retries": retries,
                     "timeout": 300,
-                    "rate_limit": {"limit": "1000/15 minutes", "key": "ip"},
+                    "rate_limit": limit,
                 },
-                {"prefix": "/api/v1", "pool": "api", "retries": retries, "timeout": 300},
+                {
+                    "prefix": "/api/v1",
+                    "pool": "api",
+                    "retries": retries,
+                    "timeout": 300,
+                    "rate_limit": limit,
+                },
             ],
         },
         source="the default gateway config",
@@ -133,6 +143,7 @@ def serve(app: ReloadingGateway, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=GuardedHttpProtocol,
         timeout_graceful_shutdown=10,
         server_header=False,  # the upstream's Server and Date headers pass through
         date_header=False,

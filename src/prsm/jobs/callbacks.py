@@ -6,9 +6,14 @@ job can make the cluster call its own internal services. Here:
 - the body is signed: `X-PRSM-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>`
   with `X-PRSM-Timestamp: <unix seconds>`; receivers check it with `verify_signature`, which
   also refuses stale timestamps (replays);
+- the URL is parsed once into one canonical form (`canonical_callback_url`): odd host
+  spellings that clients and resolvers read differently, and user info, are refused;
 - the target must resolve only to allowed networks (`jobs.callback_allow`, loopback by
-  default), checked when the job is submitted and again at connect time, on the addresses
-  actually used, so DNS cannot be switched in between; redirects are not followed;
+  default; an IPv4-mapped IPv6 address counts as the IPv4 address it carries), checked when
+  the job is submitted and again at connect time, on the addresses actually used, so DNS
+  cannot be switched in between; redirects are not followed;
+- a callback that cannot be delivered is logged and counted; it never fails the job (which
+  would run the query again);
 - delivery is retried with backoff on connection errors, 429 and 5xx. It is at least once:
   `X-PRSM-Job-ID` lets a receiver drop duplicates.
 """
@@ -21,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -34,6 +40,7 @@ from prometheus_client import Counter
 
 from prsm.contracts import CORRELATION_HEADER
 from prsm.errors import UsageError
+from prsm.resilience.outcomes import classify_status, retryable
 
 log = logging.getLogger("prsm.callbacks")
 
@@ -88,30 +95,93 @@ def parse_networks(entries: Iterable[str]) -> list[Network]:
         raise UsageError(f"jobs.callback_allow: {exc}") from None
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DOTTED_QUAD = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def canonical_callback_url(url: str) -> str:
+    """The one form of a callback URL that is both checked and used, or
+    `CallbackNotAllowedError`.
+
+    HTTP clients and resolvers disagree on the odd spellings of a host (`127.1`, `2130706433`,
+    `0x7f.1`, a backslash before `@`), so only three are accepted: a dotted-quad IPv4 address,
+    a bracketed IPv6 address and a DNS name whose last label is not a number. User info
+    (`user:pass@host`) is refused: it would be sent on as credentials.
+
+    >>> canonical_callback_url("HTTP://Example.COM:8080/hook?x=1#frag")
+    'http://example.com:8080/hook?x=1'
+    """
+    if _UNSAFE.search(url):
+        raise CallbackNotAllowedError("callbackUrl must not hold spaces, controls or backslashes")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise CallbackNotAllowedError(f"callbackUrl must be an http(s) URL, got {url!r}")
+    if "@" in parts.netloc:
+        raise CallbackNotAllowedError("callbackUrl must not carry user info (user@host)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise CallbackNotAllowedError(f"callbackUrl has an invalid port: {url!r}") from None
+    host = _canonical_host(parts.hostname or "", bracketed=parts.netloc.startswith("["))
+    netloc = host if port is None else f"{host}:{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def _canonical_host(host: str, *, bracketed: bool) -> str:
+    if bracketed:
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise CallbackNotAllowedError(f"callbackUrl: {host!r} is not an IPv6 address") from None
+    if _DOTTED_QUAD.fullmatch(host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise CallbackNotAllowedError(f"callbackUrl: {host!r} is not an IPv4 address") from None
+    labels = host.rstrip(".").split(".")
+    if (
+        not host
+        or len(host) > 253
+        or not all(_DNS_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise CallbackNotAllowedError(
+            f"callbackUrl host {host!r} is neither a dotted-quad IPv4 address, a bracketed "
+            "IPv6 address nor a DNS name"
+        )
+    return ".".join(labels)
+
+
 def _allowed(address: str, networks: list[Network]) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1
     return any(ip in network for network in networks)
 
 
-async def check_target(url: str, networks: list[Network]) -> None:
-    """Raise `CallbackNotAllowedError` unless `url` is http(s) and every address its host
-    resolves to is in `networks`."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CallbackNotAllowedError(f"callbackUrl must be an http(s) URL, got {url!r}")
+async def check_target(url: str, networks: list[Network]) -> str:
+    """The canonical form of `url` once every address its host resolves to is in
+    `networks`; else `CallbackNotAllowedError`."""
+    canonical = canonical_callback_url(url)
+    parts = urlsplit(canonical)
+    host = parts.hostname or ""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or 0, type=socket.SOCK_STREAM
+            host, parts.port or 0, type=socket.SOCK_STREAM
         )
     except OSError as exc:
-        raise CallbackNotAllowedError(f"callbackUrl host {parts.hostname!r}: {exc}") from None
+        raise CallbackNotAllowedError(f"callbackUrl host {host!r}: {exc}") from None
     addresses = {str(info[4][0]) for info in infos}
     denied = sorted(a for a in addresses if not _allowed(a, networks))
     if denied or not addresses:
         raise CallbackNotAllowedError(
-            f"callbackUrl host {parts.hostname!r} resolves to {', '.join(denied) or 'nothing'}, "
+            f"callbackUrl host {host!r} resolves to {', '.join(denied) or 'nothing'}, "
             "outside jobs.callback_allow"
         )
+    return canonical
 
 
 class _AllowListResolver(AbstractResolver):
@@ -131,6 +201,10 @@ class _AllowListResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class CallbackRefusedError(Exception):
+    """The receiver answered with a status that trying again cannot change (3xx, 4xx)."""
 
 
 class _Retryable(Exception):
@@ -172,9 +246,12 @@ class CallbackSender:
     async def send(
         self, url: str, payload: dict[str, Any], *, job_id: str, correlation_id: str | None
     ) -> bool:
-        """POST `payload` to `url`; True once delivered, False when given up (logged)."""
+        """POST `payload` to `url`; True once delivered, False when given up (logged).
+
+        Never raises: a callback that cannot be delivered must not fail, and so re-run, the
+        job whose answer it carries."""
         try:
-            await check_target(url, self._networks)
+            target = await check_target(url, self._networks)
             retrying = tenacity.AsyncRetrying(
                 stop=tenacity.stop_after_attempt(self._attempts),
                 wait=tenacity.wait_exponential_jitter(
@@ -185,8 +262,8 @@ class CallbackSender:
             )
             async for attempt in retrying:
                 with attempt:
-                    await self._post(url, payload, job_id, correlation_id)
-        except (CallbackNotAllowedError, _Retryable, aiohttp.ClientResponseError) as exc:
+                    await self._post(target, payload, job_id, correlation_id)
+        except Exception as exc:
             CALLBACKS.labels("failed").inc()
             log.error(
                 "callback not delivered",
@@ -214,12 +291,11 @@ class CallbackSender:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                if response.status == 429 or response.status >= 500:
+                if response.status < 300:
+                    return
+                # At least once: receivers drop duplicates by X-PRSM-Job-ID.
+                if retryable(classify_status(response.status), idempotent=True):
                     raise _Retryable(f"{url} answered {response.status}")
-                if response.status >= 300:
-                    raise aiohttp.ClientResponseError(
-                        response.request_info, (), status=response.status,
-                        message=f"{url} answered {response.status}; not retried",
-                    )  # fmt: skip
+                raise CallbackRefusedError(f"{url} answered {response.status}; not retried")
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise _Retryable(f"{url}: {exc}") from exc

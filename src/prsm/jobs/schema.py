@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from prsm.contracts import MAX_TOKENS_LIMIT, Contract, Priority, QueryData
+from prsm.contracts import Contract, MaxTokens, Priority, Prompt, ReceivedAnswer, UserId
 from prsm.keys import JobType
 
 MAX_BATCH = 1000
@@ -24,19 +24,19 @@ class _Strict(Contract):
 class QueryJobData(_Strict):
     """`data` of priority-query and scheduled-query jobs."""
 
-    prompt: str = Field(min_length=1)
-    user_id: str = Field(min_length=1, max_length=256)
+    prompt: Prompt
+    user_id: UserId
     request_id: str | None = Field(default=None, max_length=256)
     context: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_tokens: MaxTokens = None
 
 
 class BatchItem(_Strict):
     id: str = Field(min_length=1, max_length=256)
-    prompt: str = Field(min_length=1)
-    user_id: str = Field(min_length=1, max_length=256)
+    prompt: Prompt
+    user_id: UserId
     context: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_tokens: MaxTokens = None
 
 
 class BatchJobData(_Strict):
@@ -101,7 +101,7 @@ class BatchResult(Contract):
 
     id: str
     status: Literal["success", "error"]
-    response: QueryData | None = None
+    response: ReceivedAnswer | None = None
     error: str | None = None
 
 

@@ -32,9 +32,10 @@ class JobService:
         self._queues: dict[keys.JobType, Queue] = open_queues(redis)
 
     async def submit(self, request: JobRequest, correlation_id: str) -> JobAccepted:
+        callback_url = None
         if request.callback_url is not None:
             try:
-                await check_target(request.callback_url, self._networks)
+                callback_url = await check_target(request.callback_url, self._networks)
             except CallbackNotAllowedError as exc:
                 raise ValidationError(str(exc), code="callback_not_allowed") from None
         job_id = uuid.uuid4().hex
@@ -44,7 +45,7 @@ class JobService:
             kwargs={
                 "job_type": request.type,
                 "data": request.parsed_data().to_wire(),
-                "callback_url": request.callback_url,
+                "callback_url": callback_url,
                 "correlation_id": correlation_id,
             },
             key=job_id,

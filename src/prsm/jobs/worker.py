@@ -12,6 +12,7 @@ A worker killed mid-job loses nothing: each running job heartbeats every third o
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -30,13 +31,15 @@ from prsm import keys
 from prsm.client import AsyncPRSMClient, QueryResult, RetryPolicy
 from prsm.client.tls import ClientTLS
 from prsm.config import Settings
-from prsm.errors import HTTPStatusError, PRSMError
+from prsm.contracts import ReceivedAnswer
+from prsm.errors import PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
 from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
 from prsm.keys import JobType
 from prsm.logs import correlation_id as current_correlation_id
 from prsm.redis_client import connect_redis
+from prsm.resilience.outcomes import classify, retryable
 
 log = logging.getLogger("prsm.worker")
 
@@ -55,7 +58,7 @@ QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type"
 SHUTDOWN_GRACE_SECONDS = 3
 
 
-class JobTimeoutError(PRSMError):
+class JobTimeoutError(PRSMError, builtins.TimeoutError):
     """A job ran longer than its timeout."""
 
     code = "job_timeout"
@@ -179,11 +182,9 @@ class JobRunner:
             except TimeoutError:
                 raise JobTimeoutError(f"the job ran longer than {limit} s") from None
         except Exception as exc:
-            permanent = (
-                isinstance(exc, HTTPStatusError)
-                and exc.status_code < 500
-                and (exc.status_code != 429)
-            )
+            # Jobs are at least once, so the request counts as idempotent; what is not a PRSM
+            # error (a lost Redis connection, a bug) may pass and is tried again too.
+            permanent = isinstance(exc, PRSMError) and not retryable(classify(exc), idempotent=True)
             if permanent:
                 job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
             code = getattr(exc, "code", None) or type(exc).__name__
@@ -223,12 +224,12 @@ class JobRunner:
 
 def _response(result: QueryResult) -> dict[str, Any]:
     """A query's answer as jobs report it: the `data` of the API's query response."""
-    return {
-        "answer": result.answer,
-        "confidence": result.confidence,
-        "usage": result.usage.to_wire(),
-        "model": result.model,
-    }
+    return ReceivedAnswer(
+        answer=result.answer,
+        confidence=result.confidence,
+        usage=result.usage,
+        model=result.model,
+    ).to_wire()
 
 
 async def _heartbeat(job: Job, every: float) -> None:

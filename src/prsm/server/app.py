@@ -4,6 +4,7 @@
 `prsm serve` hands uvicorn, so that every worker process builds its own app.
 """
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from prsm.contracts import (
     ReadyResponse,
 )
 from prsm.engines import Engine
-from prsm.errors import ServiceUnavailableError
+from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from prsm.events import EventSink
 from prsm.events.redis_sink import RedisEventSink
 from prsm.jobs.schema import BatchResult, JobAccepted, JobRequest, JobStatus
@@ -35,10 +36,13 @@ from prsm.redis_client import connect_redis
 from prsm.server.auth import READ, WRITE, Authenticator, Principal
 from prsm.server.body_limit import BodyLimitMiddleware
 from prsm.server.correlation import CorrelationMiddleware
+from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.server.errors import install_error_handlers, validation_error
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.service import QueryService
 from prsm.server.tls import peer_identity
+
+log = logging.getLogger("prsm.server")
 
 _BEARER = "bearerAuth"
 
@@ -104,9 +108,18 @@ def create_app(
     auth = Authenticator(settings.api_keys, settings.oauth, settings.tls)
 
     async def caller(request: Request) -> Principal:
-        return await auth.authenticate(
-            request.headers.get("authorization"), peer_identity(request.scope)
-        )
+        try:
+            return await auth.authenticate(
+                request.headers.get("authorization"), peer_identity(request.scope)
+            )
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            metrics.AUTH_FAILURES.labels(settings.service_name, exc.code).inc()
+            client = request.client.host if request.client else "unknown"
+            log.warning(
+                "authentication refused",
+                extra={"code": exc.code, "clientIp": client, "path": request.url.path},
+            )
+            raise
 
     started = time.monotonic()
     connections = metrics.ACTIVE_CONNECTIONS.labels(settings.service_name, settings.instance_id)
@@ -156,7 +169,13 @@ def create_app(
             raise validation_error(exc.errors()) from None
         connections.inc()
         try:
-            answer = await service.answer(body, principal, request.scope["state"]["correlation_id"])
+            answer = await until_disconnected(
+                service.answer(body, principal, request.scope["state"]["correlation_id"]),
+                request.receive,
+            )
+        except ClientGone:
+            metrics.QUERIES_CANCELLED.labels(settings.service_name, "client_gone").inc()
+            return Response(status_code=CLIENT_GONE)  # nobody reads it; the access log does
         finally:
             connections.dec()
         return Response(answer.model_dump_json(by_alias=True), media_type="application/json")

@@ -102,7 +102,7 @@ class JwtAuth:
             raise ServiceUnavailableError(
                 "cannot fetch the issuer's signing keys", code="auth_unavailable", retry_after=5
             ) from None
-        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+        except jwt.PyJWTError as exc:  # any other token problem, a key unfit for it included
             raise AuthenticationError(f"invalid token: {exc}", code="invalid_token") from None
         scope = claims.get("scope") or claims.get("scp") or ""
         scopes = frozenset(scope.split() if isinstance(scope, str) else map(str, scope))

@@ -64,9 +64,10 @@ def error_response(exc: BaseException) -> Response:
     cid = correlation_id.get()
     if error.status_code >= 500 and not isinstance(exc, errors.PRSMError):
         log.error("unhandled error", exc_info=exc)
-    return Response(
-        error_body(error, cid), status_code=error.status_code, headers=error_headers(error, cid)
-    )
+    headers = error_headers(error, cid)
+    if isinstance(exc, StarletteHTTPException) and exc.headers:
+        headers |= exc.headers  # e.g. `Allow` on 405
+    return Response(error_body(error, cid), status_code=error.status_code, headers=headers)
 
 
 def validation_error(problems: Sequence[Any]) -> errors.HTTPStatusError:

@@ -26,6 +26,7 @@ from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
+from prsm.server.disconnect import CLIENT_GONE
 from prsm.server.errors import as_http_error
 from prsm.server.readiness import ReadinessCheck
 
@@ -153,6 +154,14 @@ class QueryService:
         except Exception as exc:
             failure = as_http_error(exc)
             status = str(failure.status_code)
+            raise
+        except asyncio.CancelledError:  # the caller went away, or the server is stopping
+            failure = HTTPStatusError(
+                "the query was cancelled before its answer was complete",
+                status_code=CLIENT_GONE,
+                code="cancelled",
+            )
+            status = str(CLIENT_GONE)
             raise
         finally:
             duration = time.perf_counter() - started

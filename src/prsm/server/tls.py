@@ -17,9 +17,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from prsm.config import TLSSettings
+from prsm.server.protocol import GuardedHttpProtocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,8 @@ class PeerIdentity:
         return any(name in allowed for name in names)
 
 
-class PeerCertProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, adding the ASGI TLS extension to each request's scope."""
+class PeerCertProtocol(GuardedHttpProtocol):
+    """The server's protocol, adding the ASGI TLS extension to each request's scope."""
 
     _tls: dict[str, Any] | None = None
 
@@ -97,9 +97,10 @@ def _identity(pem: str) -> PeerIdentity:
 
 
 def uvicorn_options(tls: TLSSettings) -> dict[str, Any]:
-    """The `uvicorn.run` options that serve HTTPS, verifying client certificates for mTLS."""
+    """The `uvicorn.run` options for PRSM's HTTP protocol (`http.*` bounds), serving HTTPS and
+    verifying client certificates (mTLS) as `tls` says."""
     if not tls.enabled:
-        return {}
+        return {"http": GuardedHttpProtocol}
     options: dict[str, Any] = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
     if tls.mutual:
         options |= {
@@ -107,6 +108,6 @@ def uvicorn_options(tls: TLSSettings) -> dict[str, Any]:
             "ssl_cert_reqs": ssl.CERT_REQUIRED
             if tls.client_certs == "required"
             else ssl.CERT_OPTIONAL,
-            "http": PeerCertProtocol,
         }
+    options["http"] = PeerCertProtocol if tls.mutual else GuardedHttpProtocol
     return options

@@ -1,0 +1,188 @@
+"""The HTTP/1.1 protocol of `prsm serve` and `prsm gateway`: uvicorn's httptools protocol with
+bounds on what a client may make the server hold before the application sees a request.
+
+uvicorn reads request heads of any size and number of headers, and waits for a head or a
+declared body as long as the client likes. Here:
+
+- a head (request line and headers) over `max_header_bytes`, or with more than `max_headers`
+  headers, is answered 431 and the connection closed — counted as it arrives, so a 50 MB header
+  is refused after the first `max_header_bytes`, not read into memory;
+- a head not complete `header_timeout` seconds after the connection opened (or the previous
+  response ended) is answered 408 and closed; a declared body not complete `body_timeout`
+  seconds after its head is answered 408 when no response has begun, else just closed (the
+  application then sees `http.disconnect`).
+
+Answers are the API's JSON errors, with a fresh correlation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import TimerHandle
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from prsm import metrics
+from prsm.config import HttpSettings, load_settings
+from prsm.errors import HTTPStatusError
+from prsm.server.correlation import new_correlation_id
+from prsm.server.errors import error_body, error_headers
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that is refused."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's `http` protocol class for PRSM's servers. Its bounds are the `http.*`
+    settings, read once per process from the environment and `PRSM_CONFIG` (uvicorn's worker
+    processes import this class by name, so they cannot be handed an instance's options)."""
+
+    _limits: ClassVar[HttpSettings | None] = None
+
+    @staticmethod
+    def limits_in_force() -> HttpSettings:
+        if GuardedHttpProtocol._limits is None:
+            GuardedHttpProtocol._limits = load_settings().http
+        return GuardedHttpProtocol._limits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = self.limits_in_force()
+        self._head_bytes = 0
+        self._header_count = 0
+        self._in_head = True
+        self._refused = False
+        self._pending: HTTPStatusError | None = None
+        self._timer: TimerHandle | None = None
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)  # a callback's _Refused ends up in send_400_response
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                HTTPStatusError(
+                    f"request headers are larger than {self.limits.max_header_bytes} bytes",
+                    status_code=431,
+                    code="header_too_large",
+                ),
+                "header_too_large",
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        if self._pending is not None:  # parsing stopped by a refusal, not by a bad request
+            error, self._pending = self._pending, None
+            self._refuse(error, error.code)
+            return
+        super().send_400_response(msg)
+
+    # -- parser callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._timer is None:  # a pipelined request, or the next one on a kept-alive connection
+            self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._pending = HTTPStatusError(
+                f"more than {self.limits.max_headers} request headers",
+                status_code=431,
+                code="too_many_headers",
+            )
+            raise _Refused()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+        if self._expects_body():
+            self._arm(self.limits.body_timeout_seconds, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        # Between requests uvicorn's keep-alive timeout watches the idle connection.
+        self._disarm()
+        self._in_head, self._head_bytes, self._header_count = True, 0, 0
+        super().on_message_complete()
+
+    # -- refusals ------------------------------------------------------------------------------
+
+    def _expects_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return value.strip() not in (b"0", b"")
+            if name == b"transfer-encoding":
+                return True
+        return False
+
+    def _head_too_slow(self) -> None:
+        self._timer = None
+        if self._head_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
+            self._close("idle_timeout")  # nothing asked yet: nobody to answer
+            return
+        error = HTTPStatusError(
+            f"request headers not received within {self.limits.header_timeout_seconds:g}s",
+            status_code=408,
+            code="header_timeout",
+        )
+        self._refuse(error, "header_timeout")
+
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            error = HTTPStatusError(
+                f"request body not received within {self.limits.body_timeout_seconds:g}s",
+                status_code=408,
+                code="body_timeout",
+            )
+            cycle.response_started = True  # the application's own answer is no longer wanted
+            self._refuse(error, "body_timeout")
+        else:
+            self._close("body_timeout")
+
+    def _refuse(self, error: HTTPStatusError, reason: str) -> None:
+        """Answer `error` as JSON and close the connection; nothing more is read."""
+        cid = new_correlation_id()
+        body = error_body(error, cid)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (error.status_code, _REASONS.get(error.status_code, b""))]
+        for name, value in error_headers(error, cid).items():
+            lines.append(name.encode() + b": " + value.encode() + b"\r\n")
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(lines) + body)
+        self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        self._refused = True
+        self._disarm()
+        metrics.HTTP_REFUSED.labels(reason).inc()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm(self, seconds: float, then: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, then)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
