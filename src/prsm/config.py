@@ -208,6 +208,11 @@ class JobSettings(Section):
     result_ttl_seconds: int = Field(
         default=86_400, ge=60, description="How long job results and errors stay inspectable."
     )
+    redis_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Longest wait on Redis to submit or read a job; then 503 jobs_unavailable.",
+    )
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="`prsm worker` serves /metrics here (0: off)."
     )

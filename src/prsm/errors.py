@@ -13,6 +13,7 @@
     │   ├── AuthenticationError         401
     │   ├── PermissionDeniedError       403
     │   ├── NotFoundError               404
+    │   ├── ConflictError               409 (an idempotency key reused for another request)
     │   ├── PayloadTooLargeError        413
     │   ├── ValidationError             422 (the body breaks the contract)
     │   ├── RateLimitedError            429
@@ -116,6 +117,11 @@ class NotFoundError(HTTPStatusError):
     default_code = "not_found"
 
 
+class ConflictError(HTTPStatusError):
+    status_code = 409
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(HTTPStatusError):
     status_code = 413
     default_code = "payload_too_large"
@@ -153,6 +159,7 @@ _BY_STATUS: dict[int, type[HTTPStatusError]] = {
         AuthenticationError,
         PermissionDeniedError,
         NotFoundError,
+        ConflictError,
         PayloadTooLargeError,
         ValidationError,
         RateLimitedError,

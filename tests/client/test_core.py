@@ -13,6 +13,7 @@ from prsm.errors import (
     ServerError,
     ServiceUnavailableError,
     TimeoutError,
+    TransportError,
     UsageError,
     ValidationError,
     error_for_status,
@@ -157,3 +158,46 @@ def test_other_error_shapes(status: int, body: bytes, cls: type[Exception], mess
     """Gateway-style string errors and non-JSON bodies still map by status."""
     with pytest.raises(cls, match=message):
         core().raise_for_status(status, {}, body)
+
+
+def test_the_specifications_minimal_answer_is_read() -> None:
+    """The spec's contract guarantees only data.answer, data.confidence and data.usage.tokens:
+    such an answer is read, the rest left None, the correlation id taken from the header."""
+    body = b'{"data": {"answer": "Test response", "confidence": 0.95, "usage": {"tokens": 50}}}'
+    result = core().parse_query(200, {"X-Correlation-ID": "cid-1"}, body)
+    assert (result.answer, result.confidence, result.usage.tokens) == ("Test response", 0.95, 50)
+    assert result.usage.prompt_tokens is None
+    assert result.model is None
+    assert result.correlation_id == "cid-1"
+
+
+def test_unknown_fields_are_ignored() -> None:
+    """A newer server's extra fields do not break an older client."""
+    body = json.dumps(
+        {
+            "data": {"answer": "a", "confidence": 0.5, "usage": {"tokens": 3, "cached": 1},
+                     "model": "m", "finishReason": "stop"},
+            "correlationId": "c",
+            "servedBy": "node-7",
+        }
+    ).encode()  # fmt: skip
+    result = core().parse_query(200, {}, body)
+    assert (result.model, result.correlation_id, result.usage.tokens) == ("m", "c", 3)
+
+
+def test_an_answer_without_what_the_contract_guarantees_is_refused() -> None:
+    """No answer text: the contract is broken, and the client says so."""
+    body = b'{"data": {"confidence": 0.5, "usage": {"tokens": 3}}}'
+    with pytest.raises(TransportError, match="contract"):
+        core().parse_query(200, {}, body)
+
+
+def test_only_what_the_caller_gave_is_sent() -> None:
+    """The request carries prompt, userId and the fields the caller set: the server's
+    defaults apply to the rest (the spec's contract expects exactly these keys)."""
+    request = core().query_request(
+        "Test query", user_id="u", context={}, max_tokens=None, priority=None,
+        correlation_id=None,
+    )  # fmt: skip
+    assert request.body is not None
+    assert json.loads(request.body) == {"prompt": "Test query", "userId": "u", "context": {}}

@@ -9,12 +9,13 @@ import pytest
 from prsm.jobs.callbacks import (
     CallbackNotAllowedError,
     CallbackSender,
+    canonical_callback_url,
     check_target,
     parse_networks,
     sign,
     verify_signature,
 )
-from tests.support import Reply, scripted_server
+from tests.support import Reply, free_port, scripted_server
 
 SECRET = b"s3cret"
 LOOPBACK = parse_networks(["127.0.0.0/8", "::1/128"])
@@ -110,3 +111,62 @@ async def test_unreachable_receiver_gives_up_after_the_attempts() -> None:
         assert not await sender.send(
             f"http://127.0.0.1:{free_port()}/", {}, job_id="j", correlation_id=None
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.1:9/",
+        "http://2130706433:9/",
+        "http://0x7f.0.0.1:9/",
+        "http://169.254.169.254\\@127.0.0.1:9/",
+        "http://evil@127.0.0.1:9/",
+        "http://user:pass@127.0.0.1:9/",
+        "http://127.0.0.1:99999/",
+        "http://[::1/",
+        "http://exa mple.com/",
+        "ftp://127.0.0.1/",
+        "http:///path",
+        "http://010.0.0.1/",
+    ],
+)
+def test_odd_callback_urls_are_refused(url: str) -> None:
+    """Host spellings that clients and resolvers read differently, user info, bad ports and
+    other schemes are refused, whatever they would resolve to."""
+    with pytest.raises(CallbackNotAllowedError):
+        canonical_callback_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("HTTP://LocalHost:8080/hook?a=1#x", "http://localhost:8080/hook?a=1"),
+        ("http://127.0.0.1", "http://127.0.0.1/"),
+        ("https://[0:0:0:0:0:0:0:1]:9000/cb", "https://[::1]:9000/cb"),
+        ("http://hooks.example.com./x", "http://hooks.example.com/x"),
+    ],
+)
+def test_callback_urls_have_one_canonical_form(url: str, canonical: str) -> None:
+    """What is checked is what is called: one spelling per target."""
+    assert canonical_callback_url(url) == canonical
+
+
+async def test_ipv4_mapped_ipv6_is_checked_as_the_ipv4_it_carries() -> None:
+    """[::ffff:10.0.0.1] is 10.0.0.1: outside the loopback allow-list, refused;
+    [::ffff:127.0.0.1] is allowed."""
+    networks = parse_networks(["127.0.0.0/8", "::1/128"])
+    with pytest.raises(CallbackNotAllowedError):
+        await check_target("http://[::ffff:10.0.0.1]:9/", networks)
+    assert await check_target("http://[::ffff:127.0.0.1]:9/", networks) == (
+        "http://[::ffff:7f00:1]:9/"
+    )
+
+
+async def test_undeliverable_callbacks_never_raise() -> None:
+    """A callback already queued with a URL the client cannot use (made before URLs were
+    checked this way), or to a closed port, is given up and reported, never raised: raising
+    would fail the job and run its query again."""
+    networks = parse_networks(["127.0.0.0/8"])
+    async with CallbackSender(b"s", networks, attempts=2, backoff=0.01) as sender:
+        for url in ("http://127.1:9/", f"http://127.0.0.1:{free_port()}/"):
+            assert await sender.send(url, {"x": 1}, job_id="j", correlation_id=None) is False

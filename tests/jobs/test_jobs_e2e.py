@@ -324,14 +324,16 @@ def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) ->
             import asyncio
 
             from prsm.config import JobSettings
-            from prsm.jobs.schema import JobRequest
+            from prsm.jobs.schema import QueryJobRequest
             from prsm.jobs.submit import JobService
             from prsm.redis_client import connect_redis
 
             async def submit() -> str:
                 client = connect_redis(redis_url)
                 service = JobService(client, JobSettings(attempts=10, retry_delay_seconds=0.5))
-                request = JobRequest(type="priority-query", data={"prompt": "hi", "userId": "u"})
+                request = QueryJobRequest.model_validate(
+                    {"type": "priority-query", "data": {"prompt": "hi", "userId": "u"}}
+                )
                 accepted = await service.submit(request, "retry-cid")
                 await client.aclose()
                 return accepted.job_id

@@ -263,3 +263,44 @@ async def test_metrics_count_queries_by_status_and_tier(api: httpx.AsyncClient) 
     )
     assert "prsm_query_duration_seconds_bucket" in text
     assert 'le="30.0"' in text
+
+
+async def test_405_names_the_allowed_methods(api: httpx.AsyncClient) -> None:
+    """A wrong method answers 405 JSON with the Allow header RFC 9110 requires."""
+    response = await api.get("/api/v1/query")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+async def test_failed_authentication_is_counted_and_logged_at_warning(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong keys leave a trace: prsm_auth_failures_total by code, and a warning naming the
+    client's address (never the key)."""
+    from prsm import metrics
+
+    counter = metrics.AUTH_FAILURES.labels("prsm-api", "invalid_credentials")
+    before = counter._value.get()
+    with caplog.at_level("WARNING", logger="prsm.server"):
+        for _ in range(3):
+            response = await api.post(
+                "/api/v1/query", json=QUERY, headers={"authorization": "Bearer wrong-key-123"}
+            )
+            assert response.status_code == 401
+    assert counter._value.get() - before == 3
+    warnings = [r for r in caplog.records if r.getMessage() == "authentication refused"]
+    assert len(warnings) == 3
+    assert all(r.levelname == "WARNING" and r.clientIp for r in warnings)  # type: ignore[attr-defined]
+    assert "wrong-key-123" not in caplog.text
+
+
+async def test_docs_assets_are_served_from_the_package(api: httpx.AsyncClient) -> None:
+    """/docs and /redoc point at assets this server serves itself, not at a CDN."""
+    page = (await api.get("/docs")).text
+    assert "cdn.jsdelivr" not in page
+    assert "unpkg" not in page
+    assert "/static-offline-docs/swagger-ui-bundle.js" in page
+    script = await api.get("/static-offline-docs/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert len(script.content) > 100_000
+    assert "/static-offline-docs/redoc.standalone.js" in (await api.get("/redoc")).text

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from prsm.config import load_settings
 from prsm.engines import FixedEngine
+from prsm.errors import ConfigError
 from prsm.server import create_app
 from tests.support import API_KEY, free_port, local_app
 
@@ -160,3 +161,31 @@ async def test_unreachable_jwks_is_503_not_401() -> None:
         await lifespan.__aexit__(None, None, None)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "auth_unavailable"
+
+
+def test_mixing_symmetric_and_asymmetric_algorithms_is_refused_at_start() -> None:
+    """oauth.algorithms RS256,HS256 would let an HMAC token signed with the public key pass:
+    the settings refuse it."""
+    with pytest.raises(ConfigError, match="do not mix"):
+        load_settings(oauth={"algorithms": "RS256,HS256"})
+
+
+async def test_a_key_unfit_for_the_token_is_401_not_500() -> None:
+    """An HS256 token 'signed' with the configured PEM public key, where only HS256 is
+    accepted: pyjwt refuses the key (InvalidKeyError), and the answer is 401 invalid_token."""
+    pem = KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    lifespan, client = await client_for(public_key=pem.decode(), algorithms="HS256")
+    try:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60}
+        forged = jwt.encode(claims, "not-the-key", algorithm="HS256")
+        response = await client.post(
+            "/api/v1/query", json=QUERY, headers={"authorization": f"Bearer {forged}"}
+        )
+    finally:
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "invalid_token"

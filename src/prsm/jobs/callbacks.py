@@ -114,7 +114,10 @@ def canonical_callback_url(url: str) -> str:
     """
     if _UNSAFE.search(url):
         raise CallbackNotAllowedError("callbackUrl must not hold spaces, controls or backslashes")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced IPv6 bracket, for one
+        raise CallbackNotAllowedError(f"callbackUrl is not a URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.netloc:
         raise CallbackNotAllowedError(f"callbackUrl must be an http(s) URL, got {url!r}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 
 from prsm.contracts import Contract, MaxTokens, Priority, Prompt, ReceivedAnswer, UserId
 from prsm.keys import JobType
@@ -46,27 +46,46 @@ class BatchJobData(_Strict):
     queries: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class JobRequest(_Strict):
-    """Body of `POST /api/v1/jobs`."""
-
-    type: JobType
-    data: dict[str, Any]
-    callback_url: str | None = Field(default=None, max_length=2048)
+class _JobRequestBase(_Strict):
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where the result is POSTed, signed (an allowed network only).",
+    )
     run_at: datetime | None = Field(default=None, description="Run no earlier than this.")
     delay_seconds: float | None = Field(default=None, ge=0, le=30 * 86_400)
 
     @model_validator(mode="after")
-    def _check(self) -> JobRequest:
+    def _check(self) -> _JobRequestBase:
         if self.run_at is not None and self.delay_seconds is not None:
             raise ValueError("give runAt or delaySeconds, not both")
         if self.run_at is not None and self.run_at.tzinfo is None:
             raise ValueError("runAt needs a time zone (for example 2030-01-01T12:00:00Z)")
-        self.parsed_data()
         return self
 
-    def parsed_data(self) -> QueryJobData | BatchJobData:
-        model = BatchJobData if self.type == "batch-query" else QueryJobData
-        return model.model_validate(self.data)
+
+class QueryJobRequest(_JobRequestBase):
+    """A priority or scheduled query job."""
+
+    type: Literal["priority-query", "scheduled-query"]
+    data: QueryJobData
+
+
+class BatchJobRequest(_JobRequestBase):
+    """A batch of queries; per-query results go to `GET /api/v1/batches/{batchId}`."""
+
+    type: Literal["batch-query"]
+    data: BatchJobData
+
+
+JobRequest = QueryJobRequest | BatchJobRequest
+"""Body of `POST /api/v1/jobs`: one of the job kinds, told apart by `type`."""
+
+JOB_REQUEST: TypeAdapter[JobRequest] = TypeAdapter(
+    Annotated[JobRequest, Field(discriminator="type")]
+)
+"""Validates a job submission (`JOB_REQUEST.validate_json(body)`) and describes it
+(`JOB_REQUEST.json_schema(by_alias=True)`)."""
 
 
 class JobAccepted(Contract):

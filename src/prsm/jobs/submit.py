@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from saq import Job, Queue
 
 from prsm import keys
 from prsm.config import JobSettings
-from prsm.errors import NotFoundError, ValidationError
+from prsm.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
 from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
-from prsm.jobs.schema import BatchResult, JobAccepted, JobErrorInfo, JobRequest, JobStatus
+from prsm.jobs.schema import (
+    BatchJobData,
+    BatchResult,
+    JobAccepted,
+    JobErrorInfo,
+    JobRequest,
+    JobStatus,
+    QueryJobData,
+)
 from prsm.keys import JOB_TYPES
 
 _STATUS = {"new": "queued", "queued": "queued", "active": "active", "aborting": "active"}
 
 
 class JobService:
-    """Enqueues jobs on their type's queue and reads them back by id."""
+    """Enqueues jobs on their type's queue and reads them back by id.
+
+    A submission with an idempotency key (the `Idempotency-Key` header, else the job's
+    `requestId`) gets a job id derived from the caller and the key: submitting it again — a
+    client retrying after a timeout or a 503 — returns the first job instead of queueing a
+    second one, for as long as the job is kept (`jobs.result_ttl_seconds`). The same key with
+    another body is 409 `idempotency_key_reused`.
+
+    Redis down or frozen: every call answers 503 `jobs_unavailable` (with `Retry-After`) within
+    `jobs.redis_timeout_seconds`, never a 500.
+    """
 
     def __init__(self, redis: aioredis.Redis, settings: JobSettings) -> None:
         self._redis = redis
@@ -31,20 +59,51 @@ class JobService:
         self._networks = parse_networks(settings.callback_allow)
         self._queues: dict[keys.JobType, Queue] = open_queues(redis)
 
-    async def submit(self, request: JobRequest, correlation_id: str) -> JobAccepted:
+    async def submit(
+        self,
+        request: JobRequest,
+        correlation_id: str,
+        *,
+        caller: str = "",
+        idempotency_key: str | None = None,
+    ) -> JobAccepted:
         callback_url = None
         if request.callback_url is not None:
             try:
                 callback_url = await check_target(request.callback_url, self._networks)
             except CallbackNotAllowedError as exc:
                 raise ValidationError(str(exc), code="callback_not_allowed") from None
-        job_id = uuid.uuid4().hex
+        data = request.data
+        key = idempotency_key or getattr(data, "request_id", None)
+        fingerprint = _fingerprint(request)
+        job_id = _idempotent_id(caller, key) if key else uuid.uuid4().hex
+        async with self._redis_bounded():
+            if key:
+                earlier = await self._find(job_id)
+                if earlier is not None:
+                    return _repeat(earlier, fingerprint, correlation_id)
+            await self._queues[request.type].enqueue(
+                self._job(request, data, job_id, callback_url, correlation_id, fingerprint)
+            )
+        return JobAccepted(
+            job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
+        )
+
+    def _job(
+        self,
+        request: JobRequest,
+        data: QueryJobData | BatchJobData,
+        job_id: str,
+        callback_url: str | None,
+        correlation_id: str,
+        fingerprint: str,
+    ) -> Job:
         settings = self._settings
-        job = Job(
+        return Job(
             function=FUNCTION[request.type],
             kwargs={
                 "job_type": request.type,
-                "data": request.parsed_data().to_wire(),
+                "data": data.to_wire(),
                 "callback_url": callback_url,
                 "correlation_id": correlation_id,
             },
@@ -56,28 +115,72 @@ class JobService:
             retry_backoff=True,
             ttl=settings.result_ttl_seconds,
             scheduled=_scheduled(request),
-            meta={"correlationId": correlation_id},
-        )
-        await self._queues[request.type].enqueue(job)
-        return JobAccepted(
-            job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
+            meta={"correlationId": correlation_id, "fingerprint": fingerprint},
         )
 
     async def status(self, job_id: str) -> JobStatus:
-        for job_type in JOB_TYPES:
-            job = await self._queues[job_type].job(job_id)
-            if job is not None:
-                return _status(job_id, job_type, job)
-        raise NotFoundError(f"no job {job_id!r} (unknown, or expired)", code="job_not_found")
+        async with self._redis_bounded():
+            found = await self._find(job_id)
+        if found is None:
+            raise NotFoundError(f"no job {job_id!r} (unknown, or expired)", code="job_not_found")
+        job_type, job = found
+        return _status(job_id, job_type, job)
 
     async def batch_results(self, batch_id: str) -> list[BatchResult]:
-        raw = await self._redis.get(keys.batch_results(batch_id))
+        async with self._redis_bounded():
+            raw = await self._redis.get(keys.batch_results(batch_id))
         if raw is None:
             raise NotFoundError(
                 f"no results for batch {batch_id!r} (not finished, unknown, or expired)",
                 code="batch_not_found",
             )
         return [BatchResult.model_validate(item) for item in json.loads(raw)]
+
+    async def _find(self, job_id: str) -> tuple[keys.JobType, Job] | None:
+        for job_type in JOB_TYPES:
+            job = await self._queues[job_type].job(job_id)
+            if job is not None:
+                return job_type, job
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _redis_bounded(self) -> AsyncIterator[None]:
+        """Redis errors and a Redis slower than `jobs.redis_timeout_seconds` become 503."""
+        limit = self._settings.redis_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                yield
+        except (RedisError, TimeoutError) as exc:
+            detail = "did not answer in time" if isinstance(exc, TimeoutError) else "is unreachable"
+            raise ServiceUnavailableError(
+                f"the job queue's Redis {detail}; retry later (with the same Idempotency-Key, "
+                "a retry cannot queue the job twice)",
+                code="jobs_unavailable",
+                retry_after=max(1, round(limit)),
+            ) from None
+
+
+def _fingerprint(request: JobRequest) -> str:
+    return hashlib.sha256(request.model_dump_json(by_alias=True).encode()).hexdigest()
+
+
+def _idempotent_id(caller: str, key: str) -> str:
+    """The job id for `key` from `caller`: callers cannot see or take each other's jobs."""
+    return hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()[:32]
+
+
+def _repeat(earlier: tuple[keys.JobType, Job], fingerprint: str, cid: str) -> JobAccepted:
+    _, job = earlier
+    if job.meta.get("fingerprint") != fingerprint:
+        raise ConflictError(
+            "this idempotency key was used for another job; use a new key for a new job",
+            code="idempotency_key_reused",
+        )
+    return JobAccepted(
+        job_id=job.key,
+        status_url=f"/api/v1/jobs/{job.key}",
+        correlation_id=job.meta.get("correlationId") or cid,
+    )
 
 
 def _scheduled(request: JobRequest) -> int:

@@ -64,6 +64,23 @@ class JobTimeoutError(PRSMError, builtins.TimeoutError):
     code = "job_timeout"
 
 
+class JobArgumentsRedacted(logging.Filter):
+    """SAQ logs whole jobs (`Error processing job Job<... kwargs={prompt, callback_url}>`);
+    prompts and callback URLs are not logged here, so jobs are shown by key and function."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, Job) for a in record.args):
+            record.args = tuple(_redacted(a) if isinstance(a, Job) else a for a in record.args)
+        return True
+
+
+def _redacted(job: Job) -> str:
+    return f"Job<function={job.function} key={job.key} attempts={job.attempts}>"
+
+
+logging.getLogger("saq").addFilter(JobArgumentsRedacted())
+
+
 class _Worker(Worker[Context]):
     # SAQ installs SIGINT/SIGTERM handlers per worker, and with several workers in one process
     # only the last one's survives. run_worker handles the signals once, for all of them.

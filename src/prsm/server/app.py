@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -26,10 +27,15 @@ from prsm.contracts import (
     ReadyResponse,
 )
 from prsm.engines import Engine
-from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from prsm.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from prsm.events import EventSink
 from prsm.events.redis_sink import RedisEventSink
-from prsm.jobs.schema import BatchResult, JobAccepted, JobRequest, JobStatus
+from prsm.jobs.schema import JOB_REQUEST, BatchResult, JobAccepted, JobStatus
 from prsm.jobs.submit import JobService
 from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
@@ -46,13 +52,20 @@ log = logging.getLogger("prsm.server")
 
 _BEARER = "bearerAuth"
 
-_QUERY_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": QueryRequest.model_json_schema(by_alias=True)}},
-}
-_JOB_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": JobRequest.model_json_schema(by_alias=True)}},
+_REF = "#/components/schemas/{model}"
+_QUERY_SCHEMA = QueryRequest.model_json_schema(by_alias=True, ref_template=_REF)
+_JOB_SCHEMA = JOB_REQUEST.json_schema(by_alias=True, ref_template=_REF)
+# Models the request bodies refer to; they join the OpenAPI components (see _customise_openapi).
+_BODY_DEFS = {**_QUERY_SCHEMA.pop("$defs", {}), **_JOB_SCHEMA.pop("$defs", {})}
+_QUERY_BODY = {"required": True, "content": {"application/json": {"schema": _QUERY_SCHEMA}}}
+_JOB_BODY = {"required": True, "content": {"application/json": {"schema": _JOB_SCHEMA}}}
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Submitting again with the same key returns the first job (for as long as "
+    "it is kept) instead of queueing another; the job's `requestId` serves when it is absent.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -61,9 +74,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid API key or token",
         403: "The token lacks the scope (read:ai for queries, write:ai for jobs)",
         404: "No such job or batch",
+        409: "The Idempotency-Key was used for another job",
         413: "Body larger than the configured limit",
         422: "The body breaks the contract (empty prompt, unknown field, prompt too long...)",
-        503: "The engine is saturated or not ready; see Retry-After",
+        503: "The engine is saturated or not ready, or the job queue's Redis is away; see "
+        "Retry-After",
         504: "The engine did not answer in time",
     }.items()
 }
@@ -136,7 +151,8 @@ def create_app(
             metrics.mark_process_dead(os.getpid())
             tracing.shutdown()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline wheel, not a CDN: /docs works offline.
+    app = FastAPIOffline(
         title="PRSM API",
         version=__version__,
         summary="AI queries for microservices.",
@@ -144,7 +160,7 @@ def create_app(
     )
     app.state.service = service
     install_error_handlers(app)
-    _document_bearer_auth(app)
+    _customise_openapi(app)
 
     api = APIRouter(prefix="/api/v1", tags=["queries"])
 
@@ -186,16 +202,26 @@ def create_app(
         response_model=JobAccepted,
         responses=_ERRORS,
         tags=["jobs"],
-        openapi_extra={"requestBody": _JOB_BODY, "security": [{_BEARER: []}]},
+        openapi_extra={
+            "requestBody": _JOB_BODY,
+            "parameters": [_IDEMPOTENCY_PARAMETER],
+            "security": [{_BEARER: []}],
+        },
     )
     async def submit_job(request: Request) -> Response:
         """Queue a priority, batch or scheduled query; the answer comes by status or callback."""
-        (await caller(request)).require(WRITE)
+        principal = await caller(request)
+        principal.require(WRITE)
         try:
-            body = JobRequest.model_validate_json(await request.body())
+            body = JOB_REQUEST.validate_json(await request.body())
         except PydanticValidationError as exc:
             raise validation_error(exc.errors()) from None
-        accepted = await job_service().submit(body, request.scope["state"]["correlation_id"])
+        accepted = await job_service().submit(
+            body,
+            request.scope["state"]["correlation_id"],
+            caller=principal.key_id,
+            idempotency_key=_idempotency_key(request),
+        )
         return JSONResponse(accepted.to_wire(), status_code=202)
 
     @api.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, tags=["jobs"])
@@ -246,12 +272,30 @@ def create_app(
     return app
 
 
-def _document_bearer_auth(app: FastAPI) -> None:
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 256:
+        raise ValidationError(
+            "Idempotency-Key must be 1 to 256 characters", code="invalid_idempotency_key"
+        )
+    return key
+
+
+def _customise_openapi(app: FastAPI) -> None:
+    """Bearer auth and the models the hand-written request bodies refer to."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        components = schema.setdefault("components", {})
+        for name, definition in _BODY_DEFS.items():
+            components.setdefault("schemas", {}).setdefault(name, definition)
+        schemes = components.setdefault("securitySchemes", {})
         schemes[_BEARER] = {
             "type": "http",
             "scheme": "bearer",

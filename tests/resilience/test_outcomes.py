@@ -1,0 +1,47 @@
+"""The one retry classifier: what each outcome is, and what may follow it."""
+
+from __future__ import annotations
+
+import pytest
+
+from prsm.errors import ConnectError, TimeoutError, TLSError, UsageError, error_for_status
+from prsm.resilience.breaker import CircuitOpenError
+from prsm.resilience.outcomes import Outcome, classify, fails_over, retryable, target_failed
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (ConnectError("refused"), Outcome.UNSENT),
+        (CircuitOpenError("svc", 1.0), Outcome.UNSENT),
+        (error_for_status(502, "x"), Outcome.TARGET_FAILED),
+        (error_for_status(503, "x"), Outcome.TARGET_FAILED),
+        (error_for_status(504, "x"), Outcome.TARGET_FAILED),
+        (error_for_status(408, "x"), Outcome.TARGET_FAILED),
+        (error_for_status(429, "x"), Outcome.SLOW_DOWN),
+        (error_for_status(500, "x"), Outcome.UNCERTAIN),
+        (TimeoutError("read"), Outcome.UNCERTAIN),
+        (error_for_status(400, "x"), Outcome.REFUSED),
+        (error_for_status(401, "x"), Outcome.REFUSED),
+        (error_for_status(422, "x"), Outcome.REFUSED),
+        (TLSError("bad cert"), Outcome.REFUSED),
+        (UsageError("wrong call"), Outcome.REFUSED),
+    ],
+)
+def test_each_failure_has_one_outcome(error: Exception, outcome: Outcome) -> None:
+    """Every failure maps to exactly the outcome the README's table gives it."""
+    assert classify(error) is outcome
+
+
+def test_what_may_follow_each_outcome() -> None:
+    """Uncertain outcomes are retried or failed over only for idempotent requests; a 429 is
+    retried but never failed over; refusals are final."""
+    for idempotent in (False, True):
+        assert retryable(Outcome.UNSENT, idempotent=idempotent)
+        assert fails_over(Outcome.TARGET_FAILED, idempotent=idempotent)
+        assert retryable(Outcome.SLOW_DOWN, idempotent=idempotent)
+        assert not fails_over(Outcome.SLOW_DOWN, idempotent=idempotent)
+        assert not retryable(Outcome.REFUSED, idempotent=idempotent)
+        assert retryable(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
+        assert fails_over(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
+    assert [o for o in Outcome if target_failed(o)] == [Outcome.UNSENT, Outcome.TARGET_FAILED]
