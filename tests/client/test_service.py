@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from prsm import errors as prsm_errors
 from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
-from prsm.errors import AuthenticationError, ConnectError
+from prsm.errors import AuthenticationError, ConnectError, PRSMError
 from prsm.resilience import BreakerConfig, CircuitOpenError
 from tests.support import API_KEY, ServerProcess, fixed_instances, free_port
 
@@ -120,3 +121,18 @@ async def test_calls_are_recorded_in_the_spec_client_metrics(
     for server in trio.values():
         active = {"service": "metrics-svc", "instance": server.base_url}
         assert REGISTRY.get_sample_value("prsm_active_connections", active) == 0
+
+
+async def test_the_overall_deadline_is_a_prsm_timeout_error(tmp_path: Path) -> None:
+    """An instance slower than the call's deadline: the caller gets prsm's TimeoutError (a
+    PRSMError), not Python's bare TimeoutError."""
+    slow = {"PRSM_ENGINE__FIXED_DELAY_SECONDS": "5"}
+    with fixed_instances(tmp_path, "s", **slow) as servers:
+        client = ServiceClient(
+            StaticDiscovery([servers["s"].base_url]), api_key=API_KEY, timeout=10, deadline=0.5
+        )
+        async with client:
+            with pytest.raises(PRSMError) as caught:
+                await client.query("hi", user_id="u1")
+    assert isinstance(caught.value, prsm_errors.TimeoutError)
+    assert "deadline" in str(caught.value)

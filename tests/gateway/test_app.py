@@ -414,6 +414,25 @@ def test_metrics_and_readiness(trio: dict[str, ServerProcess], tmp_path: Path) -
     assert json.dumps(ready)
 
 
+def test_own_endpoints_take_only_get_and_head(
+    trio: dict[str, ServerProcess], tmp_path: Path
+) -> None:
+    """TRACE, POST or DELETE on /health, /ready or /metrics: 405 JSON with Allow, not 200."""
+    config = {"pools": {"p": static(trio["a"].base_url)}, "routes": [{"prefix": "/", "pool": "p"}]}
+    with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+        answers = [
+            http.request(method, path)
+            for method in ("TRACE", "POST", "DELETE")
+            for path in ("/health", "/ready", "/metrics")
+        ]
+        head = http.head("/health")
+    for response in answers:
+        assert response.status_code == 405, (response.request.method, response.request.url)
+        assert response.headers["allow"] == "GET, HEAD"
+        assert response.json()["error"]["code"] == "method_not_allowed"
+    assert head.status_code == 200
+
+
 async def test_traces_continue_through_the_gateway(tmp_path: Path) -> None:
     """The caller's traceparent: the gateway's server span is its child, and the upstream
     receives a traceparent of the same trace whose parent is the gateway's span."""

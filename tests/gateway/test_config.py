@@ -89,3 +89,16 @@ def test_the_default_config_is_the_specification_gateway() -> None:
     assert (route.prefix, route.rewrite, route.pool) == ("/api/ai", "/api/v1", "api")
     assert route.rate_limit is not None
     assert (route.rate_limit.limit, route.rate_limit.key) == ("1000/15 minutes", "ip")
+
+
+def test_a_budget_shared_with_different_rules_is_refused() -> None:
+    """Two routes naming one budget must give it the same limit, key and strategy."""
+    config = {
+        "pools": {"p": {"discovery": {"kind": "static", "urls": ["http://a:1"]}}},
+        "routes": [
+            {"prefix": "/a", "pool": "p", "rate_limit": {"limit": "5/minute", "budget": "b"}},
+            {"prefix": "/b", "pool": "p", "rate_limit": {"limit": "9/minute", "budget": "b"}},
+        ],
+    }
+    with pytest.raises(ConfigError, match="budget 'b'"):
+        parse_gateway_config(config)

@@ -87,3 +87,34 @@ def test_client_keys() -> None:
     assert client_key("api_key", {}, "10.0.0.1") == "10.0.0.1"
     assert client_key("user", {b"authorization": jwt_like}, "10.0.0.1") == "sub:alice"
     assert client_key("user", {b"authorization": b"Bearer opaque"}, "p").startswith("key:")
+
+
+def test_routes_sharing_a_budget_cannot_be_walked_round(
+    fixed_server: ServerProcess, tmp_path: Path
+) -> None:
+    """Two routes to the same API naming one budget of 6 per minute: 4 calls on one path and
+    4 on the other admit 6 in all; the caller cannot spend a second budget on the other path."""
+    limit = {"limit": "6/minute", "key": "ip", "budget": "per-client"}
+    config = {
+        "pools": {"api": {"discovery": {"kind": "static", "urls": [fixed_server.base_url]}}},
+        "routes": [
+            {"prefix": "/api/ai", "rewrite": "/api/v1", "pool": "api", "rate_limit": limit},
+            {"prefix": "/api/v1", "pool": "api", "rate_limit": limit},
+        ],
+    }
+    with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+        statuses = [http.post("/api/ai/query", json=QUERY, headers=AUTH).status_code
+                    for _ in range(4)]  # fmt: skip
+        statuses += [http.post("/api/v1/query", json=QUERY, headers=AUTH).status_code
+                     for _ in range(4)]  # fmt: skip
+    assert statuses == [200] * 6 + [429] * 2
+
+
+def test_the_default_config_limits_every_route_against_one_budget() -> None:
+    """`prsm up`'s gateway: /api/ai and /api/v1 are both limited, by one budget per IP."""
+    from prsm.gateway.run import default_config
+
+    rules = [route.rate_limit for route in default_config("http://127.0.0.1:8000").routes]
+    assert all(rule is not None for rule in rules)
+    assert len({rule.budget for rule in rules if rule is not None}) == 1
+    assert len(set(rules)) == 1

@@ -36,6 +36,12 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that is refused."""
 
 
+def _too_large(limit: int) -> HTTPStatusError:
+    return HTTPStatusError(
+        f"request headers are larger than {limit} bytes", status_code=431, code="header_too_large"
+    )
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's `http` protocol class for PRSM's servers. Its bounds are the `http.*`
     settings, read once per process from the environment and `PRSM_CONFIG` (uvicorn's worker
@@ -54,6 +60,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.limits = self.limits_in_force()
         self._head_bytes = 0
         self._header_count = 0
+        self._parsed_head = 0
         self._in_head = True
         self._refused = False
         self._pending: HTTPStatusError | None = None
@@ -75,15 +82,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)  # a callback's _Refused ends up in send_400_response
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(
-                HTTPStatusError(
-                    f"request headers are larger than {self.limits.max_header_bytes} bytes",
-                    status_code=431,
-                    code="header_too_large",
-                ),
-                "header_too_large",
-            )
+        # A head still incomplete after this many bytes is too large: refused before the
+        # parser buffers more of it.
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes and not self._refused:
+            self._refuse(_too_large(self.limits.max_header_bytes), "header_too_large")
 
     def send_400_response(self, msg: str) -> None:
         if self._pending is not None:  # parsing stopped by a refusal, not by a bad request
@@ -99,8 +101,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._timer is None:  # a pipelined request, or the next one on a kept-alive connection
             self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
 
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head += len(url)
+        self._check_head_size()
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._parsed_head += len(name) + len(value) + 4
         if self._header_count > self.limits.max_headers:
             self._pending = HTTPStatusError(
                 f"more than {self.limits.max_headers} request headers",
@@ -108,7 +116,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 code="too_many_headers",
             )
             raise _Refused()
+        self._check_head_size()
         super().on_header(name, value)
+
+    def _check_head_size(self) -> None:
+        """The head as parsed so far (a whole head can arrive in one read)."""
+        if self._parsed_head > self.limits.max_header_bytes:
+            self._pending = _too_large(self.limits.max_header_bytes)
+            raise _Refused()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -120,7 +135,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         # Between requests uvicorn's keep-alive timeout watches the idle connection.
         self._disarm()
-        self._in_head, self._head_bytes, self._header_count = True, 0, 0
+        self._in_head, self._head_bytes, self._header_count, self._parsed_head = True, 0, 0, 0
         super().on_message_complete()
 
     # -- refusals ------------------------------------------------------------------------------

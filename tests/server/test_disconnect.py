@@ -1,0 +1,102 @@
+"""A caller that goes away stops its generation: directly and through the gateway, with the
+fixed engine and with the real model (real processes, raw sockets)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import API_KEY, ServerProcess, prsm_gateway, prsm_serve
+
+SLOW = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "30"}
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`prsm serve` whose fixed engine takes 30 s per answer."""
+    with prsm_serve(tmp_path_factory.mktemp("slow"), env=SLOW) as running:
+        yield running
+
+
+def metric(base_url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(base_url + "/metrics").text
+    pattern = rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$"
+    values = [float(m.group(2)) for m in re.finditer(pattern, text, re.M)]
+    return sum(values)
+
+
+def wait_for(check: object, timeout: float) -> float:
+    """Seconds until `check()` is true; fails after `timeout`."""
+    started = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, "condition not met in time"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def post_then_leave(base_url: str, path: str, body: dict[str, object], api: str) -> float:
+    """POST `body`, wait until the API's engine is busy with it, close the connection; the
+    seconds until the engine is free again."""
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(head + payload)
+    wait_for(lambda: metric(api, "prsm_engine_in_flight") == 1, 30)
+    sock.close()
+    return wait_for(lambda: metric(api, "prsm_engine_in_flight") == 0, 5)
+
+
+QUERY = {"prompt": "hi", "userId": "u1"}
+
+
+def test_a_caller_that_leaves_frees_the_engine(slow_server: ServerProcess) -> None:
+    """A 30 s query whose caller closes: the engine is free within a second, the query counted
+    as cancelled (client_gone) and as status 499."""
+    before = metric(slow_server.base_url, "prsm_queries_cancelled_total", 'reason="client_gone"')
+    freed = post_then_leave(slow_server.base_url, "/api/v1/query", QUERY, slow_server.base_url)
+    assert freed < 1.0
+    after = metric(slow_server.base_url, "prsm_queries_cancelled_total", 'reason="client_gone"')
+    assert after - before == 1
+    assert metric(slow_server.base_url, "prsm_queries_total", 'status="499"') >= 1
+
+
+def test_through_the_gateway_the_upstream_request_is_closed(
+    slow_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The caller leaves the gateway: the gateway closes its upstream request, and the API
+    frees its engine within a second."""
+    config = {"pools": {"p": {"discovery": {"kind": "static", "urls": [slow_server.base_url]}}},
+              "routes": [{"prefix": "/api/v1", "pool": "p"}]}  # fmt: skip
+    with prsm_gateway(tmp_path, config) as gateway:
+        freed = post_then_leave(gateway.base_url, "/api/v1/query", QUERY, slow_server.base_url)
+        gone = metric(gateway.base_url, "prsm_gateway_clients_gone_total")
+    assert freed < 1.0
+    assert gone == 1
+
+
+@pytest.mark.e2e
+def test_the_real_model_stops_at_the_next_token(llama_server: ServerProcess) -> None:
+    """A long generation with the embedded model: its caller leaves after it started, and the
+    engine is free within a second (a 2000-token answer takes many seconds)."""
+    body = {"prompt": "Write a very long story about a dragon and a knight.", "userId": "u1",
+            "maxTokens": 2000}  # fmt: skip
+    freed = post_then_leave(llama_server.base_url, "/api/v1/query", body, llama_server.base_url)
+    assert freed < 1.0
+    ok = httpx.post(
+        llama_server.base_url + "/api/v1/query",
+        json=QUERY | {"maxTokens": 5},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )
+    assert ok.status_code == 200  # the slot was given back

@@ -1,0 +1,139 @@
+"""Bounds on request heads and slow senders, against real `prsm serve` and `prsm gateway`
+processes over raw sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerProcess, prsm_gateway, prsm_serve
+
+LIMITS = {
+    "PRSM_ENGINE__KIND": "fixed",
+    "PRSM_HTTP__HEADER_TIMEOUT_SECONDS": "1",
+    "PRSM_HTTP__BODY_TIMEOUT_SECONDS": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`prsm serve` with the default header bounds and 1 s read timeouts."""
+    with prsm_serve(tmp_path_factory.mktemp("limits"), env=LIMITS) as running:
+        yield running
+
+
+def address(base_url: str) -> tuple[str, int]:
+    host, port = base_url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def exchange(
+    base_url: str, data: bytes, *, wait: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
+    """Send `data`, read until the server closes; the status, headers and body."""
+    with socket.create_connection(address(base_url), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def send_until_closed(base_url: str, start: bytes, most: int = 20 * 1024 * 1024) -> int:
+    """Send `start`, then header bytes until the server closes the connection; how many."""
+    sent = 0
+    with socket.create_connection(address(base_url), timeout=10) as sock:
+        sock.sendall(start)
+        try:
+            while sent < most:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            return sent
+    return sent
+
+
+def request(path: str = "/health", *, headers: list[str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: t", *(headers or [])]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def assert_json_error(
+    status: int, headers: dict[str, str], body: bytes, want: int, code: str
+) -> None:
+    assert status == want
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)
+    assert error["error"]["code"] == code
+    assert error["correlationId"] == headers["x-correlation-id"]
+
+
+def test_a_huge_header_is_431_without_reading_it_all(server: ServerProcess) -> None:
+    """A 100 KB header is refused with 431 JSON; a 20 MB one too, before it is all sent."""
+    assert_json_error(
+        *exchange(server.base_url, request(headers=["X-Big: " + "a" * 100_000])),
+        431,
+        "header_too_large",
+    )
+    sent = send_until_closed(server.base_url, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: ")
+    assert sent < 20 * 1024 * 1024
+    assert exchange(server.base_url, request())[0] == 200  # and it serves on
+
+
+def test_too_many_headers_is_431(server: ServerProcess) -> None:
+    """1000 small headers: 431 too_many_headers."""
+    many = [f"X-H{i}: v" for i in range(1000)]
+    assert_json_error(*exchange(server.base_url, request(headers=many)), 431, "too_many_headers")
+
+
+def test_a_head_that_stops_is_408(server: ServerProcess) -> None:
+    """Half a request head, then silence: 408 header_timeout after ~1 s, connection closed."""
+    started = time.monotonic()
+    status, headers, body = exchange(server.base_url, b"GET /health HTTP/1.1\r\nHost: t\r\n")
+    assert 0.8 < time.monotonic() - started < 5
+    assert_json_error(status, headers, body, 408, "header_timeout")
+
+
+def test_a_declared_body_that_never_comes_is_408(server: ServerProcess) -> None:
+    """Content-Length 100, 10 bytes sent: 408 body_timeout after ~1 s."""
+    data = request("/api/v1/query", headers=["Content-Length: 100"], body=b"0123456789")
+    data = data.replace(b"GET ", b"POST ", 1)
+    started = time.monotonic()
+    status, headers, body = exchange(server.base_url, data)
+    assert time.monotonic() - started < 5
+    assert_json_error(status, headers, body, 408, "body_timeout")
+
+
+def test_many_silent_connections_are_all_closed(server: ServerProcess) -> None:
+    """200 connections that never finish their head are all closed by the server."""
+    socks = [socket.create_connection(address(server.base_url), timeout=10) for _ in range(200)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed = 0
+        for sock in socks:
+            while sock.recv(65536):
+                pass
+            closed += 1
+    finally:
+        for sock in socks:
+            sock.close()
+    assert closed == 200
+
+
+def test_the_gateway_refuses_a_huge_header_itself(server: ServerProcess, tmp_path: Path) -> None:
+    """Through `prsm gateway`: a 100 KB header is 431 at the gateway, never forwarded."""
+    config = {"pools": {"p": {"discovery": {"kind": "static", "urls": [server.base_url]}}},
+              "routes": [{"prefix": "/", "pool": "p"}]}  # fmt: skip
+    with prsm_gateway(tmp_path, config) as gateway:
+        big = request("/health", headers=["X-Big: " + "a" * 100_000])
+        assert_json_error(*exchange(gateway.base_url, big), 431, "header_too_large")
+        assert exchange(gateway.base_url, request("/health"))[0] == 200
