@@ -162,10 +162,11 @@ def create_app(
     install_error_handlers(app)
     _customise_openapi(app)
 
-    api = APIRouter(prefix="/api/v1", tags=["queries"])
+    api = APIRouter(prefix="/api/v1")
 
     @api.post(
         "/query",
+        tags=["queries"],
         response_model=QueryResponse,
         responses=_ERRORS,
         openapi_extra={"requestBody": _QUERY_BODY, "security": [{_BEARER: []}]},
