@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import json
 import logging
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -65,17 +66,28 @@ class JobTimeoutError(PRSMError, builtins.TimeoutError):
 
 
 class JobArgumentsRedacted(logging.Filter):
-    """SAQ logs whole jobs (`Error processing job Job<... kwargs={prompt, callback_url}>`);
-    prompts and callback URLs are not logged here, so jobs are shown by key and function."""
+    """SAQ logs whole jobs (`Error processing job Job<... kwargs={prompt, callback_url}>`, and
+    at debug level their `info(full=True)` text); prompts, callback URLs and answers are not
+    logged here, so jobs are shown by function and key only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, Job) for a in record.args):
-            record.args = tuple(_redacted(a) if isinstance(a, Job) else a for a in record.args)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(a) for a in record.args)
         return True
 
 
-def _redacted(job: Job) -> str:
-    return f"Job<function={job.function} key={job.key} attempts={job.attempts}>"
+_JOB_TEXT = re.compile(r"Job<(?=.*\bfunction: (?P<function>[^,>]+))(?=.*\bkey: (?P<key>[^,>]+))")
+
+
+def _redacted(arg: object) -> object:
+    if isinstance(arg, Job):
+        return f"Job<function={arg.function} key={arg.key} attempts={arg.attempts}>"
+    if isinstance(arg, str) and arg.startswith("Job<"):
+        found = _JOB_TEXT.match(arg)
+        if found is None:
+            return "Job<…>"
+        return f"Job<function={found['function']} key={found['key']}>"
+    return arg
 
 
 logging.getLogger("saq").addFilter(JobArgumentsRedacted())
