@@ -70,8 +70,8 @@ AUTH_FAILURES = Counter(
 )
 HTTP_REFUSED = Counter(
     "prsm_http_refused_total",
-    "Requests refused by the HTTP layer before the app saw them (header_too_large, "
-    "too_many_headers, header_timeout, body_timeout)",
+    "Requests refused or connections closed by the HTTP layer before the app saw them "
+    "(header_too_large, too_many_headers, header_timeout, body_timeout, idle_timeout)",
     ("reason",),
 )
 
