@@ -180,7 +180,7 @@ async def test_a_key_unfit_for_the_token_is_401_not_500() -> None:
     try:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60}
-        forged = jwt.encode(claims, "not-the-key", algorithm="HS256")
+        forged = jwt.encode(claims, "x" * 32, algorithm="HS256")
         response = await client.post(
             "/api/v1/query", json=QUERY, headers={"authorization": f"Bearer {forged}"}
         )
