@@ -1,18 +1,21 @@
 """A caller that goes away stops its generation: directly and through the gateway, with the
-fixed engine and with the real model (real processes, raw sockets)."""
+fixed engine and with the real model (real processes, raw sockets); and the mechanism under
+PRSM's own protocol and under any other server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from prsm.server.disconnect import EXTENSION, ClientGone, DisconnectHook, until_disconnected
 from tests.support import API_KEY, ServerProcess, prsm_gateway, prsm_serve
 
 SLOW = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "30"}
@@ -100,3 +103,58 @@ def test_the_real_model_stops_at_the_next_token(llama_server: ServerProcess) -> 
         timeout=30,
     )
     assert ok.status_code == 200  # the slot was given back
+
+
+async def _leaving(scope: dict[str, object], leave: Callable[[], None]) -> list[str]:
+    """Run a 30 s piece of work under `until_disconnected`; `leave()` once it started."""
+    events: list[str] = []
+    started = asyncio.Event()
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, str]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def work() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            events.append("work cancelled")
+            raise
+        return "answer"
+
+    task = asyncio.create_task(until_disconnected(work(), receive, scope))
+    await started.wait()
+    leave() if scope else gone.set()
+    with pytest.raises(ClientGone):
+        await task
+    return events
+
+
+async def test_a_watcher_sees_the_disconnect_under_any_server() -> None:
+    """Without PRSM's protocol (another server, an in-process client) a watcher task waits for
+    http.disconnect and cancels the work."""
+    assert await _leaving({}, lambda: None) == ["work cancelled"]
+
+
+async def test_the_protocol_hook_cancels_the_work() -> None:
+    """Under PRSM's protocol the lost connection fires the scope's hook: the work stops."""
+    hook = DisconnectHook()
+    assert await _leaving({"extensions": {EXTENSION: hook}}, hook.fire) == ["work cancelled"]
+
+
+async def test_work_that_finishes_first_is_not_disturbed() -> None:
+    """The answer comes back; a disconnect after it changes nothing."""
+    hook = DisconnectHook()
+
+    async def receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    async def work() -> str:
+        return "answer"
+
+    scope = {"extensions": {EXTENSION: hook}}
+    assert await until_disconnected(work(), receive, scope) == "answer"
+    hook.fire()  # the connection closes after the response: nothing is cancelled
+    await asyncio.sleep(0)

@@ -252,7 +252,7 @@ class Gateway:
             route, pool, scope["method"], upstream_path, outgoing, body, send, cid, limit_headers
         )
         try:
-            return await until_disconnected(tries, receive)
+            return await until_disconnected(tries, receive, scope)
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE

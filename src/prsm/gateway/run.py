@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from pathlib import Path
@@ -20,6 +19,7 @@ import uvicorn
 from prsm.errors import ConfigError
 from prsm.gateway.app import Gateway, Receive, Scope, Send
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
+from prsm.server.collector import freeze_startup_heap, tune_for_requests
 from prsm.server.protocol import GuardedHttpProtocol
 
 log = logging.getLogger("prsm.gateway")
@@ -86,7 +86,7 @@ class ReloadingGateway:
                     return
                 if self.config_file is not None:
                     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
-                gc.freeze()  # what start-up made lives as long as the process: never rescan it
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.current.aclose()
@@ -126,16 +126,9 @@ class ReloadingGateway:
         await old.aclose()
 
 
-GC_THRESHOLD = 20_000
-"""Young-generation collections after this many allocations (Python's default: 700). Each
-request makes a few hundred short-lived objects; at the default the collector ran every few
-requests and its pauses set the tail: p99 51.7 ms → 9.5 ms, +13 % requests/s
-(bench/gateway_throughput.py)."""
-
-
 def serve(app: ReloadingGateway, host: str, port: int) -> None:
     """Run the gateway in the foreground until interrupted (one process)."""
-    gc.set_threshold(GC_THRESHOLD, 10, 10)
+    tune_for_requests()
     uvicorn.run(
         app,
         host=host,

@@ -41,6 +41,7 @@ from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
 from prsm.server.auth import READ, WRITE, Authenticator, Principal
 from prsm.server.body_limit import BodyLimitMiddleware
+from prsm.server.collector import freeze_startup_heap, tune_for_requests
 from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.server.errors import install_error_handlers, validation_error
@@ -189,6 +190,7 @@ def create_app(
             answer = await until_disconnected(
                 service.answer(body, principal, request.scope["state"]["correlation_id"]),
                 request.receive,
+                request.scope,
             )
         except ClientGone:
             metrics.QUERIES_CANCELLED.labels(settings.service_name, "client_gone").inc()
@@ -312,4 +314,7 @@ def create_app_from_env() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     tracing.configure(settings.service_name)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_for_requests()
+    freeze_startup_heap()
+    return app

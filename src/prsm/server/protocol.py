@@ -27,6 +27,7 @@ from prsm import metrics
 from prsm.config import HttpSettings, load_settings
 from prsm.errors import HTTPStatusError
 from prsm.server.correlation import new_correlation_id
+from prsm.server.disconnect import EXTENSION, DisconnectHook
 from prsm.server.errors import error_body, error_headers
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -74,7 +75,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = cycle.scope.get("extensions", {}).get(EXTENSION)
+            if isinstance(hook, DisconnectHook):
+                hook.fire()  # the request's work stops: nobody is left to answer
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -128,6 +134,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        self.scope.setdefault("extensions", {})[EXTENSION] = DisconnectHook()  # type: ignore[assignment]
         super().on_headers_complete()
         if self._expects_body():
             self._arm(self.limits.body_timeout_seconds, self._body_too_slow)

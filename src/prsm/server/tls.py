@@ -69,7 +69,7 @@ class PeerCertProtocol(GuardedHttpProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
+            self.scope.setdefault("extensions", {})["tls"] = self._tls  # type: ignore[assignment]
 
 
 def peer_identity(scope: dict[str, Any] | Any) -> PeerIdentity | None:
