@@ -12,7 +12,6 @@ A worker killed mid-job loses nothing: each running job heartbeats every third o
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import json
 import logging
@@ -40,7 +39,7 @@ from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, 
 from prsm.keys import JobType
 from prsm.logs import correlation_id as current_correlation_id
 from prsm.redis_client import connect_redis
-from prsm.resilience.outcomes import classify, retryable
+from prsm.resilience.outcomes import Outcome, classify, retryable
 
 log = logging.getLogger("prsm.worker")
 
@@ -59,7 +58,7 @@ QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type"
 SHUTDOWN_GRACE_SECONDS = 3
 
 
-class JobTimeoutError(PRSMError, builtins.TimeoutError):
+class JobTimeoutError(PRSMError):
     """A job ran longer than its timeout."""
 
     code = "job_timeout"
@@ -213,7 +212,9 @@ class JobRunner:
         except Exception as exc:
             # Jobs are at least once, so the request counts as idempotent; what is not a PRSM
             # error (a lost Redis connection, a bug) may pass and is tried again too.
-            permanent = isinstance(exc, PRSMError) and not retryable(classify(exc), idempotent=True)
+            # A job that ran out of time may have done its work: uncertain, and so tried again.
+            outcome = Outcome.UNCERTAIN if isinstance(exc, JobTimeoutError) else classify(exc)
+            permanent = isinstance(exc, PRSMError) and not retryable(outcome, idempotent=True)
             if permanent:
                 job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
             code = getattr(exc, "code", None) or type(exc).__name__
