@@ -125,3 +125,9 @@ def test_tls_settings_are_checked_together(tmp_path: Path) -> None:
     settings = load_settings(tls=files | {"allowed_clients": "a, b"})
     assert settings.tls.mutual
     assert settings.tls.allowed_clients == ["a", "b"]
+
+
+def test_the_drain_bound_covers_the_grace() -> None:
+    """server.drain_timeout_seconds shorter than server.drain_seconds is refused by name."""
+    with pytest.raises(ConfigError, match="drain_timeout_seconds"):
+        load_settings(server={"drain_seconds": 10, "drain_timeout_seconds": 5})

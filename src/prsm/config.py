@@ -75,6 +75,25 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest request body accepted; larger is 413."
     )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="After SIGTERM: /ready is 503 at once, queries are still admitted this "
+        "long (for callers that have not yet noticed), then refused with 503.",
+    )
+    drain_timeout_seconds: float = Field(
+        default=150.0,
+        gt=0,
+        description="After SIGTERM: longest wait for queries running or waiting; those still "
+        "waiting then get 503. Keep it above engine.timeout_seconds + "
+        "engine.queue_timeout_seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _drain_bounds(self) -> ServerSettings:
+        if self.drain_timeout_seconds < self.drain_seconds:
+            raise ValueError("drain_timeout_seconds must not be shorter than drain_seconds")
+        return self
 
 
 class HttpSettings(Section):

@@ -106,3 +106,36 @@ async def test_slot_context_manager_releases_on_error() -> None:
         async with gate.slot():
             raise RuntimeError("boom")
     assert gate.in_flight == 0
+
+
+async def test_closed_admission_refuses_new_queries_and_keeps_the_others() -> None:
+    """After close(): a new acquire gets the given 503; the running query and the waiting one
+    go on; idle() returns once both are done."""
+    admission = Admission(1, max_queue=5, queue_timeout=5)
+    await admission.acquire()
+    waiting = asyncio.create_task(admission.acquire())
+    await asyncio.sleep(0)
+    admission.close(ServiceUnavailableError("closing", code="shutting_down"))
+    with pytest.raises(ServiceUnavailableError) as refused:
+        await admission.acquire()
+    assert refused.value.code == "shutting_down"
+    idle = asyncio.create_task(admission.idle())
+    admission.release()  # the running one ends; the waiting one gets the slot
+    await waiting
+    assert not idle.done()
+    admission.release()
+    await asyncio.wait_for(idle, 1)
+
+
+async def test_refused_waiters_get_the_error_and_hold_no_slot() -> None:
+    """refuse_waiting(): every waiting query raises the error; the slot count stays right."""
+    admission = Admission(1, max_queue=5, queue_timeout=5)
+    await admission.acquire()
+    waiters = [asyncio.create_task(admission.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    admission.refuse_waiting(ServiceUnavailableError("gone", code="shutting_down"))
+    for waiter in waiters:
+        with pytest.raises(ServiceUnavailableError):
+            await waiter
+    admission.release()
+    assert (admission.in_flight, admission.waiting) == (0, 0)

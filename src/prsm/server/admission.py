@@ -45,6 +45,8 @@ class Admission:
         self._free = concurrency
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
+        self._closed: ServiceUnavailableError | None = None
+        self._idle: asyncio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -63,7 +65,10 @@ class Admission:
             self.release()
 
     async def acquire(self, priority: Priority = "normal") -> None:
-        """Wait for a slot, or raise `ServiceUnavailableError` (503, code `saturated`)."""
+        """Wait for a slot, or raise `ServiceUnavailableError` (503: `saturated`, or the
+        error given to `close`)."""
+        if self._closed is not None:
+            raise self._closed
         if self._free > 0 and not self.waiting:
             self._free -= 1
             return
@@ -89,8 +94,9 @@ class Admission:
                     code="saturated",
                     retry_after=self.retry_after,
                 ) from None
+            waiter.future.result()  # refused meanwhile (refuse_waiting): raise that
         except asyncio.CancelledError:
-            if not self._abandon(waiter):
+            if not self._abandon(waiter) and waiter.future.exception() is None:
                 self.release()  # the slot was handed over as we were cancelled: pass it on
             raise
 
@@ -109,3 +115,23 @@ class Admission:
             heapq.heappop(self._waiters).future.set_result(None)
         else:
             self._free += 1
+            if self._idle is not None and self._free == self.concurrency:
+                self._idle.set()
+
+    def close(self, error: ServiceUnavailableError) -> None:
+        """Refuse every later `acquire` with `error`; queries running or waiting go on."""
+        self._closed = error
+
+    def refuse_waiting(self, error: ServiceUnavailableError) -> None:
+        """Answer every query still waiting with `error` (a drain that ran out of time)."""
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+    async def idle(self) -> None:
+        """Return once no query is running or waiting."""
+        if self.in_flight == 0 and not self.waiting:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()

@@ -20,6 +20,7 @@ from prsm import metrics, tracing
 from prsm._version import __version__
 from prsm.config import Settings, load_settings
 from prsm.contracts import (
+    CheckResult,
     ErrorResponse,
     HealthResponse,
     QueryRequest,
@@ -44,6 +45,7 @@ from prsm.server.body_limit import BodyLimitMiddleware
 from prsm.server.collector import freeze_startup_heap, tune_for_requests
 from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
+from prsm.server.drain import Drain
 from prsm.server.errors import install_error_handlers, validation_error
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.service import QueryService
@@ -86,13 +88,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(
-    settings: Settings, engine: Engine | None = None, events: EventSink | None = None
+    settings: Settings,
+    engine: Engine | None = None,
+    events: EventSink | None = None,
+    *,
+    handle_signals: bool = False,
 ) -> FastAPI:
     """The API app.
 
     With `engine`, it serves that engine instead of loading the configured one. With
     `settings.redis_url`, it publishes query events to Redis (or to `events`, when given) and
-    its readiness checks Redis.
+    its readiness checks Redis. With `handle_signals` (under `prsm serve`), SIGTERM drains it
+    (`prsm.server.drain`).
     """
 
     async def given() -> Engine:
@@ -110,7 +117,15 @@ def create_app(
             stream_maxlen=settings.events.stream_maxlen,
             user_metrics_ttl=settings.events.user_metrics_ttl_seconds,
         )
+
+    async def not_draining() -> CheckResult:
+        if drain.draining:
+            return CheckResult(ok=False, detail="shutting down: finishing queries in flight")
+        return CheckResult(ok=True)
+
+    checks["drain"] = not_draining
     service = QueryService(settings, given if engine is not None else None, events, checks)
+    drain = Drain(settings.server, service.admission)
     jobs = JobService(redis, settings.jobs) if redis is not None else None
 
     def job_service() -> JobService:
@@ -143,6 +158,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        if handle_signals:
+            drain.install()
         try:
             yield
         finally:
@@ -314,7 +331,7 @@ def create_app_from_env() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     tracing.configure(settings.service_name)
-    app = create_app(settings)
+    app = create_app(settings, handle_signals=True)
     tune_for_requests()
     freeze_startup_heap()
     return app

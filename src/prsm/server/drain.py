@@ -1,0 +1,95 @@
+"""Graceful drain of `prsm serve` on SIGTERM: no query lost when a pod is replaced.
+
+uvicorn stops accepting connections the moment SIGTERM arrives and, after its graceful
+timeout, cuts what is left with a plain-text 500. A load balancer or Kubernetes Service still
+sends traffic for a few seconds after a pod is told to stop, so here instead:
+
+1. at once: `/ready` answers 503 (check `drain`), so the pod leaves the endpoints;
+2. for `server.drain_seconds`: queries are still admitted, for callers that had not yet heard;
+3. then new queries get 503 `shutting_down` with `Retry-After` (the SDK and the gateway try
+   another instance); queries running or waiting for the engine go on;
+4. once none is left — or `server.drain_timeout_seconds` after SIGTERM, when those still waiting
+   get 503 too — uvicorn is asked to stop, and the process exits 0.
+
+A second SIGTERM stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from prsm.config import ServerSettings
+from prsm.errors import ServiceUnavailableError
+from prsm.server.admission import Admission
+
+log = logging.getLogger("prsm.server")
+
+
+class Drain:
+    """The drain of one server process; `install()` it from the app's start-up."""
+
+    def __init__(self, settings: ServerSettings, admission: Admission) -> None:
+        self.grace = settings.drain_seconds
+        self.bound = settings.drain_timeout_seconds
+        self.admission = admission
+        self.draining = False
+        self._task: asyncio.Task[None] | None = None
+        self._stop: Callable[[], None] = lambda: None
+
+    def install(self) -> None:
+        """Take SIGTERM over from uvicorn, keeping its way to stop for the end of the drain."""
+        self._stop = _uvicorn_stop(signal.getsignal(signal.SIGTERM))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.begin)
+
+    def begin(self) -> None:
+        if self._task is not None:  # a second SIGTERM: stop now
+            log.warning("second SIGTERM: stopping without waiting for queries in flight")
+            self._task.cancel()
+            self._stop()
+            return
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="prsm-drain")
+
+    async def run(self) -> None:
+        self.draining = True
+        log.info(
+            "draining",
+            extra={"graceSeconds": self.grace, "inFlight": self.admission.in_flight,
+                   "waiting": self.admission.waiting},
+        )  # fmt: skip
+        await asyncio.sleep(self.grace)
+        self.admission.close(_shutting_down("this instance is shutting down"))
+        try:
+            async with asyncio.timeout(max(0.0, self.bound - self.grace)):
+                await self.admission.idle()
+        except TimeoutError:
+            log.warning("drain bound reached; queries still waiting are refused")
+            self.admission.refuse_waiting(
+                _shutting_down("this instance shut down before the engine was free")
+            )
+        log.info("drained; stopping")
+        self._stop()
+
+
+def _shutting_down(message: str) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"{message}; retry on another instance", code="shutting_down", retry_after=1
+    )
+
+
+def _uvicorn_stop(handler: Any) -> Callable[[], None]:
+    """How to ask the uvicorn server in this process to stop, exiting 0.
+
+    uvicorn handles SIGTERM with its `Server.handle_exit`; calling that would make it raise
+    SIGTERM again once stopped (exit status 143), so its `should_exit` is set instead. Outside
+    uvicorn, the previous handler is called as a signal would.
+    """
+    server = getattr(handler, "__self__", None)
+    if server is not None and hasattr(server, "should_exit"):
+        return lambda: setattr(server, "should_exit", True)
+    if callable(handler):
+        return lambda: handler(signal.SIGTERM, None)
+    return lambda: signal.raise_signal(signal.SIGTERM)

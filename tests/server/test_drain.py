@@ -1,0 +1,118 @@
+"""SIGTERM drains `prsm serve`: queries in flight are answered, new ones are told to go
+elsewhere, `/ready` says so at once, and the process exits 0 (real processes)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import API_KEY, ServerProcess, prsm_serve
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+QUERY = {"prompt": "hi", "userId": "u1"}
+
+
+def ask_in_background(server: ServerProcess, body: dict[str, object], n: int) -> list[object]:
+    """Start `n` queries on their own threads; their responses (or errors) land in the list."""
+    results: list[object] = []
+
+    def ask() -> None:
+        try:
+            results.append(
+                httpx.post(server.base_url + "/api/v1/query", json=body, headers=AUTH, timeout=120)
+            )
+        except httpx.HTTPError as exc:
+            results.append(exc)
+
+    for _ in range(n):
+        threading.Thread(target=ask, daemon=True).start()
+    return results
+
+
+def wait_for(check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def engine_busy(server: ServerProcess, running: int, waiting: int) -> bool:
+    text = httpx.get(server.base_url + "/metrics").text
+    return (
+        f'prsm_engine_in_flight{{service="prsm-api"}} {running}.0' in text
+        and f'prsm_engine_waiting{{service="prsm-api"}} {waiting}.0' in text
+    )
+
+
+def test_sigterm_answers_queries_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
+    """Three 1.5 s queries on one engine slot (one running, two waiting); SIGTERM: /ready 503
+    at once, a query within the 1 s grace still answered, one after it 503 shutting_down with
+    Retry-After, all queries in flight 200, exit code 0."""
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_DELAY_SECONDS": "1.5",
+        "PRSM_SERVER__DRAIN_SECONDS": "1",
+    }
+    with prsm_serve(tmp_path, env=env) as server:
+        in_flight = ask_in_background(server, QUERY, 3)
+        wait_for(lambda: engine_busy(server, 1, 2), 10)
+        server.process.send_signal(signal.SIGTERM)
+        ready = httpx.get(server.base_url + "/ready")
+        within_grace = ask_in_background(server, QUERY, 1)
+        time.sleep(1.3)
+        refused = httpx.post(server.base_url + "/api/v1/query", json=QUERY, headers=AUTH)
+        exit_code = server.process.wait(timeout=30)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["drain"]["ok"] is False
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "shutting_down"
+    assert refused.headers["retry-after"] == "1"
+    wait_for(lambda: len(in_flight) == 3 and len(within_grace) == 1, 5)
+    statuses = [getattr(r, "status_code", r) for r in in_flight + within_grace]
+    assert statuses == [200, 200, 200, 200]
+    assert exit_code == 0
+
+
+def test_waiting_queries_past_the_drain_bound_get_503(tmp_path: Path) -> None:
+    """A drain bound shorter than the work left: the running query is answered, those still
+    waiting for the engine get 503 shutting_down, never a reset connection; exit code 0."""
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_DELAY_SECONDS": "2",
+        "PRSM_SERVER__DRAIN_SECONDS": "0",
+        "PRSM_SERVER__DRAIN_TIMEOUT_SECONDS": "1",
+    }
+    with prsm_serve(tmp_path, env=env) as server:
+        in_flight = ask_in_background(server, QUERY, 3)
+        wait_for(lambda: engine_busy(server, 1, 2), 10)
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=30)
+    wait_for(lambda: len(in_flight) == 3, 5)
+    responses = [r for r in in_flight if isinstance(r, httpx.Response)]
+    assert sorted(r.status_code for r in responses) == [200, 503, 503]
+    assert all(
+        r.json()["error"]["code"] == "shutting_down" for r in responses if r.status_code == 503
+    )
+    assert exit_code == 0
+
+
+@pytest.mark.e2e
+def test_the_real_model_finishes_three_queries_on_sigterm(tmp_path: Path) -> None:
+    """The embedded model with three queries in flight: SIGTERM, all three answered 200,
+    /ready 503 meanwhile, exit code 0."""
+    with prsm_serve(tmp_path, env={"PRSM_SERVER__DRAIN_SECONDS": "0"}) as server:
+        body = QUERY | {"prompt": "Tell me about the sea.", "maxTokens": 60}
+        in_flight = ask_in_background(server, body, 3)
+        wait_for(lambda: engine_busy(server, 1, 2), 30)
+        server.process.send_signal(signal.SIGTERM)
+        ready = httpx.get(server.base_url + "/ready")
+        exit_code = server.process.wait(timeout=60)
+    wait_for(lambda: len(in_flight) == 3, 5)
+    assert ready.status_code == 503
+    assert [getattr(r, "status_code", r) for r in in_flight] == [200, 200, 200]
+    assert exit_code == 0
