@@ -159,7 +159,10 @@ def gateway(
     tracing.configure("prsm-gateway")
     with _failure("gateway failed"):
         app = ReloadingGateway(
-            config or settings.gateway.config, fallback=default_config(settings.base_url)
+            config or settings.gateway.config,
+            fallback=default_config(settings.base_url),
+            drain_seconds=settings.gateway.drain_seconds,
+            handle_signals=True,
         )
     try:
         serve(app, host or settings.gateway.host, port or settings.gateway.port)

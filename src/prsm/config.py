@@ -227,6 +227,12 @@ class JobSettings(Section):
     result_ttl_seconds: int = Field(
         default=86_400, ge=60, description="How long job results and errors stay inspectable."
     )
+    shutdown_grace_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="On SIGTERM `prsm worker` takes no new job and gives running ones this "
+        "long to finish; the rest are put back on their queue for another worker.",
+    )
     redis_timeout_seconds: float = Field(
         default=3.0,
         gt=0,
@@ -281,6 +287,12 @@ class OAuthSettings(Section):
 class GatewaySettings(Section):
     host: str = Field(default="127.0.0.1", description="Address `prsm gateway` binds.")
     port: int = Field(default=3000, ge=0, le=65535, description="Port `prsm gateway` binds.")
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="After SIGTERM: /ready is 503 at once, requests are still taken this long, "
+        "then refused with 503; requests in flight finish (up to their route's timeout).",
+    )
     config: Path | None = Field(
         default=None,
         description="Gateway YAML (pools, routes). Unset: /api/ai → /api/v1 on the API at "

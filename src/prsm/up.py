@@ -84,8 +84,9 @@ class Stack:
         host, port = self.settings.server.host, self.settings.server.port
         api_url = f"http://{host}:{port}"
         self.env[env_name("base_url")] = api_url
-        # Nothing routes to this API but the gateway beside it: no grace needed on Ctrl-C.
+        # Nothing routes to this stack but its own callers: no grace needed on Ctrl-C.
         self.env.setdefault(env_name("server.drain_seconds"), "0")
+        self.env.setdefault(env_name("gateway.drain_seconds"), "0")
         api = self._spawn("api", api_url, ["serve", "--host", host, "--port", str(port)])
         worker_metrics = f"http://127.0.0.1:{self.settings.jobs.metrics_port}/metrics"
         worker = self._spawn("worker", worker_metrics, ["worker"])

@@ -395,3 +395,47 @@ def test_sigkill_a_worker_mid_batch_loses_no_job(tmp_path: Path) -> None:
     print(f"killed after {killed_after} callbacks; re-run {rerun}; duplicates {duplicates}")
     assert duplicates <= 5  # at most the jobs in flight when the worker died (concurrency 5)
     assert rerun >= 1  # the kill really interrupted running jobs
+
+
+def test_sigterm_lets_a_running_job_finish(tmp_path: Path) -> None:
+    """A worker told to stop while a 2 s job runs: the job completes (one attempt), and the
+    worker exits 0."""
+    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "2"}
+    with stack(tmp_path, api_env=env, worker=False) as running:
+        worker_settings = worker_env(running.redis_url, running.api)
+        with prsm_worker(tmp_path, worker_settings) as worker:
+            accepted = running.submit(JOB_BODY)
+            wait_until_active(running, accepted["jobId"])
+            worker.send_signal(signal.SIGTERM)
+            exit_code = worker.wait(timeout=30)
+            status = running.wait(accepted["jobId"], timeout=10)
+    assert exit_code == 0
+    assert (status["status"], status["attempts"]) == ("complete", 1)
+
+
+def test_a_job_longer_than_the_grace_goes_to_another_worker(tmp_path: Path) -> None:
+    """A 4 s job, a worker with a 1 s shutdown grace told to stop: the job is put back and a
+    second worker completes it; nothing is lost."""
+    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "4"}
+    with stack(tmp_path, api_env=env, worker=False) as running:
+        short = worker_env(running.redis_url, running.api, PRSM_JOBS__SHUTDOWN_GRACE_SECONDS="1")
+        with prsm_worker(tmp_path, short) as worker:
+            accepted = running.submit(JOB_BODY)
+            wait_until_active(running, accepted["jobId"])
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+        assert running.http.get(accepted["statusUrl"]).json()["status"] != "complete"
+        with prsm_worker(tmp_path, worker_env(running.redis_url, running.api)):
+            status = running.wait(accepted["jobId"], timeout=30)
+    assert status["status"] == "complete"
+    assert status["attempts"] == 2
+
+
+JOB_BODY = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+
+
+def wait_until_active(running: Stack, job_id: str) -> None:
+    deadline = time.monotonic() + 15
+    while running.http.get(f"/api/v1/jobs/{job_id}").json()["status"] != "active":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)

@@ -174,7 +174,7 @@ class Gateway:
         if route is None:
             if path in OWN_PATHS and scope["method"] not in ("GET", "HEAD"):
                 wrong = error_for_status(405, "Method Not Allowed", code="method_not_allowed")
-                await _error(send, wrong, cid, [(b"allow", b"GET, HEAD")])
+                await send_error(send, wrong, cid, [(b"allow", b"GET, HEAD")])
                 return
             await self._own_endpoint(path, cid, send)
             return
@@ -198,14 +198,14 @@ class Gateway:
 
     async def _own_endpoint(self, path: str, cid: str, send: Send) -> None:
         if path == "/health":
-            await _json(send, 200, {"status": "healthy"}, cid)
+            await send_json(send, 200, {"status": "healthy"}, cid)
         elif path == "/ready":
             ready = self.ready()
             body = {
                 "status": "ready" if ready else "not_ready",
                 "pools": {name: pool.healthy() for name, pool in self.pools.items()},
             }
-            await _json(send, 200 if ready else 503, body, cid)
+            await send_json(send, 200 if ready else 503, body, cid)
         elif path == "/metrics":
             payload, content_type = metrics.render()
             await send(
@@ -217,7 +217,7 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": payload})
         else:
-            await _error(send, NotFoundError(f"no route for {path}", code="no_route"), cid)
+            await send_error(send, NotFoundError(f"no route for {path}", code="no_route"), cid)
 
     async def _proxy(
         self, route: Route, scope: Scope, receive: Receive, send: Send, cid: str
@@ -231,7 +231,7 @@ class Gateway:
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(route.prefix).inc()
                 refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
-                return await _error(send, refused, cid, decision.headers())
+                return await send_error(send, refused, cid, decision.headers())
             limit_headers = decision.headers()
         else:
             limit_headers = []
@@ -242,7 +242,7 @@ class Gateway:
         body = await _read_body(receive, self.config.max_body_bytes)
         if body is None:
             too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
-            return await _error(send, too_large, cid)
+            return await send_error(send, too_large, cid)
         if body is _GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
@@ -321,11 +321,11 @@ class Gateway:
             slow = GatewayTimeoutError(
                 "the AI service did not answer in time", code="upstream_timeout"
             )
-            return await _error(send, slow, cid, extra)
+            return await send_error(send, slow, cid, extra)
         if isinstance(failure, CircuitOpenError):
             refused = ServiceUnavailableError(UNAVAILABLE, code="circuit_open")
-            return await _error(send, refused, cid, extra)
-        await _json(send, 502, {"error": UNAVAILABLE, "correlationId": cid}, cid, extra)
+            return await send_error(send, refused, cid, extra)
+        await send_json(send, 502, {"error": UNAVAILABLE, "correlationId": cid}, cid, extra)
         return 502
 
     async def _send_upstream(
@@ -425,7 +425,7 @@ class Gateway:
             aborted = error_for_status(
                 fault.abort.status, "aborted by fault injection", code="fault_injected"
             )
-            return await _error(send, aborted, cid)
+            return await send_error(send, aborted, cid)
         if fault.delay is not None and self._rng.random() * 100 < fault.delay.percent:
             await asyncio.sleep(fault.delay.seconds)
         return 0
@@ -526,7 +526,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-async def _error(
+async def send_error(
     send: Send, error: HTTPStatusError, cid: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> int:
     """The API's JSON error answer (`prsm.server.errors`: one shape everywhere); its status."""
@@ -540,7 +540,7 @@ async def _error(
     return error.status_code
 
 
-async def _json(
+async def send_json(
     send: Send,
     status: int,
     payload: dict[str, Any],

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import uvicorn
 
-from prsm.errors import ConfigError
-from prsm.gateway.app import Gateway, Receive, Scope, Send
+from prsm.errors import ConfigError, ServiceUnavailableError
+from prsm.gateway.app import OWN_PATHS, Gateway, Receive, Scope, Send, send_error, send_json
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
 from prsm.server.collector import freeze_startup_heap, tune_for_requests
+from prsm.server.correlation import incoming_correlation_id
+from prsm.server.drain import Drain
 from prsm.server.protocol import GuardedHttpProtocol
 
 log = logging.getLogger("prsm.gateway")
@@ -59,21 +61,61 @@ def default_config(api_url: str) -> GatewayConfig:
 
 
 class ReloadingGateway:
-    """The ASGI app uvicorn runs: the current `Gateway`, swapped on SIGHUP."""
+    """The ASGI app uvicorn runs: the current `Gateway`, swapped on SIGHUP, drained on SIGTERM
+    (`prsm.server.drain`; with `handle_signals`). The drain waits for requests in flight up to
+    the longest route timeout, so a slow answer the route allows is never cut."""
 
-    def __init__(self, config_file: Path | None, fallback: GatewayConfig | None = None) -> None:
+    def __init__(
+        self,
+        config_file: Path | None,
+        fallback: GatewayConfig | None = None,
+        *,
+        drain_seconds: float = 5.0,
+        handle_signals: bool = False,
+    ) -> None:
         self.config_file = config_file
         config = load_gateway_config(config_file) if config_file else fallback
         if config is None:
             raise ConfigError("the gateway needs a config file")
         self.current = Gateway(config)
-        self._draining: set[asyncio.Task[bool]] = set()
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._handle_signals = handle_signals
+        self._closed: ServiceUnavailableError | None = None
+        longest = max(route.timeout for route in config.routes)
+        self.drain = Drain(drain_seconds, drain_seconds + longest + 1, self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "http" and self.drain.draining:
+            await self._while_draining(scope, receive, send)
         else:
             await self.current(scope, receive, send)
+
+    async def _while_draining(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/ready":
+            body = {"status": "not_ready", "draining": True}
+            await send_json(send, 503, body, incoming_correlation_id(scope))
+        elif self._closed is not None and path not in OWN_PATHS:
+            await send_error(send, self._closed, incoming_correlation_id(scope))
+        else:
+            await self.current(scope, receive, send)
+
+    # What the drain closes and waits for (prsm.server.drain.Drainable).
+
+    @property
+    def in_flight(self) -> int:
+        return self.current.in_flight
+
+    def close(self, error: ServiceUnavailableError) -> None:
+        self._closed = error
+
+    async def idle(self) -> None:
+        await self.current.idle.wait()
+
+    def refuse_waiting(self, error: ServiceUnavailableError) -> None:
+        return None  # a proxied request is never waiting: it is in flight or not taken
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -86,6 +128,8 @@ class ReloadingGateway:
                     return
                 if self.config_file is not None:
                     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+                if self._handle_signals:
+                    self.drain.install()
                 freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -95,8 +139,8 @@ class ReloadingGateway:
 
     def _on_hangup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def reload(self) -> bool:
         """Load the file again and switch to it; False (and the old config kept) if it fails."""
@@ -113,6 +157,7 @@ class ReloadingGateway:
             log.error("gateway reload failed; the running config stays: %s", exc)
             return False
         old, self.current = self.current, fresh
+        self.drain.bound = self.drain.grace + max(r.timeout for r in config.routes) + 1
         log.info("gateway config reloaded", extra={"routes": len(config.routes)})
         await self._drain(old)
         return True

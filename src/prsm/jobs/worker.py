@@ -55,8 +55,6 @@ JOB_DURATION = Histogram(
 QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type",))
 
 
-SHUTDOWN_GRACE_SECONDS = 3
-
 
 class JobTimeoutError(PRSMError):
     """A job ran longer than its timeout."""
@@ -280,8 +278,8 @@ async def _watch_depths(queues: dict[JobType, Queue], every: float = 5.0) -> Non
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run every queue's SAQ worker in this process until `stop` is set, or SIGINT/SIGTERM.
 
-    Jobs still running after a short grace period are cancelled and re-queued: a stopped
-    worker loses nothing either.
+    On stop no new job is taken; jobs still running after `jobs.shutdown_grace_seconds` are
+    cancelled and put back on their queue: a stopped worker loses nothing either.
     """
     if not settings.redis_url:
         raise PRSMError("prsm worker needs PRSM_REDIS_URL")
@@ -321,7 +319,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 functions,
                 concurrency=CONCURRENCY[t],
                 timers=timers,
-                shutdown_grace_period_s=SHUTDOWN_GRACE_SECONDS,
+                shutdown_grace_period_s=settings.jobs.shutdown_grace_seconds,
             )
             for t, queue in queues.items()
         ]

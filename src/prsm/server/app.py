@@ -125,7 +125,9 @@ def create_app(
 
     checks["drain"] = not_draining
     service = QueryService(settings, given if engine is not None else None, events, checks)
-    drain = Drain(settings.server, service.admission)
+    drain = Drain(
+        settings.server.drain_seconds, settings.server.drain_timeout_seconds, service.admission
+    )
     jobs = JobService(redis, settings.jobs) if redis is not None else None
 
     def job_service() -> JobService:

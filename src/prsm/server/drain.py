@@ -1,15 +1,18 @@
-"""Graceful drain of `prsm serve` on SIGTERM: no query lost when a pod is replaced.
+"""Graceful drain on SIGTERM, for `prsm serve` and `prsm gateway`: nothing lost when a pod is
+replaced.
 
 uvicorn stops accepting connections the moment SIGTERM arrives and, after its graceful
 timeout, cuts what is left with a plain-text 500. A load balancer or Kubernetes Service still
 sends traffic for a few seconds after a pod is told to stop, so here instead:
 
-1. at once: `/ready` answers 503 (check `drain`), so the pod leaves the endpoints;
-2. for `server.drain_seconds`: queries are still admitted, for callers that had not yet heard;
-3. then new queries get 503 `shutting_down` with `Retry-After` (the SDK and the gateway try
-   another instance); queries running or waiting for the engine go on;
-4. once none is left — or `server.drain_timeout_seconds` after SIGTERM, when those still waiting
-   get 503 too — uvicorn is asked to stop, and the process exits 0.
+1. at once: `/ready` answers 503, so the pod leaves the endpoints;
+2. for a grace (`server.drain_seconds`, `gateway.drain_seconds`): work is still taken, for
+   callers that had not yet heard;
+3. then new work gets 503 `shutting_down` with `Retry-After` (the SDK and the gateway try
+   another instance); work running or waiting goes on;
+4. once none is left — or at the bound (`server.drain_timeout_seconds`; for the gateway its
+   longest route timeout), when what still waits gets 503 too — uvicorn is asked to stop, and
+   the process exits 0.
 
 A second SIGTERM stops at once.
 """
@@ -20,21 +23,39 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from prsm.config import ServerSettings
 from prsm.errors import ServiceUnavailableError
-from prsm.server.admission import Admission
 
 log = logging.getLogger("prsm.server")
 
 
-class Drain:
-    """The drain of one server process; `install()` it from the app's start-up."""
+class Drainable(Protocol):
+    """What a drain closes and waits for: the API's `Admission`, the gateway."""
 
-    def __init__(self, settings: ServerSettings, admission: Admission) -> None:
-        self.grace = settings.drain_seconds
-        self.bound = settings.drain_timeout_seconds
+    @property
+    def in_flight(self) -> int: ...
+
+    def close(self, error: ServiceUnavailableError) -> None:
+        """Refuse new work with `error`; work already taken goes on."""
+
+    async def idle(self) -> None:
+        """Return once no work is left."""
+
+    def refuse_waiting(self, error: ServiceUnavailableError) -> None:
+        """Answer work not yet started with `error`."""
+
+
+class Drain:
+    """The drain of one server process; `install()` it from the app's start-up.
+
+    `grace`: seconds new work is still taken after SIGTERM; `bound`: seconds after SIGTERM
+    until work not yet started is refused and the server stops regardless.
+    """
+
+    def __init__(self, grace: float, bound: float, admission: Drainable) -> None:
+        self.grace = grace
+        self.bound = bound
         self.admission = admission
         self.draining = False
         self._task: asyncio.Task[None] | None = None
@@ -57,9 +78,8 @@ class Drain:
         self.draining = True
         log.info(
             "draining",
-            extra={"graceSeconds": self.grace, "inFlight": self.admission.in_flight,
-                   "waiting": self.admission.waiting},
-        )  # fmt: skip
+            extra={"graceSeconds": self.grace, "inFlight": self.admission.in_flight},
+        )
         await asyncio.sleep(self.grace)
         self.admission.close(_shutting_down("this instance is shutting down"))
         try:
