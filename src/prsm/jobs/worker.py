@@ -55,7 +55,6 @@ JOB_DURATION = Histogram(
 QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type",))
 
 
-
 class JobTimeoutError(PRSMError):
     """A job ran longer than its timeout."""
 
