@@ -49,6 +49,15 @@ def engine_busy(server: ServerProcess, running: int, waiting: int) -> bool:
     )
 
 
+def three_in_flight_then_sigterm(server: ServerProcess, body: dict[str, object]) -> list[object]:
+    """Three queries on one engine slot (one running, two waiting), then SIGTERM; their
+    responses land in the list returned."""
+    in_flight = ask_in_background(server, body, 3)
+    wait_for(lambda: engine_busy(server, 1, 2), 30)
+    server.process.send_signal(signal.SIGTERM)
+    return in_flight
+
+
 def test_sigterm_answers_queries_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
     """Three 1.5 s queries on one engine slot (one running, two waiting); SIGTERM: /ready 503
     at once, a query within the 1 s grace still answered, one after it 503 shutting_down with
@@ -59,9 +68,7 @@ def test_sigterm_answers_queries_in_flight_and_refuses_new_ones(tmp_path: Path) 
         "PRSM_SERVER__DRAIN_SECONDS": "1",
     }
     with prsm_serve(tmp_path, env=env) as server:
-        in_flight = ask_in_background(server, QUERY, 3)
-        wait_for(lambda: engine_busy(server, 1, 2), 10)
-        server.process.send_signal(signal.SIGTERM)
+        in_flight = three_in_flight_then_sigterm(server, QUERY)
         ready = httpx.get(server.base_url + "/ready")
         within_grace = ask_in_background(server, QUERY, 1)
         time.sleep(1.3)
@@ -88,9 +95,7 @@ def test_waiting_queries_past_the_drain_bound_get_503(tmp_path: Path) -> None:
         "PRSM_SERVER__DRAIN_TIMEOUT_SECONDS": "1",
     }
     with prsm_serve(tmp_path, env=env) as server:
-        in_flight = ask_in_background(server, QUERY, 3)
-        wait_for(lambda: engine_busy(server, 1, 2), 10)
-        server.process.send_signal(signal.SIGTERM)
+        in_flight = three_in_flight_then_sigterm(server, QUERY)
         exit_code = server.process.wait(timeout=30)
     wait_for(lambda: len(in_flight) == 3, 5)
     responses = [r for r in in_flight if isinstance(r, httpx.Response)]
@@ -107,9 +112,7 @@ def test_the_real_model_finishes_three_queries_on_sigterm(tmp_path: Path) -> Non
     /ready 503 meanwhile, exit code 0."""
     with prsm_serve(tmp_path, env={"PRSM_SERVER__DRAIN_SECONDS": "0"}) as server:
         body = QUERY | {"prompt": "Tell me about the sea.", "maxTokens": 60}
-        in_flight = ask_in_background(server, body, 3)
-        wait_for(lambda: engine_busy(server, 1, 2), 30)
-        server.process.send_signal(signal.SIGTERM)
+        in_flight = three_in_flight_then_sigterm(server, body)
         ready = httpx.get(server.base_url + "/ready")
         exit_code = server.process.wait(timeout=60)
     wait_for(lambda: len(in_flight) == 3, 5)
