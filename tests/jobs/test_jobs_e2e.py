@@ -399,7 +399,7 @@ def test_sigkill_a_worker_mid_batch_loses_no_job(tmp_path: Path) -> None:
 
 def test_sigterm_lets_a_running_job_finish(tmp_path: Path) -> None:
     """A worker told to stop while a 2 s job runs: the job completes (one attempt), and the
-    worker exits 0."""
+    worker exits 0 as soon as it has."""
     env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "2"}
     with stack(tmp_path, api_env=env, worker=False) as running:
         worker_settings = worker_env(running.redis_url, running.api)
@@ -407,10 +407,13 @@ def test_sigterm_lets_a_running_job_finish(tmp_path: Path) -> None:
             accepted = running.submit(JOB_BODY)
             wait_until_active(running, accepted["jobId"])
             worker.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             exit_code = worker.wait(timeout=30)
+            took = time.monotonic() - signalled
             status = running.wait(accepted["jobId"], timeout=10)
     assert exit_code == 0
     assert (status["status"], status["attempts"]) == ("complete", 1)
+    assert took < 6  # the job's 2 s, not the 30 s grace nor SAQ's 10 s upkeep timers
 
 
 def test_a_job_longer_than_the_grace_goes_to_another_worker(tmp_path: Path) -> None:

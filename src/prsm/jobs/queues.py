@@ -45,12 +45,19 @@ class SweepSafeQueue(RedisQueue):
     """
 
     # SAQ's own: under a lock that lasts one sweep interval, every active id with its job.
+    # Here also: a sweep that finds nothing active forgets the unmarked jobs of the sweep
+    # before, so "seen unmarked before" always means "by the sweep just before". (Without it, a
+    # job seen unmarked as it started its first attempt was swept as it started its retry,
+    # the sweeps in between having found nothing active: it ended `aborted`.)
     _LIST_ACTIVE = """
         local id_jobs = {}
         if redis.call('EXISTS', KEYS[1]) == 0 then
             redis.call('SETEX', KEYS[1], ARGV[1], 1)
             for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
                 id_jobs[i] = {v, redis.call('GET', v)}
+            end
+            if #id_jobs == 0 then
+                redis.call('DEL', KEYS[3])
             end
         end
         return id_jobs
@@ -62,7 +69,9 @@ class SweepSafeQueue(RedisQueue):
         self._list_active = redis.register_script(self._LIST_ACTIVE)
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        id_jobs = await self._list_active(keys=[self._sweep, self._active], args=[lock])
+        id_jobs = await self._list_active(
+            keys=[self._sweep, self._active, self._unmarked], args=[lock]
+        )
         if not id_jobs:  # another worker holds this interval's lock, or nothing is active
             return []
         seen_before = set(await self.redis.smembers(self._unmarked))
