@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTSIDE = "../" + "shared"  # spelled in two parts so that this file does not match itself
+OUTSIDE = f"../{'shared'}"  # spelled so that this file does not match itself
 
 
 def test_no_tracked_file_reaches_outside_the_checkout() -> None:
