@@ -199,7 +199,7 @@ class ClientCore:
             confidence=parsed.data.confidence,
             usage=parsed.data.usage,
             model=parsed.data.model,
-            correlation_id=parsed.correlation_id or _header(headers, CORRELATION_HEADER),
+            correlation_id=parsed.correlation_id or headers.get(CORRELATION_HEADER),
         )
 
     def parse_health(self, status: int, headers: Mapping[str, str], body: bytes) -> HealthStatus:
@@ -241,16 +241,6 @@ def _parse(contract: type[C], status: int, headers: Mapping[str, str], body: byt
         return contract.model_validate_json(body)
     except ValueError as exc:
         raise TransportError(f"the answer breaks the {contract.__name__} contract: {exc}") from None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value whatever the case of its name (httpx and aiohttp headers already
-    ignore case; a plain dict does not)."""
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

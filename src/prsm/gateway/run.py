@@ -81,8 +81,7 @@ class ReloadingGateway:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._handle_signals = handle_signals
         self._closed: ServiceUnavailableError | None = None
-        longest = max(route.timeout for route in config.routes)
-        self.drain = Drain(drain_seconds, drain_seconds + longest + 1, self)
+        self.drain = Drain(drain_seconds, _drain_bound(drain_seconds, config), self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -157,7 +156,7 @@ class ReloadingGateway:
             log.error("gateway reload failed; the running config stays: %s", exc)
             return False
         old, self.current = self.current, fresh
-        self.drain.bound = self.drain.grace + max(r.timeout for r in config.routes) + 1
+        self.drain.bound = _drain_bound(self.drain.grace, config)
         log.info("gateway config reloaded", extra={"routes": len(config.routes)})
         await self._drain(old)
         return True
@@ -169,6 +168,12 @@ class ReloadingGateway:
             async with asyncio.timeout(deadline):
                 await old.idle.wait()
         await old.aclose()
+
+
+def _drain_bound(grace: float, config: GatewayConfig) -> float:
+    """Seconds after SIGTERM the drain may last: the grace, then the longest route timeout
+    (a request taken at the end of the grace may run that long), and a second to relay it."""
+    return grace + max(route.timeout for route in config.routes) + 1
 
 
 def serve(app: ReloadingGateway, host: str, port: int) -> None:

@@ -27,13 +27,11 @@ from prsm.errors import (
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
 from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import (
-    BatchJobData,
     BatchResult,
     JobAccepted,
     JobErrorInfo,
     JobRequest,
     JobStatus,
-    QueryJobData,
 )
 from prsm.keys import JOB_TYPES
 
@@ -73,8 +71,7 @@ class JobService:
                 callback_url = await check_target(request.callback_url, self._networks)
             except CallbackNotAllowedError as exc:
                 raise ValidationError(str(exc), code="callback_not_allowed") from None
-        data = request.data
-        key = idempotency_key or getattr(data, "request_id", None)
+        key = idempotency_key or getattr(request.data, "request_id", None)
         fingerprint = _fingerprint(request)
         job_id = _idempotent_id(caller, key) if key else uuid.uuid4().hex
         async with self._redis_bounded():
@@ -83,7 +80,7 @@ class JobService:
                 if earlier is not None:
                     return _repeat(earlier, fingerprint, correlation_id)
             await self._queues[request.type].enqueue(
-                self._job(request, data, job_id, callback_url, correlation_id, fingerprint)
+                self._job(request, job_id, callback_url, correlation_id, fingerprint)
             )
         return JobAccepted(
             job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
@@ -92,7 +89,6 @@ class JobService:
     def _job(
         self,
         request: JobRequest,
-        data: QueryJobData | BatchJobData,
         job_id: str,
         callback_url: str | None,
         correlation_id: str,
@@ -103,7 +99,7 @@ class JobService:
             function=FUNCTION[request.type],
             kwargs={
                 "job_type": request.type,
-                "data": data.to_wire(),
+                "data": request.data.to_wire(),
                 "callback_url": callback_url,
                 "correlation_id": correlation_id,
             },

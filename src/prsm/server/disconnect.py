@@ -96,3 +96,5 @@ async def until_disconnected(
         raise
     finally:
         watch.done = True
+        if isinstance(hook, DisconnectHook):
+            hook.callback = None  # it holds this task, which holds the scope: break the cycle
