@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench image clean
 
 run: $(STAMP)
 	$(BIN)/prsm up
@@ -16,8 +16,8 @@ test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -28,6 +28,10 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python jobs_throughput.py
 	cd bench && ../$(BIN)/python service_client_overhead.py
 	cd bench && ../$(BIN)/python gateway_throughput.py
+
+# The container image, built here from Debian packages and local wheels (deploy/image/build).
+image: $(STAMP)
+	deploy/image/build
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

