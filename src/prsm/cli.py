@@ -163,6 +163,7 @@ def gateway(
             fallback=default_config(settings.base_url),
             drain_seconds=settings.gateway.drain_seconds,
             handle_signals=True,
+            redis_url=settings.redis_url,
         )
     try:
         serve(app, host or settings.gateway.host, port or settings.gateway.port)

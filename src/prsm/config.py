@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -39,6 +40,20 @@ def comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def with_password(url: str, password: str) -> str:
+    """`redis://host:6379/0` → `redis://:password@host:6379/0` (URL-encoded); a URL that
+    already names a password or user is left as it is.
+
+    >>> with_password("rediss://cache:6380/1", "p@ss")
+    'rediss://:p%40ss@cache:6380/1'
+    """
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        return url
+    netloc = f":{quote(password, safe='')}@{parts.netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ApiKey(BaseModel):
@@ -405,6 +420,11 @@ class Settings(BaseSettings):
         description="Redis for events and jobs (any Redis >= 6.2). Unset: `prsm serve` runs "
         "without events; `prsm up` starts an embedded Redis.",
     )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Joined into redis_url when that carries no password, so the URL can sit "
+        "in a config file and the password in a secret.",
+    )
     server: ServerSettings = Field(default_factory=ServerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -416,6 +436,12 @@ class Settings(BaseSettings):
 
     yaml_data: ClassVar[dict[str, Any]] = {}
     """The parsed YAML file; `load_settings` sets it on a subclass."""
+
+    @model_validator(mode="after")
+    def _join_redis_password(self) -> Settings:
+        if self.redis_url and self.redis_password is not None:
+            self.redis_url = with_password(self.redis_url, self.redis_password.get_secret_value())
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -578,4 +604,16 @@ def _display(value: Any) -> Any:
         return f"**********:{value.tier}"
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str) and "://" in value:
+        return _without_password(value)
     return value
+
+
+def _without_password(url: str) -> str:
+    """A URL with its password masked: `redis://:**********@host:6379/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:**********@{host}"))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from prsm.client.balance import LeastOutstanding
 from prsm.client.discovery import ConsulDiscovery, DnsDiscovery, StaticDiscovery
@@ -102,3 +103,13 @@ def test_a_budget_shared_with_different_rules_is_refused() -> None:
     }
     with pytest.raises(ConfigError, match="budget 'b'"):
         parse_gateway_config(config)
+
+
+def test_redis_url_comes_from_the_setting_when_the_file_gives_none(tmp_path: Path) -> None:
+    """A file without redis_url takes the given one (PRSM_REDIS_URL); the file's own wins."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config(rate_limit_storage="redis")))
+    loaded = load_gateway_config(path, redis_url="redis://:secret@redis:6379/0")
+    assert loaded.redis_url == "redis://:secret@redis:6379/0"
+    path.write_text(yaml.safe_dump(config(rate_limit_storage="redis", redis_url="redis://own/1")))
+    assert load_gateway_config(path, redis_url="redis://other/0").redis_url == "redis://own/1"

@@ -228,7 +228,7 @@ async def test_unexpected_error_is_500_without_details() -> None:
 
 
 async def test_engine_that_fails_to_load_makes_ready_503(tmp_path: Path) -> None:
-    """/ready is 503 naming the engine check; queries are 503 not_ready; /health stays 200."""
+    """/ready and /started are 503 naming the engine; queries 503 not_ready; /health 200."""
     from prsm.server import create_app
 
     settings = load_settings(
@@ -244,6 +244,8 @@ async def test_engine_that_fails_to_load_makes_ready_503(tmp_path: Path) -> None
             assert ready.json()["checks"]["engine"]["ok"] is False
             assert "missing.gguf" in ready.json()["checks"]["engine"]["detail"]
             assert (await client.get("/health")).status_code == 200
+            started = await client.get("/started")
+            assert (started.status_code, started.json()["status"]) == (503, "starting")
             response = await client.post(
                 "/api/v1/query", json=QUERY, headers={"authorization": f"Bearer {API_KEY}"}
             )

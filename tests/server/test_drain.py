@@ -119,3 +119,29 @@ def test_the_real_model_finishes_three_queries_on_sigterm(tmp_path: Path) -> Non
     assert ready.status_code == 503
     assert [getattr(r, "status_code", r) for r in in_flight] == [200, 200, 200]
     assert exit_code == 0
+
+
+def engine_admitted(server: ServerProcess, count: int) -> bool:
+    """Running plus waiting queries, summed over every server process, equal `count`."""
+    text = httpx.get(server.base_url + "/metrics").text
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("prsm_engine_in_flight{", "prsm_engine_waiting{"))
+    ]
+    return sum(values) == count
+
+
+def test_several_server_processes_each_drain_their_queries(tmp_path: Path) -> None:
+    """`prsm serve --workers 2`: SIGTERM reaches both processes, every query taken by either
+    is answered 200, and the parent exits 0."""
+    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "1.5"}
+    env["PRSM_SERVER__DRAIN_SECONDS"] = "0"
+    with prsm_serve(tmp_path, "--workers", "2", env=env) as server:
+        in_flight = ask_in_background(server, QUERY, 4)
+        wait_for(lambda: engine_admitted(server, 4), 30)
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=30)
+    wait_for(lambda: len(in_flight) == 4, 5)
+    assert [getattr(r, "status_code", r) for r in in_flight] == [200] * 4
+    assert exit_code == 0

@@ -28,6 +28,7 @@ async def run(
             headers = {"authorization": f"Bearer {API_KEY}", "x-correlation-id": "cid-1"}
             response = await client.post("/api/v1/query", json=QUERY, headers=headers)
             response.extensions["ready"] = (await client.get("/ready")).json()
+            response.extensions["started"] = await client.get("/started")
             return response
 
 
@@ -71,3 +72,5 @@ async def test_unreachable_redis_fails_readiness_but_not_queries(tmp_path: Path)
     assert ready["status"] == "not_ready"
     assert ready["checks"]["redis"]["ok"] is False
     assert ready["checks"]["engine"]["ok"] is True
+    started = response.extensions["started"]  # the startup probe: a Redis outage restarts nothing
+    assert (started.status_code, started.json()["status"]) == (200, "started")

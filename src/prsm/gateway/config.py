@@ -238,6 +238,7 @@ class GatewayConfig(Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     rate_limit_storage: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    """Unset: the `redis_url` setting (`PRSM_REDIS_URL`), so a password need not be in the file."""
     seed: int | None = None
     """Seeds the random choices (splits, faults) for reproducible experiments and tests."""
     trusted_proxies: int = Field(default=0, ge=0)
@@ -268,8 +269,9 @@ class GatewayConfig(Strict):
         return self
 
 
-def load_gateway_config(path: Path | str) -> GatewayConfig:
-    """Read and check a gateway YAML file; `ConfigError` names what is wrong."""
+def load_gateway_config(path: Path | str, redis_url: str | None = None) -> GatewayConfig:
+    """Read and check a gateway YAML file; `ConfigError` names what is wrong. `redis_url` is
+    used when the file gives none."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -277,12 +279,16 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
-    return parse_gateway_config(data, source=str(path))
+    return parse_gateway_config(data, source=str(path), redis_url=redis_url)
 
 
-def parse_gateway_config(data: Any, source: str = "gateway config") -> GatewayConfig:
+def parse_gateway_config(
+    data: Any, source: str = "gateway config", redis_url: str | None = None
+) -> GatewayConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top")
+    if redis_url and not data.get("redis_url"):
+        data = {**data, "redis_url": redis_url}
     try:
         return GatewayConfig.model_validate(data)
     except PydanticValidationError as exc:

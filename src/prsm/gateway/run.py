@@ -72,9 +72,11 @@ class ReloadingGateway:
         *,
         drain_seconds: float = 5.0,
         handle_signals: bool = False,
+        redis_url: str | None = None,
     ) -> None:
         self.config_file = config_file
-        config = load_gateway_config(config_file) if config_file else fallback
+        self.redis_url = redis_url
+        config = load_gateway_config(config_file, redis_url) if config_file else fallback
         if config is None:
             raise ConfigError("the gateway needs a config file")
         self.current = Gateway(config)
@@ -145,7 +147,7 @@ class ReloadingGateway:
         """Load the file again and switch to it; False (and the old config kept) if it fails."""
         assert self.config_file is not None
         try:
-            config = load_gateway_config(self.config_file)
+            config = load_gateway_config(self.config_file, self.redis_url)
             same_storage = (config.rate_limit_storage, config.redis_url) == (
                 self.current.config.rate_limit_storage,
                 self.current.config.redis_url,

@@ -281,6 +281,16 @@ def create_app(
         body = ReadyResponse(status="ready" if ok else "not_ready", checks=checks)
         return JSONResponse(body.to_wire(), status_code=200 if ok else 503)
 
+    @probes.get("/started", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def started_probe() -> Response:
+        """Start-up: 200 once the engine has loaded, whatever the other checks say (a startup
+        probe that covers model loading, and no more: a Redis outage must not restart pods)."""
+        engine = service.engine_check()
+        body = ReadyResponse(
+            status="started" if engine.ok else "starting", checks={"engine": engine}
+        )
+        return JSONResponse(body.to_wire(), status_code=200 if engine.ok else 503)
+
     @probes.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         """Prometheus exposition text."""

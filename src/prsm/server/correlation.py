@@ -24,7 +24,7 @@ log = logging.getLogger("prsm.server")
 _HEADER = CORRELATION_HEADER.lower().encode()
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=\-]{1,128}")
 # Probes are frequent and dull: logged at debug so they do not drown the queries.
-_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_QUIET_PATHS = frozenset({"/health", "/ready", "/started", "/metrics"})
 
 
 def new_correlation_id() -> str:

@@ -99,12 +99,12 @@ class QueryService:
 
     async def readiness(self) -> dict[str, CheckResult]:
         """The engine's state and every extra check (Redis, when events are on)."""
-        results = {"engine": self._engine_check()}
+        results = {"engine": self.engine_check()}
         for name, check in self._checks.items():
             results[name] = await check()
         return results
 
-    def _engine_check(self) -> CheckResult:
+    def engine_check(self) -> CheckResult:
         if self.engine is not None:
             engine = CheckResult(ok=True, detail=f"{self.engine.model} loaded")
         elif self.load_error is not None:
@@ -238,7 +238,7 @@ class QueryService:
     def _ready_engine(self) -> Engine:
         if self.engine is not None:
             return self.engine
-        detail = self._engine_check().detail
+        detail = self.engine_check().detail
         raise ServiceUnavailableError(
             f"the engine is not ready ({detail})", code="not_ready", retry_after=1
         )

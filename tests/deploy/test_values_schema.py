@@ -1,0 +1,38 @@
+"""The chart's values schema is current with PRSM's settings and gateway config, and leaves
+secrets out of the settings ConfigMap."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def generator() -> ModuleType:
+    path = ROOT / "deploy" / "helm" / "values_schema.py"
+    spec = importlib.util.spec_from_file_location("values_schema", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_schema_is_what_the_generator_writes() -> None:
+    """values.schema.json equals `python deploy/helm/values_schema.py` on today's settings."""
+    values_schema = generator()
+    assert values_schema.SCHEMA_PATH.read_text() == values_schema.rendered()
+
+
+def test_secrets_cannot_be_put_in_the_settings_configmap() -> None:
+    """Keys, the callback secret, Redis credentials and the OpenAI key are not settings values."""
+    schema = json.loads(generator().rendered())
+    settings = schema["properties"]["settings"]["properties"]
+    assert {"api_keys", "api_key", "redis_url", "redis_password"}.isdisjoint(settings)
+    definitions = schema["$defs"]
+    assert "callback_secret" not in definitions["JobSettings"]["properties"]
+    assert "openai_api_key" not in definitions["EngineSettings"]["properties"]
+    assert schema["properties"]["settings"]["additionalProperties"] is False
