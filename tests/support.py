@@ -31,6 +31,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 API_KEY = "test-key-0123456789"
 
 
+async def until(check: Callable[[], bool]) -> None:
+    """Wait, on the event loop, until `check()` holds (polled every 10 ms; at most 30 s)."""
+    async with asyncio.timeout(30):
+        while not check():  # noqa: ASYNC110 (a condition on plain attributes: nothing to await)
+            await asyncio.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

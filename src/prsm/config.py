@@ -144,7 +144,7 @@ class EngineSettings(Section):
         description="Model name reported in answers; derived from the file or server if unset.",
     )
     context_size: int = Field(
-        default=2048, ge=128, description="Context window (prompt + answer) in tokens."
+        default=2048, ge=128, description="Context window (prompt + answer) of each query."
     )
     threads: int | None = Field(
         default=None, ge=1, description="CPU threads per model instance; all cores if unset."
@@ -167,7 +167,15 @@ class EngineSettings(Section):
         default=1,
         ge=1,
         le=64,
-        description="Queries generated at once (one model instance each for `llama`).",
+        description="Queries sent at once to the `openai` server (or run by `fixed`); `llama` "
+        "decodes `max_batch` together instead.",
+    )
+    max_batch: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="`llama`: queries decoded together in one batch (continuous batching); "
+        "each has `context_size` tokens of KV cache.",
     )
     max_queue: int = Field(
         default=32, ge=0, description="Queries that may wait for the engine; more is 503."
@@ -194,6 +202,11 @@ class EngineSettings(Section):
     fixed_delay_seconds: float = Field(
         default=0.0, ge=0.0, description="Delay of the `fixed` engine per query."
     )
+
+    @property
+    def at_once(self) -> int:
+        """Queries the engine works on together: admitted at once, the rest wait."""
+        return self.max_batch if self.kind == "llama" else self.concurrency
 
 
 class EventSettings(Section):

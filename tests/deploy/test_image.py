@@ -154,8 +154,8 @@ def test_a_job_runs_on_the_worker(stack: Stack) -> None:
 
 
 def test_podman_stop_drains_queries_in_flight(stack: Stack) -> None:
-    """Three long queries in flight, `podman stop`: all three 200, exit code 0, well inside
-    the stop timeout (runs last: it stops the API)."""
+    """Three long queries decoded together, `podman stop`: all three 200, exit code 0, well
+    inside the stop timeout (runs last: it stops the API)."""
     results: list[object] = []
 
     def ask() -> None:
@@ -168,7 +168,8 @@ def test_podman_stop_drains_queries_in_flight(stack: Stack) -> None:
     for thread in threads:
         thread.start()
     metrics = stack.api_url + "/metrics"
-    wait_for(lambda: 'prsm_engine_waiting{service="prsm-api"} 2.0' in httpx.get(metrics).text, 30)
+    in_flight = 'prsm_engine_in_flight{service="prsm-api"} 3.0'
+    wait_for(lambda: in_flight in httpx.get(metrics).text, 30)
     started = time.monotonic()
     podman("stop", "--time", "60", stack.container("api"))
     stopped_after = time.monotonic() - started

@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
+from prsm.config import load_settings
 from prsm.contracts import Priority
+from prsm.engines.llama import LlamaEngine
 from prsm.errors import ServiceUnavailableError
+from prsm.server import create_app
 from prsm.server.admission import Admission
+from tests.support import until
 
 
 async def test_runs_up_to_concurrency_at_once() -> None:
@@ -139,3 +144,34 @@ async def test_refused_waiters_get_the_error_and_hold_no_slot() -> None:
             await waiter
     admission.release()
     assert (admission.in_flight, admission.waiting) == (0, 0)
+
+
+async def test_high_priority_joins_a_full_batch_before_waiting_low_ones() -> None:
+    """The real model, a batch of one: while a long query runs, two `low` queries and then
+    one `high` wait; the `high` one is answered before either `low` one."""
+    settings = load_settings(api_keys="k", engine={"max_batch": 1})
+    engine = await LlamaEngine.load(settings.engine)
+    app = create_app(settings, engine)
+    finished: list[str] = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers={"authorization": "Bearer k"}
+        ) as client:
+
+            async def ask(name: str, priority: str, max_tokens: int) -> None:
+                body = {"prompt": "Tell me a story.", "userId": name, "priority": priority}
+                response = await client.post(
+                    "/api/v1/query", json=body | {"maxTokens": max_tokens}, timeout=120
+                )
+                assert response.status_code == 200, response.text
+                finished.append(name)
+
+            service = app.state.service
+            running = asyncio.create_task(ask("running", "normal", 120))
+            await until(lambda: service.admission.in_flight == 1)
+            waiting = [asyncio.create_task(ask(f"low{i}", "low", 8)) for i in range(2)]
+            await until(lambda: service.admission.waiting == 2)
+            waiting.append(asyncio.create_task(ask("high", "high", 8)))
+            await asyncio.gather(running, *waiting)
+    assert finished[:2] == ["running", "high"]

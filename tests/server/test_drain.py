@@ -49,11 +49,13 @@ def engine_busy(server: ServerProcess, running: int, waiting: int) -> bool:
     )
 
 
-def three_in_flight_then_sigterm(server: ServerProcess, body: dict[str, object]) -> list[object]:
-    """Three queries on one engine slot (one running, two waiting), then SIGTERM; their
+def three_in_flight_then_sigterm(
+    server: ServerProcess, body: dict[str, object], running: int = 1
+) -> list[object]:
+    """Three queries, `running` of them generating and the rest waiting, then SIGTERM; their
     responses land in the list returned."""
     in_flight = ask_in_background(server, body, 3)
-    wait_for(lambda: engine_busy(server, 1, 2), 30)
+    wait_for(lambda: engine_busy(server, running, 3 - running), 30)
     server.process.send_signal(signal.SIGTERM)
     return in_flight
 
@@ -108,11 +110,11 @@ def test_waiting_queries_past_the_drain_bound_get_503(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_the_real_model_finishes_three_queries_on_sigterm(tmp_path: Path) -> None:
-    """The embedded model with three queries in flight: SIGTERM, all three answered 200,
-    /ready 503 meanwhile, exit code 0."""
+    """The embedded model with three queries in flight, decoded together: SIGTERM, all three
+    answered 200, /ready 503 meanwhile, exit code 0."""
     with prsm_serve(tmp_path, env={"PRSM_SERVER__DRAIN_SECONDS": "0"}) as server:
         body = QUERY | {"prompt": "Tell me about the sea.", "maxTokens": 60}
-        in_flight = three_in_flight_then_sigterm(server, body)
+        in_flight = three_in_flight_then_sigterm(server, body, running=3)
         ready = httpx.get(server.base_url + "/ready")
         exit_code = server.process.wait(timeout=60)
     wait_for(lambda: len(in_flight) == 3, 5)

@@ -54,7 +54,7 @@ class QueryService:
         self._loading: asyncio.Task[None] | None = None
         engine = settings.engine
         self.admission = Admission(
-            engine.concurrency,
+            engine.at_once,
             max_queue=engine.max_queue,
             queue_timeout=engine.queue_timeout_seconds,
             retry_after=engine.retry_after_seconds,

@@ -1,0 +1,224 @@
+"""Concurrent queries: PRSM's continuous batching against llama-cpp-python, in one run.
+
+N clients each send one query of up to 64 tokens at the same moment:
+
+- PRSM: `POST /api/v1/query` on `prsm serve` (engine.max_batch 16), N = 1, 2, 4, 8, 16;
+- bare llama-cpp-python answering the same queries one after another (`create_chat_completion`:
+  one `Llama` serves one query at a time);
+- llama-cpp-python's OpenAI server (`python -m llama_cpp.server`) under the same N = 8 clients.
+
+Aggregate tokens/s, p50/p99 seconds per query; then time to first token inside the engine
+with 8 queries arriving together (no streaming endpoint yet: measured at the decoder).
+Rounds alternate the three so drift hits all. Goal at N = 8: PRSM / bare >= 2.5.
+
+    .venv/bin/python bench/engine_batching.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from _harness import API_KEY, prsm_serve, run_server
+from prsm.config import EngineSettings
+from prsm.engines.batching import SamplingParams, Sequence
+from prsm.engines.llama import LoadedModel, default_model_path, load_model
+
+MAX_TOKENS = 64
+CONCURRENCY = (1, 2, 4, 8, 16)
+PROMPTS = [
+    "Write a short story about a lighthouse.",
+    "Explain how a bicycle works.",
+    "Describe a walk through a forest in autumn.",
+    "Write a letter to a friend about a trip.",
+    "Explain why the sea is salty.",
+    "Describe your favourite meal in detail.",
+    "Write a poem about the moon.",
+    "Explain how bread is made.",
+    "Describe a busy market in the morning.",
+    "Write a story about a lost dog finding home.",
+    "Explain how rain forms.",
+    "Describe a thunderstorm over the mountains.",
+    "Write a diary entry of a sailor.",
+    "Explain how plants grow from seeds.",
+    "Describe a train journey through the countryside.",
+    "Write a fable about a fox and a crow.",
+]
+SETTINGS = EngineSettings()
+GREEDY = SamplingParams(0.0, SETTINGS.repeat_penalty, SETTINGS.seed)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def at_once(count: int, ask: Callable[[int], int]) -> tuple[int, float, list[float]]:
+    """`count` threads call `ask(i)` together: tokens, wall seconds, seconds per query."""
+    durations: list[float] = []
+    start = threading.Barrier(count + 1)
+
+    def timed(i: int) -> int:
+        start.wait()
+        began = time.perf_counter()
+        tokens = ask(i)
+        durations.append(time.perf_counter() - began)
+        return tokens
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(timed, i) for i in range(count)]
+        start.wait()
+        began = time.perf_counter()
+        tokens = sum(f.result() for f in futures)
+        return tokens, time.perf_counter() - began, durations
+
+
+def prsm_ask(base: str) -> Callable[[int], int]:
+    client = httpx.Client(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300)
+
+    def ask(i: int) -> int:
+        body = {"prompt": PROMPTS[i], "userId": f"bench{i}", "maxTokens": MAX_TOKENS}
+        response = client.post(base + "/api/v1/query", json=body)
+        response.raise_for_status()
+        return int(response.json()["data"]["usage"]["completionTokens"])
+
+    return ask
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SETTINGS.system_prompt},
+        {"role": "user", "content": PROMPTS[i]},
+    ]
+
+
+def openai_server_ask(base: str) -> Callable[[int], int]:
+    client = httpx.Client(timeout=300)
+
+    def ask(i: int) -> int:
+        body = {
+            "messages": messages(i),
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "repeat_penalty": SETTINGS.repeat_penalty,
+        }
+        response = client.post(base + "/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return int(response.json()["usage"]["completion_tokens"])
+
+    return ask
+
+
+def bare_one_after_another(llm: object, count: int) -> tuple[int, float, list[float]]:
+    tokens, durations = 0, []
+    began = time.perf_counter()
+    for i in range(count):
+        reply = llm.create_chat_completion(  # type: ignore[attr-defined]
+            messages(i),
+            max_tokens=MAX_TOKENS,
+            temperature=SETTINGS.temperature,
+            repeat_penalty=SETTINGS.repeat_penalty,
+        )
+        tokens += reply["usage"]["completion_tokens"]
+        # Query i waited for all before it: its time is from the common start.
+        durations.append(time.perf_counter() - began)
+    return tokens, time.perf_counter() - began, durations
+
+
+def first_token_seconds(rounds: int, count: int = 8) -> list[float]:
+    """Seconds from submission to first token, `count` queries submitted together."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=count))
+    try:
+        return [wait for _ in range(rounds) for wait in first_token_round(model, count)]
+    finally:
+        model.close()
+
+
+def first_token_round(model: LoadedModel, count: int) -> list[float]:
+    done = threading.Semaphore(0)
+    firsts: dict[int, float] = {}
+    submitted = time.perf_counter()
+
+    def recorder(i: int) -> Callable[[int], None]:
+        return lambda _token: firsts.setdefault(i, time.perf_counter() - submitted) and None
+
+    for i in range(count):
+        prompt = model.prompt_tokens(PROMPTS[i])
+        finish = lambda _outcome: done.release()  # noqa: E731
+        model.decoder.submit(Sequence(prompt, MAX_TOKENS, GREEDY, finish, recorder(i)))
+    for _ in range(count):
+        done.acquire()
+    return list(firsts.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import llama_cpp
+
+    cores = os.cpu_count() or 1
+    model = str(default_model_path())
+    llm = llama_cpp.Llama(
+        model_path=model, n_ctx=SETTINGS.context_size, n_threads=cores, verbose=False
+    )
+    prsm: dict[int, list[tuple[int, float, list[float]]]] = {n: [] for n in CONCURRENCY}
+    bare: list[tuple[int, float, list[float]]] = []
+    server: list[tuple[int, float, list[float]]] = []
+    context = str(SETTINGS.context_size)
+    server_argv = [sys.executable, "-m", "llama_cpp.server", "--model", model,
+                   "--n_ctx", context, "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
+    with (
+        prsm_serve({"PRSM_ENGINE__MAX_BATCH": "16"}) as base,
+        run_server(server_argv, "/v1/models") as llama_server,
+    ):
+        ask, ask_server = prsm_ask(base), openai_server_ask(llama_server)
+        ask(0), ask_server(0), bare_one_after_another(llm, 1)  # warm-up
+        for _ in range(args.rounds):
+            for n in CONCURRENCY:
+                prsm[n].append(at_once(n, ask))
+            bare.append(bare_one_after_another(llm, 8))
+            server.append(at_once(8, ask_server))
+    ttft = first_token_seconds(args.rounds)
+
+    def rate(runs: list[tuple[int, float, list[float]]]) -> float:
+        return statistics.median(tokens / seconds for tokens, seconds, _ in runs)
+
+    def latencies(runs: list[tuple[int, float, list[float]]]) -> str:
+        every = [d for _, _, durations in runs for d in durations]
+        return f"p50 {percentile(every, 0.5):5.2f} s, p99 {percentile(every, 0.99):5.2f} s"
+
+    print(f"model {os.path.basename(model)}, {cores} cores, up to {MAX_TOKENS} tokens a query")
+    print("| concurrent queries | PRSM tokens/s | per query |")
+    print("|---|---|---|")
+    for n in CONCURRENCY:
+        print(f"| {n} | {rate(prsm[n]):.0f} | {latencies(prsm[n])} |")
+    print(f"\n8 concurrent queries, median of {args.rounds} rounds:")
+    rows = (
+        ("PRSM, continuous batching", prsm[8]),
+        ("bare llama-cpp-python, one after another", bare),
+        ("llama_cpp.server, same 8 clients", server),
+    )
+    for name, runs in rows:
+        print(f"  {name:42s} {rate(runs):6.1f} tokens/s  ({latencies(runs)})")
+    print(f"  ratio PRSM / bare: {rate(prsm[8]) / rate(bare):.2f} (goal >= 2.5); "
+          f"PRSM / llama_cpp.server: {rate(prsm[8]) / rate(server):.2f}")  # fmt: skip
+    print(
+        f"  time to first token, 8 together (engine): p50 {percentile(ttft, 0.5):.3f} s, "
+        f"p99 {percentile(ttft, 0.99):.3f} s"
+    )
+    print(json.dumps({"prsm_8": rate(prsm[8]), "bare": rate(bare), "server": rate(server)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Continuous batching on one llama.cpp context: many sequences advanced by one decode a step.
+
+One thread owns the context. Every step it:
+
+1. takes newly submitted sequences into free slots (one KV-cache sequence id each);
+2. builds one batch: the next chunk of each new sequence's prompt (at most `prefill_chunk`
+   prompt tokens a step in all, so a long prompt never stalls everyone else for long), and the
+   last sampled token of every sequence already generating;
+3. runs `llama_decode` once;
+4. samples one token for every sequence whose prompt is done, with that sequence's own
+   llama.cpp sampler chain (repeat penalty, then greedy, or top-k/top-p/temperature with its
+   seed), and hands it out as it comes;
+5. retires finished and cancelled sequences at once: their KV cells are freed and their slot
+   is free for the next step.
+
+The event loop never waits on this thread: results come back through callbacks that the
+engine turns into futures and queues with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prsm.errors import PromptTooLongError
+
+log = logging.getLogger("prsm.engine")
+
+PENALTY_WINDOW = 64
+"""Tokens the repeat penalty looks back over."""
+TOP_K = 40
+TOP_P = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float
+    repeat_penalty: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a sequence produced, handed to its `on_finish`."""
+
+    tokens: list[int]
+    prompt_tokens: int
+    confidence: float
+    finish_reason: str
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation in the batch. Built by the engine; the decode thread owns its state."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    on_finish: Callable[[Finished | BaseException], None]
+    on_token: Callable[[int], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # The decode thread's bookkeeping.
+    slot: int = -1
+    prefilled: int = 0
+    answer: list[int] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    sampled: int = 0
+    sampler: Any = None
+    pending: int | None = None
+    """The token sampled last step, to be decoded this step."""
+    output_index: int = -1
+    """This step's batch index whose logits this sequence samples from, or -1."""
+
+    @property
+    def generating(self) -> bool:
+        return self.prefilled == len(self.prompt)
+
+
+class BatchDecoder:
+    """The decode thread and the llama.cpp context it owns.
+
+    `submit` is thread-safe and never blocks; callbacks run on the decode thread.
+    """
+
+    def __init__(
+        self,
+        llama_cpp: Any,
+        model: Any,
+        *,
+        max_batch: int,
+        context_per_sequence: int,
+        threads: int,
+        prefill_chunk: int = 256,
+        is_end: Callable[[int], bool],
+    ) -> None:
+        self._lib = llama_cpp
+        self.max_batch = max_batch
+        self.context_per_sequence = context_per_sequence
+        self.prefill_chunk = prefill_chunk
+        self._is_end = is_end
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = context_per_sequence * max_batch
+        params.n_batch = max(prefill_chunk + max_batch, 64)
+        params.n_ubatch = params.n_batch
+        params.n_seq_max = max_batch
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self._ctx:
+            raise MemoryError("llama.cpp could not create a context for the batch")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._capacity = int(params.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
+        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._free_slots = list(range(max_batch - 1, -1, -1))
+        self._active: list[Sequence] = []
+        self.steps = 0
+        """Decodes run so far (read by tests to reason in steps rather than seconds)."""
+        self._thread = threading.Thread(target=self._run, name="prsm-llama-batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def submit(self, sequence: Sequence) -> None:
+        self._inbox.put(sequence)
+
+    def close(self) -> None:
+        """Stop the thread (sequences still running end as cancelled) and free the context."""
+        self._inbox.put(None)
+        self._thread.join()
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+
+    # --- the decode thread ---
+
+    def _run(self) -> None:
+        while True:
+            if not self._take_new(block=not self._active):
+                break
+            if not self._active:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode fails the sequences in it, not the thread
+                log.exception("batch decode failed")
+                for sequence in list(self._active):
+                    self._retire(sequence, exc)
+        for sequence in list(self._active):
+            sequence.cancelled.set()
+            self._retire(sequence, None)
+
+    def _take_new(self, *, block: bool) -> bool:
+        """Move submitted sequences into free slots; False once closed."""
+        while self._free_slots:
+            try:
+                sequence = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            if sequence is None:
+                return False
+            block = False
+            self._start(sequence)
+        return True
+
+    def _start(self, sequence: Sequence) -> None:
+        if len(sequence.prompt) >= self.context_per_sequence:
+            sequence.on_finish(
+                PromptTooLongError(
+                    f"the prompt is {len(sequence.prompt)} tokens; the context window holds "
+                    f"{self.context_per_sequence} tokens in all"
+                )
+            )
+            return
+        sequence.slot = self._free_slots.pop()
+        sequence.sampler = self._sampler(sequence.sampling)
+        self._active.append(sequence)
+
+    def _sampler(self, sampling: SamplingParams) -> Any:
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if sampling.repeat_penalty != 1.0:
+            penalties = lib.llama_sampler_init_penalties(
+                self.n_vocab, PENALTY_WINDOW, sampling.repeat_penalty, 0.0, 0.0
+            )
+            lib.llama_sampler_chain_add(chain, penalties)
+        if sampling.temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(TOP_K))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(TOP_P, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed))
+        return chain
+
+    def _step(self) -> None:
+        for sequence in [s for s in self._active if s.cancelled.is_set()]:
+            self._retire(sequence, None)
+        if not self._active:
+            return
+        self._fill_batch()
+        if self._lib.llama_decode(self._ctx, self._batch) != 0:
+            raise RuntimeError("llama_decode failed (KV cache full?)")
+        self.steps += 1
+        for sequence in list(self._active):
+            if sequence.output_index >= 0:
+                self._advance(sequence)
+
+    def _fill_batch(self) -> None:
+        batch = self._batch
+        n = 0
+        prefill_budget = self.prefill_chunk
+        for sequence in self._active:
+            sequence.output_index = -1
+            if sequence.generating:
+                assert sequence.pending is not None
+                position = len(sequence.prompt) + len(sequence.answer) - 1
+                self._put(n, sequence.pending, position, sequence.slot, output=True)
+                sequence.output_index = n
+                n += 1
+        for sequence in self._active:
+            if sequence.generating or prefill_budget <= 0:
+                continue
+            start = sequence.prefilled
+            stop = min(len(sequence.prompt), start + prefill_budget, start + self._capacity - n)
+            for position in range(start, stop):
+                last = position == len(sequence.prompt) - 1
+                self._put(n, sequence.prompt[position], position, sequence.slot, output=last)
+                if last:
+                    sequence.output_index = n
+                n += 1
+            prefill_budget -= stop - start
+            sequence.prefilled = stop
+        batch.n_tokens = n
+
+    def _put(self, index: int, token: int, position: int, slot: int, *, output: bool) -> None:
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = slot
+        batch.logits[index] = output
+
+    def _advance(self, sequence: Sequence) -> None:
+        index = sequence.output_index
+        token = int(self._lib.llama_sampler_sample(sequence.sampler, self._ctx, index))
+        sequence.logprob_sum += self._logprob(index, token)
+        sequence.sampled += 1
+        if self._is_end(token):
+            self._retire(sequence, "stop")
+            return
+        sequence.answer.append(token)
+        sequence.pending = token
+        if sequence.on_token is not None:
+            sequence.on_token(token)
+        room = self.context_per_sequence - len(sequence.prompt)
+        if sequence.cancelled.is_set():
+            self._retire(sequence, None)
+        elif len(sequence.answer) >= min(sequence.max_tokens, room):
+            self._retire(sequence, "length")
+
+    def _logprob(self, index: int, token: int) -> float:
+        """log P(token) under the model's own distribution at batch position `index`."""
+        pointer = self._lib.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        return float(logits[token]) - log_total
+
+    def _retire(self, sequence: Sequence, outcome: str | BaseException | None) -> None:
+        """Take `sequence` out of the batch, free its KV cells and slot, and report it;
+        `outcome` is its finish reason, an error, or None for cancelled."""
+        self._active.remove(sequence)
+        self._lib.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
+        self._lib.llama_sampler_free(sequence.sampler)
+        self._free_slots.append(sequence.slot)
+        if isinstance(outcome, BaseException):
+            sequence.on_finish(outcome)
+            return
+        confidence = math.exp(sequence.logprob_sum / sequence.sampled) if sequence.sampled else 0.0
+        sequence.on_finish(
+            Finished(
+                tokens=sequence.answer,
+                prompt_tokens=len(sequence.prompt),
+                confidence=confidence,
+                finish_reason=outcome or "cancelled",
+            )
+        )

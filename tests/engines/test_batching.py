@@ -1,0 +1,147 @@
+"""Continuous batching with the real model: answers inside a batch equal answers alone,
+sequences come and go at every step, cancellation frees a slot at once, and a long prompt is
+prefilled in chunks while the others keep generating. Counted in decode steps, not seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from prsm.config import EngineSettings
+from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
+from prsm.engines.llama import LlamaEngine, LoadedModel, default_model_path, load_model
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a poem about the sea.",
+    "Count to five.",
+    "Name a colour.",
+    "Why is the sky blue?",
+    "Give me a recipe for bread.",
+    "What is two plus two?",
+    "Describe a cat in one sentence.",
+]
+GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch_engine() -> Iterator[LlamaEngine]:
+    """A model decoding up to eight queries together."""
+    engine = LlamaEngine._load_sync(EngineSettings(max_batch=8))
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+class Recorder:
+    """A sequence's callbacks: the decode step of every token, and how it finished."""
+
+    def __init__(self, decoder: BatchDecoder) -> None:
+        self.decoder = decoder
+        self.token_steps: list[int] = []
+        self.outcome: Finished | BaseException | None = None
+        self.done = threading.Event()
+
+    def on_token(self, token: int) -> None:
+        self.token_steps.append(self.decoder.steps)
+
+    def on_finish(self, outcome: Finished | BaseException) -> None:
+        self.outcome = outcome
+        self.done.set()
+
+    def finished(self) -> Finished:
+        assert self.done.wait(60), "the sequence never finished"
+        assert isinstance(self.outcome, Finished)
+        return self.outcome
+
+
+def submit(model: LoadedModel, prompt: str, max_tokens: int) -> tuple[Sequence, Recorder]:
+    recorder = Recorder(model.decoder)
+    sequence = Sequence(
+        model.prompt_tokens(prompt),
+        max_tokens,
+        GREEDY,
+        on_finish=recorder.on_finish,
+        on_token=recorder.on_token,
+    )
+    model.decoder.submit(sequence)
+    return sequence, recorder
+
+
+def wait_until(check: object) -> None:
+    done = threading.Event()
+    for _ in range(6000):
+        if check():  # type: ignore[operator]
+            return
+        done.wait(0.005)
+    raise AssertionError("condition not met")
+
+
+async def test_greedy_answers_in_a_full_batch_equal_answers_alone(
+    batch_engine: LlamaEngine,
+) -> None:
+    """Eight different prompts decoded together give, token for token, what each gives alone
+    (and the same confidence)."""
+    alone = [await batch_engine.generate(p, max_tokens=48) for p in PROMPTS]
+    together = await asyncio.gather(*(batch_engine.generate(p, max_tokens=48) for p in PROMPTS))
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert [g.completion_tokens for g in together] == [g.completion_tokens for g in alone]
+    for one, other in zip(together, alone, strict=True):
+        assert one.confidence == pytest.approx(other.confidence, rel=1e-6)
+
+
+async def test_sequences_of_different_lengths_get_exactly_their_own_tokens(
+    batch_engine: LlamaEngine,
+) -> None:
+    """Limits of 1 to 40 tokens: each sequence leaves the batch at its own step with its own
+    answer, and the others go on unchanged."""
+    limits = [1, 3, 7, 12, 20, 28, 34, 40]
+    requests = list(zip(PROMPTS, limits, strict=True))
+    alone = [await batch_engine.generate(p, max_tokens=n) for p, n in requests]
+    together = await asyncio.gather(*(batch_engine.generate(p, max_tokens=n) for p, n in requests))
+    for one, other, limit in zip(together, alone, limits, strict=True):
+        assert one.text == other.text
+        assert one.completion_tokens == other.completion_tokens <= limit
+        assert one.finish_reason == other.finish_reason
+
+
+def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once() -> None:
+    """One slot: a long generation is cancelled; the query waiting behind it gets its first
+    token within two decode steps, and the cancelled one reports `cancelled`."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=1))
+    try:
+        long_one, long_recorder = submit(model, "Write a long story about a dragon.", 2000)
+        wait_until(lambda: len(long_recorder.token_steps) >= 3)
+        _, next_recorder = submit(model, PROMPTS[0], 8)
+        wait_until(lambda: len(long_recorder.token_steps) >= 6)
+        assert not next_recorder.token_steps  # it waits: the only slot is taken
+        long_one.cancelled.set()
+        cancelled_at = model.decoder.steps
+        assert long_recorder.finished().finish_reason == "cancelled"
+        assert next_recorder.finished().tokens
+        assert next_recorder.token_steps[0] <= cancelled_at + 2
+    finally:
+        model.close()
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_others_keep_generating() -> None:
+    """A ~1500-token prompt arrives while a sequence generates: the prompt is taken 256 tokens
+    a step, and the running sequence gets a token at every one of those steps."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=2))
+    try:
+        _, running = submit(model, "Write a long story about a dragon.", 60)
+        wait_until(lambda: len(running.token_steps) >= 2)
+        long_prompt = "Summarise this text. " + "The river flows to the sea. " * 200
+        _, long_recorder = submit(model, long_prompt, 4)
+        joined_at = model.decoder.steps
+        long_recorder.finished()
+        first_long_token = long_recorder.token_steps[0]
+        prompt_steps = first_long_token - joined_at
+        assert prompt_steps >= 5  # ~1500 tokens in chunks of 256
+        during = [s for s in running.token_steps if joined_at < s <= first_long_token]
+        assert len(during) >= prompt_steps - 1  # a token at (nearly) every prefill step
+        assert running.finished().tokens
+    finally:
+        model.close()
