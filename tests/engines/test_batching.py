@@ -5,6 +5,7 @@ prefilled in chunks while the others keep generating. Counted in decode steps, n
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Iterator
 
@@ -13,6 +14,8 @@ import pytest
 from prsm.config import EngineSettings
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
 from prsm.engines.llama import LlamaEngine, LoadedModel, default_model_path, load_model
+from prsm.errors import PromptTooLongError
+from tests.support import until
 
 PROMPTS = [
     "What is the capital of France?",
@@ -145,3 +148,46 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_others_keep_generating() -> 
         assert running.finished().tokens
     finally:
         model.close()
+
+
+async def test_a_prompt_too_long_is_refused_while_the_others_keep_going() -> None:
+    """A prompt that does not fit one sequence's context is refused (422 at the API) while a
+    running query goes on to exactly the answer it gives alone."""
+    engine = await LlamaEngine.load(EngineSettings(max_batch=2, context_size=256))
+    try:
+        alone = await engine.generate(PROMPTS[1], max_tokens=40)
+        running = asyncio.create_task(engine.generate(PROMPTS[1], max_tokens=40))
+        await until(lambda: engine.active == 1)
+        with pytest.raises(PromptTooLongError, match="context window holds 256"):
+            await engine.generate("word " * 400, max_tokens=8)
+        assert (await running).text == alone.text
+    finally:
+        await engine.aclose()
+
+
+async def test_two_hundred_mixed_queries_with_cancellations_leave_nothing_behind() -> None:
+    """200 queries of 1 to 12 tokens, a quarter cancelled at random moments (seeded): every
+    other one is answered within its limit, and at the end no sequence runs and no KV cell is
+    held."""
+    engine = await LlamaEngine.load(EngineSettings(max_batch=8, context_size=256))
+    chance = random.Random(7)
+    try:
+        tasks = []
+        for i in range(200):
+            limit = chance.randint(1, 12)
+            tasks.append(
+                (limit, asyncio.create_task(engine.generate(PROMPTS[i % 8], max_tokens=limit)))
+            )
+            if chance.random() < 0.25:
+                asyncio.get_running_loop().call_later(chance.random() * 0.3, tasks[-1][1].cancel)
+        results = await asyncio.gather(*(task for _, task in tasks), return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        answered = [(limit, r) for (limit, _), r in zip(tasks, results, strict=True)
+                    if not isinstance(r, BaseException)]  # fmt: skip
+        assert 0 < cancelled < 100
+        assert len(answered) + cancelled == 200
+        assert all(0 < g.completion_tokens <= limit for limit, g in answered)
+        await until(lambda: engine.active == 0)
+        assert engine.slots_holding_cells() == []
+    finally:
+        await engine.aclose()

@@ -136,6 +136,16 @@ class BatchDecoder:
     def submit(self, sequence: Sequence) -> None:
         self._inbox.put(sequence)
 
+    def slots_holding_cells(self) -> list[int]:
+        """KV-cache sequence ids that still hold cells; empty when idle (for tests and checks;
+        call it while nothing is running)."""
+        memory, lib = self._memory, self._lib
+        return [
+            slot
+            for slot in range(self.max_batch)
+            if lib.llama_memory_seq_pos_max(memory, slot) >= 0
+        ]
+
     def close(self) -> None:
         """Stop the thread (sequences still running end as cancelled) and free the context."""
         self._inbox.put(None)
@@ -147,6 +157,7 @@ class BatchDecoder:
 
     def _run(self) -> None:
         while True:
+            self._retire_cancelled()  # before taking new ones: a freed slot is filled at once
             if not self._take_new(block=not self._active):
                 break
             if not self._active:
@@ -175,6 +186,9 @@ class BatchDecoder:
         return True
 
     def _start(self, sequence: Sequence) -> None:
+        if sequence.cancelled.is_set():  # gone before it started
+            sequence.on_finish(Finished([], len(sequence.prompt), 0.0, "cancelled"))
+            return
         if len(sequence.prompt) >= self.context_per_sequence:
             sequence.on_finish(
                 PromptTooLongError(
@@ -204,11 +218,11 @@ class BatchDecoder:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed))
         return chain
 
-    def _step(self) -> None:
+    def _retire_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled.is_set()]:
             self._retire(sequence, None)
-        if not self._active:
-            return
+
+    def _step(self) -> None:
         self._fill_batch()
         if self._lib.llama_decode(self._ctx, self._batch) != 0:
             raise RuntimeError("llama_decode failed (KV cache full?)")

@@ -79,6 +79,10 @@ class LlamaEngine:
         """Sequences in the batch now."""
         return self._loaded.decoder.active
 
+    def slots_holding_cells(self) -> list[int]:
+        """KV-cache sequences still holding cells (none once idle)."""
+        return self._loaded.decoder.slots_holding_cells()
+
     async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
         prompt_tokens = await asyncio.to_thread(self._loaded.prompt_tokens, prompt)
         loop = asyncio.get_running_loop()
