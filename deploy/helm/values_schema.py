@@ -17,9 +17,14 @@ from prsm.config import Settings
 from prsm.gateway.config import GatewayConfig
 
 SCHEMA_PATH = Path(__file__).parent / "prsm" / "values.schema.json"
-# Settings the chart sets itself, from Secrets or its own Services.
+# Settings the chart sets itself: secrets, its own Services, ports and processes.
 CHART_OWNED_SETTINGS = ("api_keys", "api_key", "redis_url", "redis_password", "base_url")
-CHART_OWNED_NESTED = {"jobs": ("callback_secret",), "engine": ("openai_api_key",)}
+CHART_OWNED_NESTED = {
+    "jobs": ("callback_secret", "metrics_host", "metrics_port"),
+    "engine": ("openai_api_key",),
+    "server": ("host", "port", "workers"),
+    "gateway": ("host", "port", "config"),
+}
 
 Schema = dict[str, Any]
 

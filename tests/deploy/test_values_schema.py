@@ -28,11 +28,14 @@ def test_the_committed_schema_is_what_the_generator_writes() -> None:
 
 
 def test_secrets_cannot_be_put_in_the_settings_configmap() -> None:
-    """Keys, the callback secret, Redis credentials and the OpenAI key are not settings values."""
+    """Keys, the callback secret, Redis credentials and the OpenAI key are not settings values;
+    nor are the ports and processes the chart itself decides."""
     schema = json.loads(generator().rendered())
     settings = schema["properties"]["settings"]["properties"]
     assert {"api_keys", "api_key", "redis_url", "redis_password"}.isdisjoint(settings)
     definitions = schema["$defs"]
     assert "callback_secret" not in definitions["JobSettings"]["properties"]
     assert "openai_api_key" not in definitions["EngineSettings"]["properties"]
+    # Ports and processes follow the chart's own values (api.workers, the Services).
+    assert {"host", "port", "workers"}.isdisjoint(definitions["ServerSettings"]["properties"])
     assert schema["properties"]["settings"]["additionalProperties"] is False
