@@ -26,9 +26,19 @@ def kubernetes_validate() -> Path:
     return KUBERNETES_VALIDATE
 
 
+def debian_tool(name: str, packages: str) -> str:
+    """The path of a tool `.ci/run` installs from Debian, or a failure saying how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: apt-get install {packages}")
+    return found
+
+
 @pytest.fixture(scope="session")
 def podman_binary() -> str:
-    found = shutil.which("podman")
-    if found is None:
-        pytest.fail("podman is missing: apt-get install podman buildah mmdebstrap runc")
-    return found
+    return debian_tool("podman", "podman buildah mmdebstrap runc")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return debian_tool("promtool", "prometheus")

@@ -5,7 +5,6 @@ severity, a summary, a description and a runbook section."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.deploy
 RULES = ROOT / "deploy" / "prometheus" / "prsm-rules.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 METRIC = re.compile(r"\b(prsm_[a-z_]+)")
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail("promtool is missing: apt-get install prometheus")
-    return found
 
 
 def rules() -> list[dict[str, object]]:
