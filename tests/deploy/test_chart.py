@@ -262,3 +262,16 @@ def test_the_chart_secret_holds_a_worker_key_the_api_accepts(helm: Path) -> None
     assert keys[0] == "k1:premium"
     assert keys[1] == f"{data['worker-api-key']}:internal"
     assert len(data["callback-secret"]) >= 32
+
+
+def test_a_values_file_with_a_misspelled_key_is_refused(helm: Path, tmp_path: Path) -> None:
+    """`helm template -f values.yaml` where the file misspells a key deep in a route: refused,
+    naming the key; the same file spelled right renders."""
+    route = {"prefix": "/api/ai", "pool": "api", "retries": {"perTryTimout": 30}}
+    values = {"gateway": {"config": {"routes": [route]}}}
+    misspelled = tmp_path / "values.yaml"
+    misspelled.write_text(yaml.safe_dump(values))
+    assert "'perTryTimout' not allowed" in refused(helm, "-f", str(misspelled))
+    route["retries"] = {"per_try_timeout": 30}
+    misspelled.write_text(yaml.safe_dump(values))
+    assert objects(render(helm, "-f", str(misspelled)), "Deployment")
