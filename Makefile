@@ -24,7 +24,6 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python engine_speed.py
-	cd bench && ../$(BIN)/python engine_batching.py
 	cd bench && ../$(BIN)/python api_throughput.py
 	cd bench && ../$(BIN)/python jobs_throughput.py
 	cd bench && ../$(BIN)/python service_client_overhead.py

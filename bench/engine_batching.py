@@ -10,6 +10,7 @@ N clients each send one query of up to 64 tokens at the same moment:
 Aggregate tokens/s, p50/p99 seconds per query; then time to first token inside the engine
 with 8 queries arriving together (no streaming endpoint yet: measured at the decoder).
 Rounds alternate the three so drift hits all. Goal at N = 8: PRSM / bare >= 2.5.
+`engine_speed.py` runs this after its single-query comparison, so both goals come from one run.
 
     .venv/bin/python bench/engine_batching.py [--rounds 3]
 """
@@ -163,8 +164,11 @@ def first_token_round(model: LoadedModel, count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    concurrent_report(parser.parse_args().rounds)
 
+
+def concurrent_report(rounds: int) -> None:
+    """Run the concurrent comparison and print its tables (also part of engine_speed.py)."""
     import llama_cpp
 
     cores = os.cpu_count() or 1
@@ -184,12 +188,12 @@ def main() -> None:
     ):
         ask, ask_server = prsm_ask(base), openai_server_ask(llama_server)
         ask(0), ask_server(0), bare_one_after_another(llm, 1)  # warm-up
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for n in CONCURRENCY:
                 prsm[n].append(at_once(n, ask))
             bare.append(bare_one_after_another(llm, 8))
             server.append(at_once(8, ask_server))
-    ttft = first_token_seconds(args.rounds)
+    ttft = first_token_seconds(rounds)
 
     def rate(runs: list[tuple[int, float, list[float]]]) -> float:
         return statistics.median(tokens / seconds for tokens, seconds, _ in runs)
@@ -203,7 +207,7 @@ def main() -> None:
     print("|---|---|---|")
     for n in CONCURRENCY:
         print(f"| {n} | {rate(prsm[n]):.0f} | {latencies(prsm[n])} |")
-    print(f"\n8 concurrent queries, median of {args.rounds} rounds:")
+    print(f"\n8 concurrent queries, median of {rounds} rounds:")
     rows = (
         ("PRSM, continuous batching", prsm[8]),
         ("bare llama-cpp-python, one after another", bare),

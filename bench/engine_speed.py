@@ -2,9 +2,10 @@
 
 Same model file, same prompts, same sampling (greedy, the default system prompt and repeat
 penalty), queries one after another. Rounds alternate bare and API so drift hits both.
-Goal: API / bare >= 1.2 (one query at a time: the batch holds one sequence).
+Goal: API / bare >= 1.2 (one query at a time: the batch holds one sequence). Then, in the
+same run, the concurrent comparison of `engine_batching.py` (goal at 8 queries: 2.5x).
 
-    .venv/bin/python bench/engine_speed.py [--rounds 5] [--max-tokens 96]
+    .venv/bin/python bench/engine_speed.py [--rounds 5] [--max-tokens 96] [--concurrent-rounds 3]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import time
 
 from _harness import post_json, prsm_serve
+from engine_batching import concurrent_report
 from prsm.config import EngineSettings
 from prsm.engines.llama import default_model_path
 
@@ -61,8 +63,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--concurrent-rounds", type=int, default=3)
     args = parser.parse_args()
+    single_query_report(args.rounds, args.max_tokens)
+    print()
+    concurrent_report(args.concurrent_rounds)
 
+
+def single_query_report(rounds: int, max_tokens: int) -> None:
+    """Queries one after another: PRSM's API against bare llama-cpp-python."""
     import llama_cpp
 
     settings = EngineSettings()
@@ -81,17 +90,15 @@ def main() -> None:
     bare_round(llm, settings, 8)  # warm-up
     with prsm_serve({}) as base:
         api_round(base, 8)  # warm-up
-        for _ in range(args.rounds):
-            tokens, seconds = bare_round(llm, settings, args.max_tokens)
+        for _ in range(rounds):
+            tokens, seconds = bare_round(llm, settings, max_tokens)
             bare_runs.append(tokens / seconds)
             counts.add(("bare", tokens))
-            tokens, seconds = api_round(base, args.max_tokens)
+            tokens, seconds = api_round(base, max_tokens)
             api_runs.append(tokens / seconds)
             counts.add(("api", tokens))
     bare, api = statistics.median(bare_runs), statistics.median(api_runs)
-    print(
-        f"model: {default_model_path().name}, {len(PROMPTS)} prompts, max {args.max_tokens} tokens"
-    )
+    print(f"model: {default_model_path().name}, {len(PROMPTS)} prompts, max {max_tokens} tokens")
     print(f"tokens generated per round: {sorted(counts)}")
     for name, value, runs in (
         ("bare llama-cpp-python  ", bare, bare_runs),
