@@ -150,7 +150,10 @@ def first_token_round(model: LoadedModel, count: int) -> list[float]:
     submitted = time.perf_counter()
 
     def recorder(i: int) -> Callable[[int], None]:
-        return lambda _token: firsts.setdefault(i, time.perf_counter() - submitted) and None
+        def on_token(_token: int) -> None:
+            firsts.setdefault(i, time.perf_counter() - submitted)
+
+        return on_token
 
     for i in range(count):
         prompt = model.prompt_tokens(PROMPTS[i])

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -36,6 +37,22 @@ async def until(check: Callable[[], bool]) -> None:
     async with asyncio.timeout(30):
         while not check():  # noqa: ASYNC110 (a condition on plain attributes: nothing to await)
             await asyncio.sleep(0.01)
+
+
+def wait_for(check: Callable[[], object], timeout: float) -> float:
+    """Seconds until `check()` is true (polled every 20 ms); fails after `timeout`."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, "condition not met in time"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def metric(base_url: str, name: str, labels: str = "") -> float:
+    """The sum of every series of metric `name` (whose labels contain `labels`) at `/metrics`."""
+    text = httpx.get(base_url + "/metrics").text
+    pattern = rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$"
+    return sum(float(m.group(2)) for m in re.finditer(pattern, text, re.M))
 
 
 def free_port() -> int:

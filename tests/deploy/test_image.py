@@ -11,14 +11,14 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.deploy.conftest import ROOT
-from tests.support import free_port
+from tests.support import free_port, metric, wait_for
 
 pytestmark = pytest.mark.deploy
 
@@ -32,13 +32,6 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["podman", *args], capture_output=True, text=True, check=check, env=PODMAN_ENV
     )
-
-
-def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def answers(url: str) -> bool:
@@ -167,9 +160,7 @@ def test_podman_stop_drains_queries_in_flight(stack: Stack) -> None:
     threads = [threading.Thread(target=ask) for _ in range(3)]
     for thread in threads:
         thread.start()
-    metrics = stack.api_url + "/metrics"
-    in_flight = 'prsm_engine_in_flight{service="prsm-api"} 3.0'
-    wait_for(lambda: in_flight in httpx.get(metrics).text, 30)
+    wait_for(lambda: metric(stack.api_url, "prsm_engine_in_flight") == 3, 30)
     started = time.monotonic()
     podman("stop", "--time", "60", stack.container("api"))
     stopped_after = time.monotonic() - started

@@ -15,7 +15,7 @@ from prsm.config import EngineSettings
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
 from prsm.engines.llama import LlamaEngine, LoadedModel, default_model_path, load_model
 from prsm.errors import PromptTooLongError
-from tests.support import until
+from tests.support import until, wait_for
 
 PROMPTS = [
     "What is the capital of France?",
@@ -73,15 +73,6 @@ def submit(model: LoadedModel, prompt: str, max_tokens: int) -> tuple[Sequence, 
     return sequence, recorder
 
 
-def wait_until(check: object) -> None:
-    done = threading.Event()
-    for _ in range(6000):
-        if check():  # type: ignore[operator]
-            return
-        done.wait(0.005)
-    raise AssertionError("condition not met")
-
-
 async def test_greedy_answers_in_a_full_batch_equal_answers_alone(
     batch_engine: LlamaEngine,
 ) -> None:
@@ -116,9 +107,9 @@ def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once() -> None:
     model = load_model(default_model_path(), EngineSettings(max_batch=1))
     try:
         long_one, long_recorder = submit(model, "Write a long story about a dragon.", 2000)
-        wait_until(lambda: len(long_recorder.token_steps) >= 3)
+        wait_for(lambda: len(long_recorder.token_steps) >= 3, 30)
         _, next_recorder = submit(model, PROMPTS[0], 8)
-        wait_until(lambda: len(long_recorder.token_steps) >= 6)
+        wait_for(lambda: len(long_recorder.token_steps) >= 6, 30)
         assert not next_recorder.token_steps  # it waits: the only slot is taken
         long_one.cancelled.set()
         cancelled_at = model.decoder.steps
@@ -135,7 +126,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_others_keep_generating() -> 
     model = load_model(default_model_path(), EngineSettings(max_batch=2))
     try:
         _, running = submit(model, "Write a long story about a dragon.", 60)
-        wait_until(lambda: len(running.token_steps) >= 2)
+        wait_for(lambda: len(running.token_steps) >= 2, 30)
         long_prompt = "Summarise this text. " + "The river flows to the sea. " * 200
         _, long_recorder = submit(model, long_prompt, 4)
         joined_at = model.decoder.steps

@@ -20,7 +20,15 @@ import redis
 from prsm import keys
 from prsm.embedded_redis import EmbeddedRedis
 from prsm.jobs.callbacks import verify_signature
-from tests.support import API_KEY, Reply, ScriptedServer, prsm_serve, prsm_worker, scripted_server
+from tests.support import (
+    API_KEY,
+    Reply,
+    ScriptedServer,
+    metric,
+    prsm_serve,
+    prsm_worker,
+    scripted_server,
+)
 
 SECRET = "callback-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -69,10 +77,7 @@ class Stack:
 
 def engine_busy(api: str) -> bool:
     """Whether the API's engine is generating at this moment (its in-flight gauge)."""
-    for line in httpx.get(api + "/metrics").text.splitlines():
-        if line.startswith("prsm_engine_in_flight{"):
-            return float(line.rsplit(" ", 1)[1]) > 0
-    return False
+    return metric(api, "prsm_engine_in_flight") > 0
 
 
 def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:

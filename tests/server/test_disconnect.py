@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from prsm.server.disconnect import EXTENSION, ClientGone, DisconnectHook, until_disconnected
-from tests.support import API_KEY, ServerProcess, prsm_gateway, prsm_serve
+from tests.support import API_KEY, ServerProcess, metric, prsm_gateway, prsm_serve, wait_for
 
 SLOW = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "30"}
 
@@ -26,22 +24,6 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     """`prsm serve` whose fixed engine takes 30 s per answer."""
     with prsm_serve(tmp_path_factory.mktemp("slow"), env=SLOW) as running:
         yield running
-
-
-def metric(base_url: str, name: str, labels: str = "") -> float:
-    text = httpx.get(base_url + "/metrics").text
-    pattern = rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$"
-    values = [float(m.group(2)) for m in re.finditer(pattern, text, re.M)]
-    return sum(values)
-
-
-def wait_for(check: object, timeout: float) -> float:
-    """Seconds until `check()` is true; fails after `timeout`."""
-    started = time.monotonic()
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def post_then_leave(base_url: str, path: str, body: dict[str, object], api: str) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import API_KEY, ServerProcess, prsm_serve
+from tests.support import API_KEY, ServerProcess, metric, prsm_serve, wait_for
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 QUERY = {"prompt": "hi", "userId": "u1"}
@@ -34,18 +34,10 @@ def ask_in_background(server: ServerProcess, body: dict[str, object], n: int) ->
     return results
 
 
-def wait_for(check: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def engine_busy(server: ServerProcess, running: int, waiting: int) -> bool:
-    text = httpx.get(server.base_url + "/metrics").text
     return (
-        f'prsm_engine_in_flight{{service="prsm-api"}} {running}.0' in text
-        and f'prsm_engine_waiting{{service="prsm-api"}} {waiting}.0' in text
+        metric(server.base_url, "prsm_engine_in_flight") == running
+        and metric(server.base_url, "prsm_engine_waiting") == waiting
     )
 
 
@@ -125,13 +117,8 @@ def test_the_real_model_finishes_three_queries_on_sigterm(tmp_path: Path) -> Non
 
 def engine_admitted(server: ServerProcess, count: int) -> bool:
     """Running plus waiting queries, summed over every server process, equal `count`."""
-    text = httpx.get(server.base_url + "/metrics").text
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(("prsm_engine_in_flight{", "prsm_engine_waiting{"))
-    ]
-    return sum(values) == count
+    base = server.base_url
+    return metric(base, "prsm_engine_in_flight") + metric(base, "prsm_engine_waiting") == count
 
 
 def test_several_server_processes_each_drain_their_queries(tmp_path: Path) -> None:

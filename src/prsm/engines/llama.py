@@ -50,7 +50,6 @@ class LlamaEngine:
     """
 
     def __init__(self, settings: EngineSettings, loaded: LoadedModel, model: str) -> None:
-        self._settings = settings
         self._model = model
         self._loaded = loaded
         self._sampling = SamplingParams(
