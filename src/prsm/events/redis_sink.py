@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from prsm import keys
 from prsm.events.schema import QueryEvent
+from prsm.metrics import show_zero
 
 log = logging.getLogger("prsm.events")
 
@@ -71,6 +72,7 @@ class RedisEventSink:
         self._task: asyncio.Task[None] | None = None
         self._drops = 0
         self._buffered = BUFFERED.labels(service)
+        show_zero(DROPPED, (service, "buffer_full"), (service, "shutdown"))
 
     def emit(self, event: QueryEvent) -> None:
         try:

@@ -128,6 +128,8 @@ class Gateway:
             for name, pool in config.pools.items()
         }
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        limited = [(r.prefix,) for r in self._routes if r.rate_limit is not None]
+        metrics.show_zero(metrics.GATEWAY_RATE_LIMITED, *limited)
         # Traffic splitting and fault injection, not secrets.
         self._rng = rng or random.Random(config.seed)  # noqa: S311
         self.limiter = limiter or RateLimiter(config)

@@ -40,6 +40,7 @@ from prometheus_client import Counter
 
 from prsm.contracts import CORRELATION_HEADER
 from prsm.errors import UsageError
+from prsm.metrics import show_zero
 from prsm.resilience.outcomes import classify_status, retryable
 
 log = logging.getLogger("prsm.callbacks")
@@ -234,6 +235,7 @@ class CallbackSender:
         self._attempts = attempts
         self._backoff = backoff
         self._session: aiohttp.ClientSession | None = None
+        show_zero(CALLBACKS, ("delivered",), ("failed",))
 
     async def __aenter__(self) -> CallbackSender:
         connector = aiohttp.TCPConnector(resolver=_AllowListResolver(self._networks))

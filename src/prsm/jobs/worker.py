@@ -36,8 +36,9 @@ from prsm.errors import PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
 from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
-from prsm.keys import JobType
+from prsm.keys import JOB_TYPES, JobType
 from prsm.logs import correlation_id as current_correlation_id
+from prsm.metrics import show_zero
 from prsm.redis_client import connect_redis
 from prsm.resilience.outcomes import Outcome, classify, retryable
 
@@ -125,6 +126,9 @@ class JobRunner:
 
     def __init__(self, context: WorkerContext) -> None:
         self.ctx = context
+        for job_type in JOB_TYPES:
+            show_zero(JOBS, *((job_type, status) for status in ("complete", "failed", "retried")))
+            show_zero(JOB_DURATION, (job_type,))
 
     async def run_query(
         self,

@@ -60,6 +60,10 @@ class QueryService:
             retry_after=engine.retry_after_seconds,
         )
         self._service = settings.service_name
+        metrics.show_zero(
+            metrics.ENGINE_REJECTED, (self._service, "saturated"), (self._service, "timeout")
+        )
+        metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
     async def start(self) -> None:
         if self._events is not None:

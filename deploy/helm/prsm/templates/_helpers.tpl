@@ -31,13 +31,28 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* What a workload selects its pods by: the component's labels and, for the API, the pods'
+track (stable, or canary: the Deployment istio.canary adds). */}}
+{{- define "prsm.workloadSelectorLabels" -}}
+{{ include "prsm.selectorLabels" . }}
+{{- if eq .component "api" }}
+prsm.dev/track: {{ .track }}
+{{- end }}
+{{- end -}}
+
 {{- define "prsm.componentLabels" -}}
 {{ include "prsm.labels" .root }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* The image; the canary's tag when istio.canary gives one: (dict "root" $ "track" "canary"). */}}
 {{- define "prsm.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $root := default . .root -}}
+{{- $tag := default $root.Chart.AppVersion $root.Values.image.tag -}}
+{{- if and (eq (default "" .track) "canary") $root.Values.istio.canary.tag -}}
+{{- $tag = $root.Values.istio.canary.tag -}}
+{{- end -}}
+{{- printf "%s:%s" $root.Values.image.repository $tag -}}
 {{- end -}}
 
 {{- define "prsm.serviceAccountName" -}}
@@ -118,4 +133,23 @@ server processes (at least 1), so that a pod never runs more threads than it has
 {{- $cpu := toString (dig "limits" "cpu" "1" .Values.api.resources) -}}
 {{- $millicores := hasSuffix "m" $cpu | ternary (trimSuffix "m" $cpu | int) (mulf $cpu 1000 | int) -}}
 {{- max 1 (div $millicores (mul 1000 .Values.api.workers)) -}}
+{{- end -}}
+
+{{/* PRSM's service name: the `service` label of its metrics. */}}
+{{- define "prsm.serviceName" -}}
+{{- default "prsm-api" .Values.settings.service_name -}}
+{{- end -}}
+
+{{/* The analysis queries, on the series of the pods under analysis (its two args). */}}
+{{- define "prsm.analysis.selector" -}}
+service="{{ "{{" }}args.service{{ "}}" }}", rollouts_pod_template_hash="{{ "{{" }}args.pod-template-hash{{ "}}" }}"
+{{- end -}}
+
+{{- define "prsm.analysis.success-rate" -}}
+{{- $selector := include "prsm.analysis.selector" . -}}
+sum(rate(prsm_queries_total{ {{- $selector }}, status!~"5.."}[{{ .Values.rollout.analysis.window }}])) / sum(rate(prsm_queries_total{ {{- $selector -}} }[{{ .Values.rollout.analysis.window }}]))
+{{- end -}}
+
+{{- define "prsm.analysis.latency" -}}
+histogram_quantile(0.99, sum by (le) (rate(prsm_query_duration_seconds_bucket{ {{- include "prsm.analysis.selector" . -}} }[{{ .Values.rollout.analysis.window }}])))
 {{- end -}}

@@ -1,0 +1,163 @@
+{{/*
+The pod template of one PRSM process: (dict "root" $root "component" "api" "track" "stable").
+The API's pods carry their track (stable, or canary for istio.canary) in prsm.dev/track.
+*/}}
+{{- define "prsm.podTemplate" -}}
+{{- $root := .root -}}
+{{- $component := .component -}}
+{{- $values := index $root.Values $component -}}
+{{- $context := dict "root" $root "component" $component "track" (default "stable" .track) -}}
+{{- $fullname := include "prsm.fullname" $root -}}
+metadata:
+  labels:
+    {{- include "prsm.workloadSelectorLabels" $context | nindent 4 }}
+    {{- with $values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    checksum/settings: {{ include (print $root.Template.BasePath "/configmaps.yaml") $root | sha256sum }}
+    {{- if not $root.Values.auth.existingSecret }}
+    checksum/secret: {{ toJson (list $root.Values.auth $root.Values.redis.password) | sha256sum }}
+    {{- end }}
+    {{- with $values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "prsm.serviceAccountName" $root }}
+  # Only the gateway talks to the Kubernetes API (EndpointSlice discovery).
+  automountServiceAccountToken: {{ eq $component "gateway" }}
+  terminationGracePeriodSeconds: {{ include "prsm.terminationGrace" $context }}
+  securityContext:
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if $values.topologySpread.enabled }}
+  topologySpreadConstraints:
+    - maxSkew: {{ $values.topologySpread.maxSkew }}
+      topologyKey: kubernetes.io/hostname
+      whenUnsatisfiable: {{ $values.topologySpread.whenUnsatisfiable }}
+      labelSelector:
+        matchLabels:
+          {{- include "prsm.workloadSelectorLabels" $context | nindent 10 }}
+  {{- end }}
+  {{- with $values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ $component }}
+      image: {{ include "prsm.image" $context }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      {{- if eq $component "api" }}
+      args: ["serve", "--workers", "{{ $values.workers }}"]
+      {{- else if eq $component "gateway" }}
+      args: ["gateway", "--config", "/etc/prsm/gateway.yaml"]
+      {{- else }}
+      args: ["worker"]
+      {{- end }}
+      env:
+        - name: PRSM_CONFIG
+          value: /etc/prsm/prsm.yaml
+        - name: PRSM_BASE_URL
+          value: {{ include "prsm.apiUrl" $root }}
+        {{- with include "prsm.redisUrl" $root }}
+        - name: PRSM_REDIS_URL
+          value: {{ . | quote }}
+        - name: PRSM_REDIS_PASSWORD
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: redis-password, optional: true}
+        {{- end }}
+        {{- if eq $component "api" }}
+        - name: PRSM_API_KEYS
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: api-keys}
+        - name: PRSM_ENGINE__OPENAI_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: openai-api-key, optional: true}
+        {{- if not (dig "engine" "threads" nil $root.Values.settings) }}
+        - name: PRSM_ENGINE__THREADS
+          value: {{ include "prsm.engineThreads" $root | quote }}
+        {{- end }}
+        {{- else if eq $component "worker" }}
+        - name: PRSM_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: worker-api-key}
+        - name: PRSM_JOBS__CALLBACK_SECRET
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: callback-secret}
+        - name: PRSM_JOBS__METRICS_HOST
+          value: 0.0.0.0
+        {{- end }}
+        {{- with $values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        {{- if eq $component "api" }}
+        - {name: http, containerPort: 8000, protocol: TCP}
+        {{- else if eq $component "gateway" }}
+        - {name: http, containerPort: 3000, protocol: TCP}
+        {{- else }}
+        - {name: metrics, containerPort: 9101, protocol: TCP}
+        {{- end }}
+      {{- if eq $component "worker" }}
+      # The worker serves only /metrics: alive while that answers.
+      livenessProbe:
+        httpGet: {path: /metrics, port: metrics}
+        periodSeconds: 20
+        timeoutSeconds: 5
+        failureThreshold: 3
+      {{- else }}
+      {{- if eq $component "api" }}
+      # Model loading: /started is 200 once the engine is loaded, whatever Redis does.
+      startupProbe:
+        httpGet: {path: /started, port: http}
+        periodSeconds: {{ $values.startupProbe.periodSeconds }}
+        failureThreshold: {{ $values.startupProbe.failureThreshold }}
+        timeoutSeconds: 3
+      {{- end }}
+      readinessProbe:
+        httpGet: {path: /ready, port: http}
+        periodSeconds: 5
+        timeoutSeconds: 3
+        failureThreshold: 2
+      livenessProbe:
+        httpGet: {path: /health, port: http}
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 3
+      {{- end }}
+      {{- if $values.preStopSeconds }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", "{{ $values.preStopSeconds }}"]
+      {{- end }}
+      resources:
+        {{- toYaml $values.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml $root.Values.securityContext | nindent 8 }}
+      volumeMounts:
+        - {name: config, mountPath: /etc/prsm, readOnly: true}
+        - {name: tmp, mountPath: /tmp}
+  volumes:
+    - name: config
+      projected:
+        sources:
+          - configMap: {name: {{ $fullname }}-settings}
+          {{- if eq $component "gateway" }}
+          - configMap: {name: {{ $fullname }}-gateway}
+          {{- end }}
+    # The one writable path: run state and, with several server processes, their metrics.
+    - name: tmp
+      emptyDir: {sizeLimit: 64Mi}
+{{- end -}}
