@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def generator() -> ModuleType:
-    path = ROOT / "deploy" / "helm" / "values_schema.py"
-    spec = importlib.util.spec_from_file_location("values_schema", path)
+def generator(relative: str = "deploy/helm/values_schema.py") -> ModuleType:
+    """A generator script of the repository, loaded as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
