@@ -51,6 +51,12 @@ ENGINE_WAITING = Gauge(
     ("service",),
     multiprocess_mode="livesum",
 )
+READY = Gauge(
+    "prsm_ready",
+    "1 when the last readiness check (/ready) passed, 0 when it did not",
+    ("service",),
+    multiprocess_mode="livemax",
+)
 ENGINE_REJECTED = Counter(
     "prsm_engine_rejected_total",
     "Queries refused because the engine was saturated or too slow",

@@ -155,7 +155,7 @@ async def test_missing_or_wrong_key_is_401(
 
 
 async def test_probes_and_docs_are_open(api: httpx.AsyncClient) -> None:
-    """health, ready, metrics, openapi and docs need no key."""
+    """health, ready, metrics, openapi and docs need no key; prsm_ready exports /ready."""
     api.headers.pop("authorization")
     health = await api.get("/health")
     assert health.status_code == 200
@@ -163,7 +163,9 @@ async def test_probes_and_docs_are_open(api: httpx.AsyncClient) -> None:
     ready = await api.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"]["engine"]["ok"] is True
-    assert (await api.get("/metrics")).status_code == 200
+    exported = await api.get("/metrics")
+    assert exported.status_code == 200
+    assert 'prsm_ready{service="prsm-api"} 1.0' in exported.text  # what /ready last said
     spec = (await api.get("/openapi.json")).json()
     assert "/api/v1/query" in spec["paths"]
     assert (await api.get("/docs")).status_code == 200
@@ -228,7 +230,8 @@ async def test_unexpected_error_is_500_without_details() -> None:
 
 
 async def test_engine_that_fails_to_load_makes_ready_503(tmp_path: Path) -> None:
-    """/ready and /started are 503 naming the engine; queries 503 not_ready; /health 200."""
+    """/ready and /started are 503 naming the engine (prsm_ready 0); queries 503 not_ready;
+    /health 200."""
     from prsm.server import create_app
 
     settings = load_settings(
@@ -243,6 +246,7 @@ async def test_engine_that_fails_to_load_makes_ready_503(tmp_path: Path) -> None
             assert ready.status_code == 503
             assert ready.json()["checks"]["engine"]["ok"] is False
             assert "missing.gguf" in ready.json()["checks"]["engine"]["detail"]
+            assert 'prsm_ready{service="prsm-api"} 0.0' in (await client.get("/metrics")).text
             assert (await client.get("/health")).status_code == 200
             started = await client.get("/started")
             assert (started.status_code, started.json()["status"]) == (503, "starting")

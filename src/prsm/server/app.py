@@ -266,6 +266,7 @@ def create_app(
         return JSONResponse([r.to_wire() for r in results])
 
     probes = APIRouter(tags=["probes"])
+    ready_gauge = metrics.READY.labels(settings.service_name)  # 0 until /ready says otherwise
 
     @probes.get("/health", response_model=HealthResponse)
     async def health() -> Response:
@@ -278,6 +279,7 @@ def create_app(
         """Readiness: 200 when every check passes, else 503 naming the failing ones."""
         checks = await service.readiness()
         ok = all(check.ok for check in checks.values())
+        ready_gauge.set(1 if ok else 0)
         body = ReadyResponse(status="ready" if ok else "not_ready", checks=checks)
         return JSONResponse(body.to_wire(), status_code=200 if ok else 503)
 
