@@ -31,6 +31,7 @@ import httpx
 
 from _harness import API_KEY, prsm_serve, run_server
 from prsm.config import EngineSettings
+from prsm.engines.base import conversation
 from prsm.engines.batching import SamplingParams, Sequence
 from prsm.engines.llama import LoadedModel, default_model_path, load_model
 
@@ -156,7 +157,7 @@ def first_token_round(model: LoadedModel, count: int) -> list[float]:
         return on_token
 
     for i in range(count):
-        prompt = model.prompt_tokens(PROMPTS[i])
+        prompt = model.prompt_tokens(conversation(PROMPTS[i], model.system_prompt))
         finish = lambda _outcome: done.release()  # noqa: E731
         model.decoder.submit(Sequence(prompt, MAX_TOKENS, GREEDY, finish, recorder(i)))
     for _ in range(count):

@@ -55,6 +55,41 @@ def metric(base_url: str, name: str, labels: str = "") -> float:
     return sum(float(m.group(2)) for m in re.finditer(pattern, text, re.M))
 
 
+def leave_after(base_url: str, path: str, body: dict[str, Any], marker: bytes) -> None:
+    """POST `body` to `path` over a raw connection, read until `marker` has arrived, then
+    close the connection: a caller that goes away mid-answer."""
+    host, port = base_url.removeprefix("http://").split(":")
+    raw = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+            + raw
+        )
+        received = b""
+        while marker not in received:
+            received += conn.recv(4096)
+
+
+def idle_within_a_second(base_url: str) -> None:
+    """The engine at `base_url` has nothing in flight, at the latest a second from now."""
+    started = time.monotonic()
+    wait_for(lambda: metric(base_url, "prsm_engine_in_flight") == 0, 5)
+    assert time.monotonic() - started < 1.0
+
+
+@contextlib.contextmanager
+def slow_fixed_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """`prsm serve` with a fixed engine that takes 6 s for its 6 words, one a second."""
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_ANSWER": "one two three four five six",
+        "PRSM_ENGINE__FIXED_DELAY_SECONDS": "6",
+    }
+    with prsm_serve(tmp_path, env=env) as server:
+        yield server
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

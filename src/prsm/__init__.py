@@ -6,7 +6,14 @@
 """
 
 from prsm._version import __version__
-from prsm.client import AsyncPRSMClient, HealthStatus, PRSMClient, QueryResult, RetryPolicy
+from prsm.client import (
+    AsyncPRSMClient,
+    HealthStatus,
+    PRSMClient,
+    QueryResult,
+    RetryPolicy,
+    StreamChunk,
+)
 from prsm.errors import (
     AuthenticationError,
     ConnectError,
@@ -32,6 +39,7 @@ __all__ = [
     "RateLimitedError",
     "RetryPolicy",
     "ServiceUnavailableError",
+    "StreamChunk",
     "TLSError",
     "TimeoutError",
     "TransportError",

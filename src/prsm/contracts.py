@@ -77,6 +77,11 @@ class QueryRequest(Contract):
         max_length=256,
         description="Model to use; must be the served model when given.",
     )
+    stream: bool = Field(
+        default=False,
+        description="Answer as server-sent events: `delta` events with the text as it is "
+        "generated, then one `done` event with the whole response (or an `error` event).",
+    )
 
 
 def describe_problems(problems: Sequence[Any]) -> str:

@@ -33,6 +33,18 @@ QUERIES = Counter("prsm_queries_total", "Total number of PRSM queries", QUERY_LA
 TOKENS = Counter(
     "prsm_tokens_used_total", "Total tokens consumed", ("service", "user_tier", "model")
 )
+TIME_TO_FIRST_TOKEN = Histogram(
+    "prsm_time_to_first_token_seconds",
+    "From a query's arrival (its wait for the engine included) to its first generated text",
+    ("service", "model"),
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "prsm_time_per_output_token_seconds",
+    "Generation time per token after the first",
+    ("service", "model"),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 ACTIVE_CONNECTIONS = Gauge(
     "prsm_active_connections",
     "Number of active PRSM connections",
@@ -129,6 +141,13 @@ def record_query(
 
 
 _query_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+
+def record_token_times(service: str, model: str, *, first: float, rest: float, tokens: int) -> None:
+    """A generation's time to its first text, and per token after it (when it had several)."""
+    TIME_TO_FIRST_TOKEN.labels(service, model).observe(first)
+    if tokens > 1:
+        TIME_PER_OUTPUT_TOKEN.labels(service, model).observe(rest / (tokens - 1))
 
 
 def show_zero(metric: Any, *label_sets: tuple[str, ...]) -> None:

@@ -205,13 +205,19 @@ _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 @contextlib.contextmanager
-def engine_span(model: str, max_tokens: int) -> Iterator[trace.Span | None]:
-    """A span around one generation in the API service (child of the request's span)."""
+def engine_span(
+    model: str, max_tokens: int, operation: str = "query"
+) -> Iterator[trace.Span | None]:
+    """A span around one generation in the API service (child of the request's span), with
+    the OpenTelemetry GenAI attributes: `chat` for chat completions, `text_completion` for
+    PRSM queries and completions."""
     if not active():
         yield None
         return
-    with tracer().start_as_current_span(
-        ENGINE_SPAN,
-        attributes={"gen_ai.request.model": model, "gen_ai.request.max_tokens": max_tokens},
-    ) as span:
+    attributes = {
+        "gen_ai.operation.name": "chat" if operation == "chat" else "text_completion",
+        "gen_ai.request.model": model,
+        "gen_ai.request.max_tokens": max_tokens,
+    }
+    with tracer().start_as_current_span(ENGINE_SPAN, attributes=attributes) as span:
         yield span

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -151,6 +153,31 @@ async def test_refused_connection_is_connect_error(connect: Any) -> None:
     client = connect(base_url=f"http://127.0.0.1:{free_port()}", retries=FAST_RETRY)
     with pytest.raises(ConnectError, match="cannot reach"):
         await client.query("hi", user_id="u1")
+
+
+async def test_an_answer_cut_off_midway_is_connect_error_on_both(connect: Any) -> None:
+    """The server dies after the headers, mid-body: ConnectError (the instance went away) on
+    both clients alike, which is what `ServiceClient` fails over on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def serve_half() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b'content-length: 166\r\n\r\n{"data": {'
+                )
+
+        worker = threading.Thread(target=serve_half, daemon=True)
+        worker.start()
+        port = listener.getsockname()[1]
+        client = connect(base_url=f"http://127.0.0.1:{port}", retries=0)
+        with pytest.raises(ConnectError, match="cannot reach"):
+            await client.query("hi", user_id="u1")
+        worker.join(timeout=5)
 
 
 async def test_slow_answer_is_timeout_error_and_not_retried(connect: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from prsm.config import EngineSettings
+from prsm.engines.base import conversation
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
 from prsm.engines.llama import LlamaEngine, LoadedModel, default_model_path, load_model
 from prsm.errors import PromptTooLongError
@@ -63,7 +64,7 @@ class Recorder:
 def submit(model: LoadedModel, prompt: str, max_tokens: int) -> tuple[Sequence, Recorder]:
     recorder = Recorder(model.decoder)
     sequence = Sequence(
-        model.prompt_tokens(prompt),
+        model.prompt_tokens(conversation(prompt, model.system_prompt)),
         max_tokens,
         GREEDY,
         on_finish=recorder.on_finish,

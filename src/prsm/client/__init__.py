@@ -3,7 +3,7 @@ one base URL; `ServiceClient` (asyncio) and `SyncServiceClient` (blocking) for a
 set of instances."""
 
 from prsm.client._async import AsyncPRSMClient
-from prsm.client._core import HealthStatus, QueryResult, RetryPolicy
+from prsm.client._core import HealthStatus, QueryResult, RetryPolicy, StreamChunk
 from prsm.client._sync import PRSMClient
 from prsm.client.oauth import ClientCredentials
 from prsm.client.service import ServiceClient
@@ -19,5 +19,6 @@ __all__ = [
     "QueryResult",
     "RetryPolicy",
     "ServiceClient",
+    "StreamChunk",
     "SyncServiceClient",
 ]

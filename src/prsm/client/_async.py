@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,10 +15,12 @@ from prsm.client._core import (
     DEFAULT_TIMEOUT,
     SERVICE_NAME,
     ClientCore,
+    EventReader,
     HealthStatus,
     PreparedRequest,
     QueryResult,
     RetryPolicy,
+    StreamChunk,
 )
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
@@ -87,17 +89,112 @@ class AsyncPRSMClient:
             span.answered(result.usage.tokens, result.confidence)
             return result
 
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Ask the model and read its answer as it is generated:
+
+        >>> async for chunk in client.stream("Tell me a story.", user_id="u1"):  # doctest: +SKIP
+        ...     print(chunk.text, end="", flush=True)
+
+        The last chunk carries the whole `result`. Retried like `query` until the answer has
+        begun, never after; leaving the loop early closes the connection, which stops the
+        generation on the server.
+        """
+        chunks = await self.open_stream(
+            prompt,
+            user_id=user_id,
+            context=context,
+            max_tokens=max_tokens,
+            priority=priority,
+            correlation_id=correlation_id,
+        )
+        async for chunk in chunks:
+            yield chunk
+
+    async def open_stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """`stream`, in two steps: this returns once the answer has begun (what fails before
+        is raised here, retried as configured), the iterator then reads it."""
+        request = self._core.query_request(
+            prompt,
+            user_id=user_id,
+            context=context,
+            max_tokens=max_tokens,
+            priority=priority,
+            correlation_id=correlation_id,
+            stream=True,
+        )
+        response = await self._retrying(lambda: self._open(request))
+        return self._chunks(request, response)
+
+    async def _chunks(
+        self, request: PreparedRequest, response: aiohttp.ClientResponse
+    ) -> AsyncIterator[StreamChunk]:
+        try:
+            reader = EventReader(response.headers)
+            async for data in response.content.iter_any():
+                for chunk in reader.feed(data):
+                    yield chunk
+            reader.finish()
+        except (aiohttp.ClientError, builtins.TimeoutError) as exc:
+            raise self._transport_error(request, exc) from exc
+        finally:
+            response.close()
+
     async def health(self) -> HealthStatus:
         """The server's liveness (`GET /health`)."""
         return await self._send(self._core.health_request(), self._core.parse_health)
 
     async def _send(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        return await self._retrying(lambda: self._attempt(request, parse))
+
+    async def _retrying(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         if self._core.retry.retries == 0:  # no retry machinery for a single attempt
-            return await self._attempt(request, parse)
+            return await attempt_once()
         async for attempt in tenacity.AsyncRetrying(**self._core.retry.tenacity_options()):
             with attempt:
-                return await self._attempt(request, parse)
+                return await attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _open(self, request: PreparedRequest) -> aiohttp.ClientResponse:
+        """The response with its headers read and its body still to come (an error status is
+        raised, its body read). No total time limit: each read may take `timeout`."""
+        session = self._session_now()
+        headers = request.headers
+        if self._auth is not None:
+            headers = {**headers, "authorization": f"Bearer {await self._auth.token()}"}
+        timeout = self._core.timeout
+        try:
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            )
+            if response.status >= 400:
+                body = await response.read()
+                response.close()
+                self._core.raise_for_status(response.status, response.headers, body)
+        except (aiohttp.ClientError, builtins.TimeoutError) as exc:
+            raise self._transport_error(request, exc) from exc
+        return response
 
     async def _attempt(self, request: PreparedRequest, parse: Parser[T]) -> T:
         status, headers, body = await self._exchange(request)
@@ -107,7 +204,7 @@ class AsyncPRSMClient:
             status, headers, body = await self._exchange(request)
         return parse(status, headers, body)
 
-    async def _exchange(self, request: PreparedRequest) -> tuple[int, Mapping[str, str], bytes]:
+    def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = self._connector
             if connector is None and self._tls is not None:
@@ -116,30 +213,35 @@ class AsyncPRSMClient:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self._core.timeout),
             )
+        return self._session
+
+    async def _exchange(self, request: PreparedRequest) -> tuple[int, Mapping[str, str], bytes]:
+        session = self._session_now()
         headers = request.headers
         if self._auth is not None:
             headers = {**headers, "authorization": f"Bearer {await self._auth.token()}"}
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method, request.url, headers=headers, data=request.body
             ) as response:
                 return response.status, response.headers, await response.read()
-        except aiohttp.ClientConnectionError as exc:
+        except (aiohttp.ClientError, builtins.TimeoutError) as exc:
+            raise self._transport_error(request, exc) from exc
+
+    def _transport_error(self, request: PreparedRequest, exc: BaseException) -> Exception:
+        if isinstance(exc, aiohttp.ClientPayloadError):  # the server went away mid-answer
+            return ConnectError(f"cannot reach {request.url}: {exc}{dropped_hint(request.url)}")
+        if isinstance(exc, aiohttp.ClientConnectionError):
             if tls_failure(exc):
-                raise TLSError(f"TLS with {request.url} failed: {exc}") from exc
+                return TLSError(f"TLS with {request.url} failed: {exc}")
             if isinstance(exc, aiohttp.SocketTimeoutError):
-                raise TimeoutError(
-                    f"no answer from {request.url} within {self._core.timeout:g}s"
-                ) from exc
+                return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
             dropped = isinstance(exc, aiohttp.ServerDisconnectedError)
             hint = dropped_hint(request.url) if dropped else ""
-            raise ConnectError(f"cannot reach {request.url}: {exc}{hint}") from exc
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(
-                f"no answer from {request.url} within {self._core.timeout:g}s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{request.method} {request.url} failed: {exc}") from exc
+            return ConnectError(f"cannot reach {request.url}: {exc}{hint}")
+        if isinstance(exc, builtins.TimeoutError):
+            return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
+        return TransportError(f"{request.method} {request.url} failed: {exc}")
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -6,12 +6,13 @@ I/O layers (`_sync.PRSMClient` on httpx, `_async.AsyncPRSMClient` on aiohttp) on
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -61,6 +62,15 @@ class QueryResult:
     usage: ReceivedUsage
     model: str | None
     correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One piece of a streamed answer: `text` as the model generated it. The last chunk has
+    no text and the whole `result` (answer, confidence, usage, model, correlation id)."""
+
+    text: str
+    result: QueryResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +175,12 @@ class ClientCore:
         max_tokens: int | None,
         priority: Priority | None,
         correlation_id: str | None,
+        stream: bool = False,
     ) -> PreparedRequest:
         # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
         given = {"context": context, "max_tokens": max_tokens, "priority": priority}
+        if stream:
+            given["stream"] = True
         try:
             body = QueryRequest(
                 prompt=prompt,
@@ -181,6 +194,8 @@ class ClientCore:
             "content-type": "application/json",
             CORRELATION_HEADER: correlation_id or uuid.uuid4().hex,
         }
+        if stream:
+            headers["accept"] = "text/event-stream"
         tracing.inject(headers)
         return PreparedRequest(
             "POST",
@@ -193,7 +208,10 @@ class ClientCore:
         return PreparedRequest("GET", f"{self.base_url}/health", dict(self.headers))
 
     def parse_query(self, status: int, headers: Mapping[str, str], body: bytes) -> QueryResult:
-        parsed = _parse(ReceivedQueryResponse, status, headers, body)
+        return self.result(_parse(ReceivedQueryResponse, status, headers, body), headers)
+
+    @staticmethod
+    def result(parsed: ReceivedQueryResponse, headers: Mapping[str, str]) -> QueryResult:
         return QueryResult(
             answer=parsed.data.answer,
             confidence=parsed.data.confidence,
@@ -232,6 +250,59 @@ class ClientCore:
             correlation_id=cid,
             retry_after=parse_retry_after(headers.get("retry-after")),
         )
+
+
+class EventReader:
+    """The chunks of a streamed answer from its bytes as they arrive (server-sent events:
+    `delta`, then `done`, or `error`). An `error` event raises the error it carries; a stream
+    that ends without `done` raises `TransportError` at `finish()`."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._buffer = ""
+        self.done = False
+
+    def feed(self, data: bytes) -> Iterator[StreamChunk]:
+        """The chunks `data` completes, in order (an error event raises after those before)."""
+        self._buffer += self._decoder.decode(data).replace("\r\n", "\n")
+        *events, self._buffer = self._buffer.split("\n\n")
+        for event in events:
+            chunk = self._chunk(event)
+            if chunk is not None:
+                yield chunk
+
+    def finish(self) -> None:
+        if not self.done:
+            raise TransportError("the stream ended before its final event")
+
+    def _chunk(self, event: str) -> StreamChunk | None:
+        name, data = "message", []
+        for line in event.split("\n"):
+            field_name, _, value = line.partition(":")
+            if field_name == "event":
+                name = value.strip()
+            elif field_name == "data":
+                data.append(value.removeprefix(" "))
+        if not data:
+            return None  # a comment or keep-alive
+        try:
+            payload = json.loads("\n".join(data))
+        except ValueError:
+            raise TransportError(f"a stream event is not JSON: {data[0][:200]!r}") from None
+        if name == "delta":
+            return StreamChunk(str(payload.get("text", "")))
+        if name == "error":
+            status = int(payload.get("status", 500))
+            ClientCore.raise_for_status(status, self._headers, json.dumps(payload).encode())
+        if name == "done":
+            self.done = True
+            try:
+                parsed = ReceivedQueryResponse.model_validate(payload)
+            except ValueError as exc:
+                raise TransportError(f"the final event breaks the contract: {exc}") from None
+            return StreamChunk("", ClientCore.result(parsed, self._headers))
+        return None
 
 
 def _parse(contract: type[C], status: int, headers: Mapping[str, str], body: bytes) -> C:

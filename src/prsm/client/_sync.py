@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,10 +14,12 @@ from prsm.client._core import (
     DEFAULT_TIMEOUT,
     SERVICE_NAME,
     ClientCore,
+    EventReader,
     HealthStatus,
     PreparedRequest,
     QueryResult,
     RetryPolicy,
+    StreamChunk,
 )
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
@@ -89,17 +91,78 @@ class PRSMClient:
             span.answered(result.usage.tokens, result.confidence)
             return result
 
+    def stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> Iterator[StreamChunk]:
+        """Ask the model and read its answer as it is generated:
+
+        >>> for chunk in client.stream("Tell me a story.", user_id="u1"):  # doctest: +SKIP
+        ...     print(chunk.text, end="", flush=True)
+
+        The last chunk carries the whole `result`. Retried like `query` until the answer has
+        begun, never after; leaving the loop early closes the connection, which stops the
+        generation on the server.
+        """
+        request = self._core.query_request(
+            prompt,
+            user_id=user_id,
+            context=context,
+            max_tokens=max_tokens,
+            priority=priority,
+            correlation_id=correlation_id,
+            stream=True,
+        )
+        response = self._retrying(lambda: self._open(request))
+        try:
+            reader = EventReader(response.headers)
+            for data in response.iter_bytes():
+                yield from reader.feed(data)
+            reader.finish()
+        except httpx.TransportError as exc:
+            raise self._transport_error(request, exc) from exc
+        finally:
+            response.close()
+
     def health(self) -> HealthStatus:
         """The server's liveness (`GET /health`)."""
         return self._send(self._core.health_request(), self._core.parse_health)
 
     def _send(self, request: PreparedRequest, parse: Parser[T]) -> T:
+        return self._retrying(lambda: self._attempt(request, parse))
+
+    def _retrying(self, attempt_once: Callable[[], T]) -> T:
         if self._core.retry.retries == 0:  # no retry machinery for a single attempt
-            return self._attempt(request, parse)
+            return attempt_once()
         for attempt in tenacity.Retrying(**self._core.retry.tenacity_options()):
             with attempt:
-                return self._attempt(request, parse)
+                return attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _open(self, request: PreparedRequest) -> httpx.Response:
+        """The response with its headers read and its body still to come (an error status is
+        raised, its body read)."""
+        headers = request.headers
+        if self._auth is not None:
+            headers = {**headers, "authorization": f"Bearer {self._auth.token_blocking()}"}
+        built = self._http.build_request(
+            request.method, request.url, headers=headers, content=request.body
+        )
+        try:
+            response = self._http.send(built, stream=True)
+            if response.status_code >= 400:
+                body = response.read()
+                response.close()
+                self._core.raise_for_status(response.status_code, response.headers, body)
+        except httpx.TransportError as exc:
+            raise self._transport_error(request, exc) from exc
+        return response
 
     def _attempt(self, request: PreparedRequest, parse: Parser[T]) -> T:
         status, headers, body = self._exchange(request)

@@ -15,13 +15,19 @@ import asyncio
 import builtins
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from prsm import metrics, tracing
 from prsm.client._async import AsyncPRSMClient
-from prsm.client._core import DEFAULT_TIMEOUT, HealthStatus, QueryResult, RetryPolicy
+from prsm.client._core import (
+    DEFAULT_TIMEOUT,
+    HealthStatus,
+    QueryResult,
+    RetryPolicy,
+    StreamChunk,
+)
 from prsm.client.balance import Balancer
 from prsm.client.discovery import Discovery, Instance
 from prsm.client.oauth import ClientCredentials
@@ -157,6 +163,34 @@ class ServiceClient:
                 tokens=tokens,
                 model=model,
             )
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> AsyncGenerator[StreamChunk]:
+        """The answer as it is generated (see `AsyncPRSMClient.stream`). Fails over to another
+        instance until the answer has begun, never after: a stream is not replayed."""
+        cid = correlation_id or uuid.uuid4().hex
+
+        def begin(client: AsyncPRSMClient) -> Awaitable[AsyncIterator[StreamChunk]]:
+            return client.open_stream(
+                prompt,
+                user_id=user_id,
+                context=context,
+                max_tokens=max_tokens,
+                priority=priority,
+                correlation_id=cid,
+            )
+
+        chunks = await self.breaker.call(self._failover, begin)
+        async for chunk in chunks:
+            yield chunk
 
     async def health(self) -> HealthStatus:
         """`GET /health` from one instance, through the same failover and breakers."""

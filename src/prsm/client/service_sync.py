@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from prsm.client._core import HealthStatus, QueryResult
+from prsm.client._core import HealthStatus, QueryResult, StreamChunk
 from prsm.client.discovery import Discovery, Instance
 from prsm.client.service import ServiceClient
 from prsm.contracts import Priority
@@ -77,6 +77,35 @@ class SyncServiceClient:
             )
         )
 
+    def stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str,
+        context: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        priority: Priority | None = None,
+        correlation_id: str | None = None,
+    ) -> Iterator[StreamChunk]:
+        """The answer as it is generated, failing over until it has begun (`ServiceClient`)."""
+        chunks = self._client.stream(
+            prompt,
+            user_id=user_id,
+            context=context,
+            max_tokens=max_tokens,
+            priority=priority,
+            correlation_id=correlation_id,
+        )
+        try:
+            while True:
+                try:
+                    yield self._run(_next(chunks))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(chunks.aclose())
+
     def health(self) -> HealthStatus:
         """`GET /health` from one instance, through the same failover and breakers."""
         return self._run(self._client.health())
@@ -111,3 +140,7 @@ class SyncServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+async def _next(chunks: AsyncIterator[StreamChunk]) -> StreamChunk:
+    return await anext(chunks)

@@ -1,9 +1,52 @@
-"""The engine protocol: generate text for a prompt, report tokens and a confidence."""
+"""The engine protocol: generate text for a prompt or a conversation, report tokens and a
+confidence, and hand out the text as it comes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from prsm.engines.text import TextSink
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+Prompt = str | Sequence[Message]
+"""A question (the engine adds its configured system prompt) or a whole conversation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How one generation samples; None: the engine's configured value."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """The answer ends before the first of these it would contain."""
+
+
+DEFAULT_OPTIONS = Options()
+
+
+def conversation(prompt: Prompt, system_prompt: str) -> list[Message]:
+    """The messages for `prompt`: a question gets the system prompt before it; a conversation
+    is taken as it is."""
+    if not isinstance(prompt, str):
+        return list(prompt)
+    messages = [Message("user", prompt)]
+    if system_prompt:
+        messages.insert(0, Message("system", system_prompt))
+    return messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +72,9 @@ class Engine(Protocol):
     """Generates answers. Implementations live beside this module.
 
     `generate` must not block the event loop, and must stop promptly when its task is
-    cancelled (the server cancels it on timeout). Engines raise `prsm.errors.EngineError`
+    cancelled (the server cancels it on timeout or when the caller leaves). It passes the
+    answer's text to `on_text` as it is generated (through `prsm.engines.text.StreamedText`,
+    so that the deltas joined are the final text). Engines raise `prsm.errors.EngineError`
     subclasses for what the caller can act on.
     """
 
@@ -38,7 +83,14 @@ class Engine(Protocol):
         """The name of the served model, reported in every answer."""
         ...
 
-    async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        options: Options = DEFAULT_OPTIONS,
+        on_text: TextSink | None = None,
+    ) -> Generation:
         """Answer `prompt` with at most `max_tokens` generated tokens."""
         ...
 

@@ -44,6 +44,7 @@ class SamplingParams:
     temperature: float
     repeat_penalty: float
     seed: int
+    top_p: float = TOP_P
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,7 @@ class BatchDecoder:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(TOP_K))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(TOP_P, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed))
         return chain

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from prsm.engines.base import Generation
+from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt
+from prsm.engines.text import StreamedText, TextSink
 
 
 class FixedEngine:
@@ -13,7 +14,8 @@ class FixedEngine:
 
     >>> engine = FixedEngine(answer="Paris.", delay=0.0)
 
-    Token counts are whitespace-separated words, so tests can predict them.
+    Token counts are whitespace-separated words, so tests can predict them; the words come
+    one at a time, `delay` spread evenly over them, so a stream has something to stream.
     `calls` holds the last 100 prompts it was asked, in order (bounded, since benchmarks
     and `prsm serve` may run it for millions of queries).
     """
@@ -38,19 +40,35 @@ class FixedEngine:
     def model(self) -> str:
         return self._model
 
-    async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
-        self.calls.append(prompt)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.error is not None:
-            raise self.error
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        options: Options = DEFAULT_OPTIONS,
+        on_text: TextSink | None = None,
+    ) -> Generation:
+        text = prompt if isinstance(prompt, str) else "\n".join(m.content for m in prompt)
+        self.calls.append(text)
         words = self.answer.split()
-        finish = "length" if len(words) > max_tokens else "stop"
-        words = words[:max_tokens]
+        pause = self.delay / max(1, min(len(words), max_tokens))
+        if self.error is not None:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            raise self.error
+        streamed = StreamedText(options.stop, on_text)
+        generated = 0
+        for word in words[:max_tokens]:
+            if pause:
+                await asyncio.sleep(pause)
+            generated += 1
+            if streamed.add(word if generated == 1 else " " + word):
+                break
+        finish = "length" if len(words) > max_tokens and not streamed.stopped else "stop"
         return Generation(
-            text=" ".join(words),
-            prompt_tokens=len(prompt.split()),
-            completion_tokens=len(words),
+            text=streamed.finish(),
+            prompt_tokens=len(text.split()),
+            completion_tokens=generated,
             confidence=self.confidence,
             model=self._model,
             finish_reason=finish,

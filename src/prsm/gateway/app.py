@@ -367,6 +367,8 @@ class Gateway:
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
         headers.append((_CID, cid.encode()))
         headers.extend(extra)
+        if _is_event_stream(headers):  # passed on event by event: proxies in front must too
+            headers.append((b"x-accel-buffering", b"no"))
         status = response.status
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -464,6 +466,12 @@ _OUTCOMES: dict[type[BaseException], tuple[Outcome, str]] = {
     # so a POST that got one is not sent again unless the route says it may be.
     UpstreamStatus: (Outcome.UNCERTAIN, ""),
 }
+
+
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    names = {k.lower(): v for k, v in headers}
+    streaming = names.get(b"content-type", b"").startswith(b"text/event-stream")
+    return streaming and b"x-accel-buffering" not in names
 
 
 def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:

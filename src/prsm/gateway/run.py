@@ -29,8 +29,9 @@ log = logging.getLogger("prsm.gateway")
 
 def default_config(api_url: str) -> GatewayConfig:
     """What `prsm up` runs: the specification's `/api/ai` → `/api/v1` in front of one API,
-    and `/api/v1` itself, with one budget of 1000 requests per 15 minutes per client IP across
-    both (a caller limited on one path cannot walk round through the other). A query has no
+    `/api/v1` itself and the OpenAI-compatible `/v1`, with one budget of 1000 requests per 15
+    minutes per client IP across them (a caller limited on one path cannot walk round through
+    another). A query has no
     side effects besides being counted, so a query the API may have received is still retried
     on another instance."""
     retries = {"attempts": 3, "per_try_timeout": 120, "non_idempotent": True}
@@ -49,6 +50,14 @@ def default_config(api_url: str) -> GatewayConfig:
                 },
                 {
                     "prefix": "/api/v1",
+                    "pool": "api",
+                    "retries": retries,
+                    "timeout": 300,
+                    "rate_limit": limit,
+                },
+                # The OpenAI-compatible endpoints, for any OpenAI client.
+                {
+                    "prefix": "/v1",
                     "pool": "api",
                     "retries": retries,
                     "timeout": 300,

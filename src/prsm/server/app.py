@@ -27,7 +27,7 @@ from prsm.contracts import (
     QueryResponse,
     ReadyResponse,
 )
-from prsm.engines import Engine
+from prsm.engines import Engine, Generation
 from prsm.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -47,8 +47,17 @@ from prsm.server.correlation import CorrelationMiddleware
 from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.server.drain import Drain
 from prsm.server.errors import install_error_handlers, validation_error
+from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
+from prsm.server.openai_api import QueryPath, openai_routes
 from prsm.server.readiness import ReadinessCheck, redis_check
-from prsm.server.service import QueryService
+from prsm.server.service import Ask, QueryService, query_response
+from prsm.server.streaming import (
+    AnswerStream,
+    EventStream,
+    StreamFormat,
+    event_schema,
+    query_events,
+)
 from prsm.server.tls import peer_identity
 
 log = logging.getLogger("prsm.server")
@@ -59,7 +68,11 @@ _REF = "#/components/schemas/{model}"
 _QUERY_SCHEMA = QueryRequest.model_json_schema(by_alias=True, ref_template=_REF)
 _JOB_SCHEMA = JOB_REQUEST.json_schema(by_alias=True, ref_template=_REF)
 # Models the request bodies refer to; they join the OpenAPI components (see _customise_openapi).
-_BODY_DEFS = {**_QUERY_SCHEMA.pop("$defs", {}), **_JOB_SCHEMA.pop("$defs", {})}
+_BODY_DEFS = {
+    **_QUERY_SCHEMA.pop("$defs", {}),
+    **_JOB_SCHEMA.pop("$defs", {}),
+    **OPENAI_SCHEMA_DEFINITIONS,
+}
 _QUERY_BODY = {"required": True, "content": {"application/json": {"schema": _QUERY_SCHEMA}}}
 _JOB_BODY = {"required": True, "content": {"application/json": {"schema": _JOB_SCHEMA}}}
 _IDEMPOTENCY_PARAMETER = {
@@ -69,6 +82,11 @@ _IDEMPOTENCY_PARAMETER = {
     "description": "Submitting again with the same key returns the first job (for as long as "
     "it is kept) instead of queueing another; the job's `requestId` serves when it is absent.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+_STREAMED = {
+    "description": "The answer; with `stream: true`, server-sent events (`delta`, then `done` "
+    "or `error`)",
+    "content": {"text/event-stream": {"schema": event_schema("delta", "done", "error")}},
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -188,7 +206,7 @@ def create_app(
         "/query",
         tags=["queries"],
         response_model=QueryResponse,
-        responses=_ERRORS,
+        responses=_ERRORS | {200: _STREAMED},
         openapi_extra={"requestBody": _QUERY_BODY, "security": [{_BEARER: []}]},
     )
     async def query(request: Request) -> Response:
@@ -204,19 +222,61 @@ def create_app(
             body = QueryRequest.model_validate_json(await request.body())
         except PydanticValidationError as exc:
             raise validation_error(exc.errors()) from None
+        cid = request.scope["state"]["correlation_id"]
+        ask = Ask.from_query(body)
+        if body.stream:
+            return await stream_answer(ask, principal, request, query_events(cid))
+        answered = await answer_now(ask, principal, request)
+        if isinstance(answered, Response):
+            return answered
+        answer = query_response(answered, cid)
+        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+    async def answer_now(ask: Ask, principal: Principal, request: Request) -> Generation | Response:
+        """The whole answer; if the caller leaves first, the generation stops and this is the
+        499 nobody reads (the access log does)."""
         connections.inc()
         try:
-            answer = await until_disconnected(
-                service.answer(body, principal, request.scope["state"]["correlation_id"]),
+            return await until_disconnected(
+                service.answer(ask, principal, request.scope["state"]["correlation_id"]),
                 request.receive,
                 request.scope,
             )
         except ClientGone:
-            metrics.QUERIES_CANCELLED.labels(settings.service_name, "client_gone").inc()
-            return Response(status_code=CLIENT_GONE)  # nobody reads it; the access log does
+            client_gone()
+            return Response(status_code=CLIENT_GONE)
         finally:
             connections.dec()
-        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+    def client_gone() -> None:
+        metrics.QUERIES_CANCELLED.labels(settings.service_name, "client_gone").inc()
+
+    async def stream_answer(
+        ask: Ask, principal: Principal, request: Request, events: StreamFormat
+    ) -> Response:
+        """The answer as server-sent events, once its first text exists (a failure before is
+        an ordinary error response)."""
+        cid = request.scope["state"]["correlation_id"]
+        stream = AnswerStream(lambda on_text: service.answer(ask, principal, cid, on_text))
+        connections.inc()
+        try:
+            await until_disconnected(stream.started(), request.receive, request.scope)
+        except ClientGone:
+            connections.dec()
+            client_gone()
+            return Response(status_code=CLIENT_GONE)
+        except BaseException:
+            connections.dec()
+            raise
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                async for frame in events(stream):
+                    yield frame
+            finally:
+                connections.dec()
+
+        return EventStream(frames(), client_gone)
 
     @api.post(
         "/jobs",
@@ -301,6 +361,11 @@ def create_app(
 
     app.include_router(api)
     app.include_router(probes)
+    app.include_router(
+        openai_routes(
+            QueryPath(caller, answer_now, stream_answer, lambda: service.ready_engine().model)
+        )
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     return app

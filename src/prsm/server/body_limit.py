@@ -6,7 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prsm.errors import PayloadTooLargeError
 from prsm.logs import correlation_id
-from prsm.server.errors import error_body, error_headers
+from prsm.server.errors import error_reply
 
 
 class BodyLimitMiddleware:
@@ -26,7 +26,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(send, scope.get("path", ""))
                 return
         chunks: list[bytes] = []
         size = 0
@@ -37,7 +37,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(send, scope.get("path", ""))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -54,15 +54,15 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, path: str) -> None:
         error = PayloadTooLargeError(f"request body is larger than {self.max_bytes} bytes")
-        cid = correlation_id.get()
-        headers = error_headers(error, cid) | {"connection": "close"}
+        status, headers, body = error_reply(error, correlation_id.get(), path)
+        headers["connection"] = "close"
         await send(
             {
                 "type": "http.response.start",
-                "status": error.status_code,
+                "status": status,
                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
             }
         )
-        await send({"type": "http.response.body", "body": error_body(error, cid)})
+        await send({"type": "http.response.body", "body": body})

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prsm.contracts import CORRELATION_HEADER
 from prsm.logs import correlation_id
-from prsm.server.errors import as_http_error, error_body, error_headers
+from prsm.server.errors import as_http_error, error_reply
 
 access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")
@@ -68,18 +68,15 @@ class CorrelationMiddleware:
             log.error("unhandled error", exc_info=exc)
             if status:  # the answer had begun; all we can do is end the connection
                 return
-            error = as_http_error(exc)
-            status = error.status_code
+            status, headers, body = error_reply(as_http_error(exc), cid, scope.get("path", ""))
             await send(
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [
-                        (k.encode(), v.encode()) for k, v in error_headers(error, cid).items()
-                    ],
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
                 }
             )
-            await send({"type": "http.response.body", "body": error_body(error, cid)})
+            await send({"type": "http.response.body", "body": body})
         finally:
             path = scope.get("path", "")
             access_log.log(

@@ -58,16 +58,47 @@ def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, s
     return headers
 
 
-def error_response(exc: BaseException) -> Response:
-    """The JSON answer for `exc`, for the request being served now."""
+OPENAI_PREFIX = "/v1/"
+_TYPES = {401: "authentication_error", 403: "permission_error"}
+_CODES = {"unknown_model": (404, "model_not_found")}
+
+
+def openai_error(error: errors.HTTPStatusError) -> tuple[int, bytes]:
+    """The status and body OpenAI's clients expect for `error`."""
+    status, code = _CODES.get(error.code, (error.status_code, error.code))
+    if status == 422:
+        status = 400
+    if status == 429:
+        kind = "rate_limit_error"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = _TYPES.get(status, "invalid_request_error")
+    body = {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
+    return status, json.dumps(body).encode()
+
+
+def error_reply(
+    error: errors.HTTPStatusError, cid: str | None, path: str
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of `error` as the API at `path` answers: OpenAI's shape under
+    /v1/ (the OpenAI-compatible endpoints), PRSM's everywhere else."""
+    headers = error_headers(error, cid)
+    if path.startswith(OPENAI_PREFIX):
+        status, body = openai_error(error)
+        return status, headers, body
+    return error.status_code, headers, error_body(error, cid)
+
+
+def error_response(exc: BaseException, path: str) -> Response:
+    """The JSON answer for `exc`, for the request to `path` being served now."""
     error = as_http_error(exc)
-    cid = correlation_id.get()
     if error.status_code >= 500 and not isinstance(exc, errors.PRSMError):
         log.error("unhandled error", exc_info=exc)
-    headers = error_headers(error, cid)
+    status, headers, body = error_reply(error, correlation_id.get(), path)
     if isinstance(exc, StarletteHTTPException) and exc.headers:
         headers |= exc.headers  # e.g. `Allow` on 405
-    return Response(error_body(error, cid), status_code=error.status_code, headers=headers)
+    return Response(body, status_code=status, headers=headers)
 
 
 def validation_error(problems: Sequence[Any]) -> errors.HTTPStatusError:
@@ -80,12 +111,12 @@ def validation_error(problems: Sequence[Any]) -> errors.HTTPStatusError:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error the app can raise through `error_response`."""
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc.errors()))
+        return error_response(validation_error(exc.errors()), request.url.path)
 
-    async def on_error(_: Request, exc: Exception) -> Response:
-        return error_response(exc)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc, request.url.path)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_error)

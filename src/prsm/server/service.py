@@ -10,12 +10,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from prsm import errors, metrics, tracing
 from prsm.config import Settings
-from prsm.contracts import CheckResult, QueryData, QueryRequest, QueryResponse, Usage
+from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, QueryResponse, Usage
 from prsm.engines import Engine, Generation, load_engine
+from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt
+from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
@@ -33,6 +36,56 @@ from prsm.server.readiness import ReadinessCheck
 log = logging.getLogger("prsm.query")
 
 EngineLoader = Callable[[], Awaitable[Engine]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One query, whichever wire format it came in: PRSM's own or OpenAI's."""
+
+    prompt: Prompt
+    user_id: str
+    max_tokens: int | None = None
+    priority: Priority = "normal"
+    model: str | None = None
+    context: dict[str, Any] | None = None
+    options: Options = DEFAULT_OPTIONS
+    operation: str = "query"
+    """The metrics' `method`, and the span's operation: query, chat or text_completion."""
+    wire: dict[str, Any] = field(default_factory=dict)
+    """The request as received, carried by a failure's event."""
+
+    @classmethod
+    def from_query(cls, request: QueryRequest) -> Ask:
+        return cls(
+            prompt=request.prompt,
+            user_id=request.user_id,
+            max_tokens=request.max_tokens,
+            priority=request.priority,
+            model=request.model,
+            context=request.context,
+            wire=request.model_dump(
+                by_alias=True, exclude_none=True, exclude={"stream"}, mode="json"
+            ),
+        )
+
+    @property
+    def prompt_chars(self) -> int:
+        if isinstance(self.prompt, str):
+            return len(self.prompt)
+        return sum(len(m.content) for m in self.prompt)
+
+
+def query_response(generation: Generation, cid: str) -> QueryResponse:
+    """The answer in PRSM's own wire format."""
+    return QueryResponse(
+        data=QueryData(
+            answer=generation.text,
+            confidence=generation.confidence,
+            usage=_usage(generation),
+            model=generation.model,
+        ),
+        correlation_id=cid,
+    )
 
 
 class QueryService:
@@ -117,7 +170,11 @@ class QueryService:
             engine = CheckResult(ok=False, detail="loading")
         return engine
 
-    async def answer(self, request: QueryRequest, principal: Principal, cid: str) -> QueryResponse:
+    async def answer(
+        self, ask: Ask, principal: Principal, cid: str, on_text: TextSink | None = None
+    ) -> Generation:
+        """Generate the answer to `ask`, passing its text to `on_text` as it comes; counted,
+        logged and published as an event whether it succeeds, fails or is cancelled."""
         started = time.perf_counter()
         status = "500"
         tokens = 0
@@ -125,30 +182,19 @@ class QueryService:
         generation: Generation | None = None
         failure: HTTPStatusError | None = None
         try:
-            engine = self._ready_engine()
-            if request.model is not None and request.model != engine.model:
+            engine = self.ready_engine()
+            if ask.model is not None and ask.model != engine.model:
                 raise ValidationError(
-                    f"model {request.model!r} is not served here; this instance serves "
+                    f"model {ask.model!r} is not served here; this instance serves "
                     f"{engine.model!r}",
                     code="unknown_model",
                 )
-            max_tokens = request.max_tokens or self.settings.engine.default_max_tokens
+            max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
             timeout = self.settings.engine.timeout_seconds
-            async with self._admitted(request):
+            async with self._admitted(ask.priority):
                 try:
-                    with tracing.engine_span(engine.model, max_tokens) as span:
-                        async with asyncio.timeout(timeout):
-                            generation = await engine.generate(
-                                request.prompt, max_tokens=max_tokens
-                            )
-                        if span is not None:
-                            span.set_attributes(
-                                {
-                                    "gen_ai.usage.input_tokens": generation.prompt_tokens,
-                                    "gen_ai.usage.output_tokens": generation.completion_tokens,
-                                    "response.confidence": generation.confidence,
-                                }
-                            )
+                    async with asyncio.timeout(timeout):
+                        generation = await self._generate(engine, ask, max_tokens, started, on_text)
                 except TimeoutError:
                     metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
                     raise GatewayTimeoutError(
@@ -170,10 +216,10 @@ class QueryService:
         finally:
             duration = time.perf_counter() - started
             if self._events is not None:
-                self._events.emit(self._event(request, cid, duration, generation, failure, model))
+                self._events.emit(self._event(ask, cid, duration, generation, failure, model))
             metrics.record_query(
                 service=self._service,
-                method="query",
+                method=ask.operation,
                 status=status,
                 user_tier=principal.tier,
                 duration=duration,
@@ -184,29 +230,60 @@ class QueryService:
                 "query %s",
                 "answered" if status == "200" else "failed",
                 extra={
-                    "userId": request.user_id,
+                    "userId": ask.user_id,
                     "keyId": principal.key_id,
                     "status": int(status),
-                    "priority": request.priority,
-                    "promptChars": len(request.prompt),
+                    "priority": ask.priority,
+                    "promptChars": ask.prompt_chars,
                     "tokens": tokens,
                     "latencyMs": round(duration * 1000, 2),
                 },
             )
-        assert generation is not None  # every failure raised above
-        return QueryResponse(
-            data=QueryData(
-                answer=generation.text,
-                confidence=generation.confidence,
-                usage=_usage(generation),
-                model=generation.model,
-            ),
-            correlation_id=cid,
-        )
+        return generation
+
+    async def _generate(
+        self,
+        engine: Engine,
+        ask: Ask,
+        max_tokens: int,
+        started: float,
+        on_text: TextSink | None,
+    ) -> Generation:
+        """One generation in its span, timed: to its first text, and per token after it."""
+        first: list[float] = []
+
+        def timed(delta: str) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            if on_text is not None:
+                on_text(delta)
+
+        with tracing.engine_span(engine.model, max_tokens, ask.operation) as span:
+            generation = await engine.generate(
+                ask.prompt, max_tokens=max_tokens, options=ask.options, on_text=timed
+            )
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": generation.prompt_tokens,
+                        "gen_ai.usage.output_tokens": generation.completion_tokens,
+                        "gen_ai.response.finish_reasons": (generation.finish_reason,),
+                        "response.confidence": generation.confidence,
+                    }
+                )
+        if first:
+            metrics.record_token_times(
+                self._service,
+                engine.model,
+                first=first[0] - started,
+                rest=time.perf_counter() - first[0],
+                tokens=generation.completion_tokens,
+            )
+        return generation
 
     def _event(
         self,
-        request: QueryRequest,
+        ask: Ask,
         cid: str,
         duration: float,
         generation: Generation | None,
@@ -215,10 +292,10 @@ class QueryService:
     ) -> QueryEvent:
         common: dict[str, Any] = {
             "correlation_id": cid,
-            "user_id": request.user_id,
+            "user_id": ask.user_id,
             "latency_ms": round(duration * 1000, 2),
-            "priority": request.priority,
-            "context": request.context,
+            "priority": ask.priority,
+            "context": ask.context,
             "service": self._service,
             "instance": self.settings.instance_id,
         }
@@ -235,11 +312,11 @@ class QueryService:
             type="failed",
             model=model,
             error=EventError(code=error.code, message=error.message, status=error.status_code),
-            request=request.to_wire(),
+            request=ask.wire,
             **common,
         )
 
-    def _ready_engine(self) -> Engine:
+    def ready_engine(self) -> Engine:
         if self.engine is not None:
             return self.engine
         detail = self.engine_check().detail
@@ -248,12 +325,12 @@ class QueryService:
         )
 
     @asynccontextmanager
-    async def _admitted(self, request: QueryRequest) -> AsyncIterator[None]:
+    async def _admitted(self, priority: Priority) -> AsyncIterator[None]:
         waiting = metrics.ENGINE_WAITING.labels(self._service)
         in_flight = metrics.ENGINE_IN_FLIGHT.labels(self._service)
         waiting.inc()
         try:
-            await self.admission.acquire(request.priority)
+            await self.admission.acquire(priority)
         except HTTPStatusError:
             metrics.ENGINE_REJECTED.labels(self._service, "saturated").inc()
             raise

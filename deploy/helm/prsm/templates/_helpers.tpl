@@ -95,7 +95,8 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- $limit := dict "limit" "1000/15 minutes" "key" "ip" "budget" "per-client" -}}
 {{- $ai := dict "prefix" "/api/ai" "rewrite" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
 {{- $v1 := dict "prefix" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
-{{- $_ := set $config "routes" (list $ai $v1) -}}
+{{- $openai := dict "prefix" "/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
+{{- $_ := set $config "routes" (list $ai $v1 $openai) -}}
 {{- end -}}
 {{- if and (not (hasKey $config "rate_limit_storage")) (include "prsm.redisUrl" .) -}}
 {{- $_ := set $config "rate_limit_storage" "redis" -}}

@@ -1,0 +1,353 @@
+"""The OpenAI wire format on `prsm serve`: `POST /v1/chat/completions`, `POST /v1/completions`
+and `GET /v1/models`, so that any OpenAI client (the official SDKs, LangChain, curl) works
+unchanged.
+
+One query path, two wire formats: a request here becomes the same `Ask` as
+`POST /api/v1/query` and goes through the same authentication, admission, priorities, events,
+usage hashes, metrics and traces. Only the shapes differ: OpenAI's responses, its stream
+chunks (`data: {...}` then `data: [DONE]`) and its errors (`{"error": {message, type, param,
+code}}`, a validation failure as 400 `invalid_request_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.responses import JSONResponse, Response
+
+from prsm import errors
+from prsm.contracts import MAX_TOKENS_LIMIT
+from prsm.engines import Generation
+from prsm.engines.base import Message, Options
+from prsm.server.auth import READ, Principal
+from prsm.server.errors import as_http_error, openai_error, validation_error
+from prsm.server.service import Ask
+from prsm.server.streaming import AnswerStream, StreamFormat, event_schema, sse
+
+PREFIX = "/v1"
+# -- requests ----------------------------------------------------------------------------------
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+TokenLimit = Annotated[int | None, Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)]
+
+
+class _Request(BaseModel):
+    """What both endpoints take. Unknown fields are refused, as OpenAI refuses them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: TokenLimit = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    stop: str | list[str] | None = Field(default=None)
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=1, description="One choice only.")
+    presence_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported.")
+    frequency_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported.")
+
+    def options(self) -> Options:
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        if len(stops) > 4:
+            raise errors.ValidationError("stop: at most 4 sequences", code="validation_error")
+        return Options(self.temperature, self.top_p, self.seed, tuple(stops))
+
+    @property
+    def usage_in_stream(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def message(self) -> Message:
+        text = self.content if isinstance(self.content, str) else "".join(
+            part.text for part in self.content
+        )  # fmt: skip
+        return Message("system" if self.role == "developer" else self.role, text)
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    max_completion_tokens: TokenLimit = None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+    echo: bool = Field(default=False, le=False, description="Not supported.")
+
+
+def parse(model: type[_Request], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except PydanticValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
+    return Ask(
+        prompt=tuple(m.message() for m in body.messages),
+        user_id=body.user or principal.key_id,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        model=body.model,
+        options=body.options(),
+        operation="chat",
+        wire=body.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1 or not prompts[0].strip():
+        raise errors.ValidationError(
+            "prompt: one non-empty prompt per request", code="validation_error"
+        )
+    return Ask(
+        prompt=prompts[0],
+        user_id=body.user or principal.key_id,
+        max_tokens=body.max_tokens or 16,  # OpenAI's default for completions
+        model=body.model,
+        options=body.options(),
+        operation="text_completion",
+        wire=body.model_dump(mode="json", exclude_none=True),
+    )
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+def usage(generation: Generation) -> dict[str, int]:
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.total_tokens,
+    }
+
+
+def _finish(generation: Generation) -> str:
+    return "length" if generation.finish_reason == "length" else "stop"
+
+
+def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": generation.text}
+    choice = {"index": 0, "message": message, "finish_reason": _finish(generation),
+              "logprobs": None}  # fmt: skip
+    return _envelope("chat.completion", "chatcmpl", generation.model, cid) | {
+        "choices": [choice],
+        "usage": usage(generation),
+        "prsm": {"confidence": generation.confidence, "correlationId": cid},
+    }
+
+
+def text_completion(generation: Generation, cid: str) -> dict[str, Any]:
+    choice = {"index": 0, "text": generation.text, "finish_reason": _finish(generation),
+              "logprobs": None}  # fmt: skip
+    return _envelope("text_completion", "cmpl", generation.model, cid) | {
+        "choices": [choice],
+        "usage": usage(generation),
+        "prsm": {"confidence": generation.confidence, "correlationId": cid},
+    }
+
+
+def _envelope(kind: str, prefix: str, model: str, cid: str) -> dict[str, Any]:
+    return {"id": f"{prefix}-{cid}", "object": kind, "created": int(time.time()), "model": model}
+
+
+def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
+    """OpenAI's stream: a chunk per delta (a chat's first one names the role), a last chunk
+    with the finish reason, the usage chunk when asked, `[DONE]`; an error as `{error}`."""
+    kind, prefix = ("chat.completion.chunk", "chatcmpl") if chat else ("text_completion", "cmpl")
+
+    def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
+        body = _envelope(kind, prefix, model, cid) | {"choices": [choice] if choice else []}
+        return sse(body | extra)
+
+    def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+        if not chat:
+            return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        if text is not None:
+            delta["content"] = text
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
+        first = True
+        try:
+            async for piece in stream.pieces():
+                if isinstance(piece, str):
+                    yield chunk(choice(piece, None, first))
+                    first = False
+                    continue
+                yield chunk(choice(None, _finish(piece)))
+                if with_usage:
+                    yield chunk(None, usage=usage(piece))
+        except Exception as exc:
+            yield sse(json.loads(openai_error(as_http_error(exc))[1]))
+        yield b"data: [DONE]\n\n"
+
+    return events
+
+
+# -- the OpenAPI description -------------------------------------------------------------------
+
+_REF = "#/components/schemas/{model}"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+class Completion(BaseModel):
+    """A chat completion or a text completion, as OpenAI shapes them."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, int]
+    prsm: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+
+
+def _body(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=_REF)
+    definitions = schema.pop("$defs", {})
+    return {"required": True, "content": {"application/json": {"schema": schema}}}, definitions
+
+
+_CHAT_BODY, _CHAT_DEFS = _body(ChatRequest)
+_COMPLETION_BODY, _COMPLETION_DEFS = _body(CompletionRequest)
+SCHEMA_DEFINITIONS = _CHAT_DEFS | _COMPLETION_DEFS
+"""Models the request bodies refer to, for the OpenAPI components."""
+_ANSWERED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": Completion,
+        "description": "The completion; with `stream: true`, OpenAI's stream of chunks",
+        "content": {"text/event-stream": {"schema": event_schema("message")}},
+    }
+}
+_FAILED: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "The body breaks the contract (invalid_request_error)",
+        401: "Missing or invalid API key or token (authentication_error)",
+        403: "The token lacks the read:ai scope (permission_error)",
+        404: "The model is not served here (model_not_found)",
+        413: "Body larger than the configured limit",
+        503: "The engine is saturated or not ready (server_error); see Retry-After",
+        504: "The engine did not answer in time (server_error)",
+    }.items()
+}
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryPath:
+    """What the OpenAI routes share with `POST /api/v1/query` (built in `create_app`)."""
+
+    caller: Callable[[Request], Awaitable[Principal]]
+    answer: Callable[[Ask, Principal, Request], Awaitable[Generation | Response]]
+    stream: Callable[[Ask, Principal, Request, StreamFormat], Awaitable[Response]]
+    served_model: Callable[[], str]
+
+
+def openai_routes(path: QueryPath) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["openai"])
+
+    async def run(
+        request: Request, principal: Principal, ask: Ask, body: _Request, chat: bool
+    ) -> Response:
+        cid = request.scope["state"]["correlation_id"]
+        if body.stream:
+            events = chunks(chat, path.served_model(), cid, body.usage_in_stream)
+            return await path.stream(ask, principal, request, events)
+        answered = await path.answer(ask, principal, request)
+        if isinstance(answered, Response):
+            return answered
+        shape = chat_completion if chat else text_completion
+        return JSONResponse(shape(answered, cid))
+
+    @router.post(
+        "/chat/completions",
+        summary="OpenAI chat completions",
+        responses=_ANSWERED | _FAILED,
+        openapi_extra={"requestBody": _CHAT_BODY},
+    )
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI's chat completions: messages in, the assistant's answer out (streamed with
+        `stream: true`)."""
+        principal = await path.caller(request)
+        principal.require(READ)
+        body = parse(ChatRequest, await request.body())
+        return await run(request, principal, chat_ask(body, principal), body, chat=True)
+
+    @router.post(
+        "/completions",
+        summary="OpenAI completions",
+        responses=_ANSWERED | _FAILED,
+        openapi_extra={"requestBody": _COMPLETION_BODY},
+    )
+    async def completions(request: Request) -> Response:
+        """OpenAI's (legacy) completions: one prompt in, its completion out. The served model
+        is an instruct model: the prompt is answered as one chat turn."""
+        principal = await path.caller(request)
+        principal.require(READ)
+        body = parse(CompletionRequest, await request.body())
+        return await run(request, principal, completion_ask(body, principal), body, chat=False)
+
+    @router.get(
+        "/models",
+        summary="OpenAI model list",
+        response_model=ModelList,
+        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 503)},
+    )
+    async def models(request: Request) -> Response:
+        """The served model."""
+        (await path.caller(request)).require(READ)
+        model = {"id": path.served_model(), "object": "model", "created": 0, "owned_by": "prsm"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    return router

@@ -1,0 +1,168 @@
+"""The OpenAI-compatible endpoints with the official `openai` package, unchanged: sync, async,
+streaming with usage, the model list, and OpenAI-shaped errors; the real model streams the same
+text it answers whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.support import API_KEY, ServerProcess, metric, prsm_serve
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def client(server: ServerProcess, key: str = API_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0)
+
+
+def test_chat_completion_with_the_official_client(fixed_server: ServerProcess) -> None:
+    """A chat completion: the answer, usage, finish reason, model, an id; PRSM's confidence and
+    correlation id beside OpenAI's fields; counted as a query of method chat."""
+    before = metric(fixed_server.base_url, "prsm_queries_total", 'method="chat"')
+    completion = client(fixed_server).chat.completions.create(
+        model="fixed", messages=MESSAGES, max_tokens=8, user="u-openai"
+    )
+    assert completion.choices[0].message.content == "Paris."
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 1
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 1
+    assert completion.model == "fixed"
+    assert completion.id.startswith("chatcmpl-")
+    extra = completion.model_extra or {}
+    assert extra["prsm"]["confidence"] == pytest.approx(0.9)
+    assert metric(fixed_server.base_url, "prsm_queries_total", 'method="chat"') == before + 1
+
+
+def test_streaming_chat_with_usage(fixed_server: ServerProcess) -> None:
+    """`stream=True` with `include_usage`: role first, the text in deltas, a finish reason, a
+    last chunk with the usage and no choices."""
+    chunks = list(
+        client(fixed_server).chat.completions.create(
+            model="fixed", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Paris."
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 1
+
+
+def test_async_client_and_completions_and_models(fixed_server: ServerProcess) -> None:
+    """AsyncOpenAI: completions (whole and streamed) and the model list."""
+
+    async def run() -> tuple[str, str, list[str]]:
+        async with openai.AsyncOpenAI(
+            base_url=fixed_server.base_url + "/v1", api_key=API_KEY, max_retries=0
+        ) as aclient:
+            whole = await aclient.completions.create(model="fixed", prompt="Capital?")
+            streamed = await aclient.completions.create(
+                model="fixed", prompt="Capital?", stream=True
+            )
+            pieces = [chunk.choices[0].text async for chunk in streamed if chunk.choices]
+            models = [m.id async for m in aclient.models.list()]
+        return whole.choices[0].text, "".join(pieces), models
+
+    whole, streamed, models = asyncio.run(run())
+    assert whole == streamed == "Paris."
+    assert models == ["fixed"]
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "kind"),
+    [
+        ({"messages": []}, 400, "invalid_request_error"),
+        ({"messages": MESSAGES, "temperature": 5}, 400, "invalid_request_error"),
+        ({"messages": MESSAGES, "n": 2}, 400, "invalid_request_error"),
+        ({"messages": MESSAGES, "extra_body": {"tools_x": 1}}, 400, "invalid_request_error"),
+        ({"messages": MESSAGES, "model": "gpt-4o"}, 404, "invalid_request_error"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_an_openai_error(
+    fixed_server: ServerProcess, call: dict[str, object], status: int, kind: str
+) -> None:
+    """Validation failures are OpenAI's 400 invalid_request_error, an unknown model its 404;
+    the client raises its own exception classes with the message."""
+    arguments = {"model": "fixed"} | call
+    with pytest.raises(openai.APIStatusError) as raised:
+        client(fixed_server).chat.completions.create(**arguments)  # type: ignore[call-overload]
+    assert raised.value.status_code == status
+    body = raised.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == kind
+    assert body["message"]
+
+
+def test_a_wrong_key_is_authentication_error(fixed_server: ServerProcess) -> None:
+    """401 with OpenAI's authentication_error."""
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client(fixed_server, key="wrong").chat.completions.create(model="fixed", messages=MESSAGES)
+    assert raised.value.status_code == 401
+
+
+def test_an_oversized_body_is_413_in_openai_shape(fixed_server: ServerProcess) -> None:
+    """A body over the limit: 413, OpenAI's error object."""
+    huge = [{"role": "user", "content": "x" * (2 << 20)}]
+    response = httpx.post(
+        fixed_server.base_url + "/v1/chat/completions",
+        json={"model": "fixed", "messages": huge},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def saturated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One query at a time, none waiting, each 2 s long."""
+    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "2",
+           "PRSM_ENGINE__MAX_QUEUE": "0"}  # fmt: skip
+    with prsm_serve(tmp_path_factory.mktemp("saturated"), env=env) as server:
+        yield server
+
+
+def test_a_saturated_engine_is_503_server_error(saturated: ServerProcess) -> None:
+    """While one query runs, the next is refused: 503 server_error with Retry-After."""
+
+    async def run() -> list[int | str]:
+        async with openai.AsyncOpenAI(
+            base_url=saturated.base_url + "/v1", api_key=API_KEY, max_retries=0
+        ) as aclient:
+
+            async def ask() -> int | str:
+                try:
+                    await aclient.chat.completions.create(model="fixed", messages=MESSAGES)
+                except openai.APIStatusError as exc:
+                    retry = exc.response.headers.get("retry-after")
+                    return f"{exc.status_code} {exc.body['type']} {retry}"  # type: ignore[index]
+                return 200
+
+            return list(await asyncio.gather(ask(), ask()))
+
+    assert sorted(map(str, asyncio.run(run()))) == ["200", "503 server_error 1"]
+
+
+def test_the_real_model_streams_what_it_answers(llama_server: ServerProcess) -> None:
+    """Greedy: the streamed deltas of the embedded model join to its whole answer, token by
+    token (more than one chunk)."""
+    model = client(llama_server).models.list().data[0].id
+    arguments = {"model": model, "messages": MESSAGES, "max_tokens": 24, "temperature": 0}
+    whole = client(llama_server).chat.completions.create(**arguments)  # type: ignore[call-overload]
+    chunks = list(client(llama_server).chat.completions.create(stream=True, **arguments))
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 3
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert "Paris" in whole.choices[0].message.content
