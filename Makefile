@@ -28,6 +28,7 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python jobs_throughput.py
 	cd bench && ../$(BIN)/python service_client_overhead.py
 	cd bench && ../$(BIN)/python gateway_throughput.py
+	cd bench && ../$(BIN)/python streaming.py
 
 # The container image, built here from Debian packages and local wheels (deploy/image/build).
 image: $(STAMP)

@@ -111,6 +111,7 @@ def nginx(events: int) -> Iterator[tuple[str, str]]:
         chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": " word"}}]}
         line = f"data: {json.dumps(chunk)}\n\n"
         (Path(directory) / "stream").write_text(line * events + "data: [DONE]\n\n")
+        Path(directory).chmod(0o755)  # nginx's worker runs as another user
         conf = Path(directory) / "nginx.conf"
         conf.write_text(
             NGINX.format(dir=directory, upstream_port=upstream_port, proxy_port=proxy_port)
