@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
@@ -112,6 +113,30 @@ async def test_trace_runs_from_client_through_server_to_engine(
     engine_attributes = {a.key: a.value for a in engine.attributes}
     output_tokens = engine_attributes["gen_ai.usage.output_tokens"].int_value
     assert output_tokens == result.usage.completion_tokens
+
+
+async def test_an_openai_chat_completion_carries_the_genai_attributes(
+    collector: Collector, traced_api: ServerProcess
+) -> None:
+    """A chat completion's engine span: OpenTelemetry's GenAI attributes, operation `chat`."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            traced_api.base_url + "/v1/chat/completions",
+            json={"model": "fixed", "messages": [{"role": "user", "content": "Hi"}],
+                  "max_tokens": 7},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )  # fmt: skip
+    usage = response.json()["usage"]
+    spans = await collector.wait_for("prsm.engine.generate")
+    [engine] = [s for s in spans if any(a.value.string_value == "chat" for a in s.attributes)]
+    attributes = {a.key: a.value for a in engine.attributes}
+    assert attributes["gen_ai.operation.name"].string_value == "chat"
+    assert attributes["gen_ai.request.model"].string_value == "fixed"
+    assert attributes["gen_ai.request.max_tokens"].int_value == 7
+    assert attributes["gen_ai.usage.input_tokens"].int_value == usage["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"].int_value == usage["completion_tokens"]
+    reasons = attributes["gen_ai.response.finish_reasons"].array_value.values
+    assert [r.string_value for r in reasons] == ["stop"]
 
 
 async def test_a_failed_query_marks_its_span(

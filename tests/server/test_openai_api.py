@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support import API_KEY, ServerProcess, metric, prsm_serve
+from tests.support import (
+    API_KEY,
+    ServerProcess,
+    idle_within_a_second,
+    leave_after,
+    metric,
+    prsm_serve,
+    slow_fixed_server,
+)
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -166,3 +175,12 @@ def test_the_real_model_streams_what_it_answers(llama_server: ServerProcess) -> 
     assert len(pieces) > 3
     assert "".join(pieces) == whole.choices[0].message.content
     assert "Paris" in whole.choices[0].message.content
+
+
+def test_a_caller_leaving_an_openai_stream_frees_the_engine(tmp_path: Path) -> None:
+    """Directly on `prsm serve`: one chunk read, the connection closed, the engine idle
+    within a second (the answer would have taken 6 s)."""
+    with slow_fixed_server(tmp_path) as server:
+        body = {"model": "fixed", "messages": MESSAGES, "stream": True}
+        leave_after(server.base_url, "/v1/chat/completions", body, b"chat.completion.chunk")
+        idle_within_a_second(server.base_url)
