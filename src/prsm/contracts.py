@@ -77,8 +77,8 @@ class QueryRequest(Contract):
         max_length=256,
         description="Model to use; must be the served model when given.",
     )
-    stream: bool = Field(
-        default=False,
+    stream: bool | None = Field(
+        default=None,
         description="Answer as server-sent events: `delta` events with the text as it is "
         "generated, then one `done` event with the whole response (or an `error` event).",
     )

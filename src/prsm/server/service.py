@@ -63,9 +63,7 @@ class Ask:
             priority=request.priority,
             model=request.model,
             context=request.context,
-            wire=request.model_dump(
-                by_alias=True, exclude_none=True, exclude={"stream"}, mode="json"
-            ),
+            wire=request.to_wire(),
         )
 
     @property
