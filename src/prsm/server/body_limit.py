@@ -6,7 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prsm.errors import PayloadTooLargeError
 from prsm.logs import correlation_id
-from prsm.server.errors import error_reply
+from prsm.server.errors import send_error_reply
 
 
 class BodyLimitMiddleware:
@@ -56,13 +56,4 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send, path: str) -> None:
         error = PayloadTooLargeError(f"request body is larger than {self.max_bytes} bytes")
-        status, headers, body = error_reply(error, correlation_id.get(), path)
-        headers["connection"] = "close"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error_reply(send, error, correlation_id.get(), path, {"connection": "close"})

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prsm.contracts import CORRELATION_HEADER
 from prsm.logs import correlation_id
-from prsm.server.errors import as_http_error, error_reply
+from prsm.server.errors import as_http_error, send_error_reply
 
 access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")
@@ -68,15 +68,7 @@ class CorrelationMiddleware:
             log.error("unhandled error", exc_info=exc)
             if status:  # the answer had begun; all we can do is end the connection
                 return
-            status, headers, body = error_reply(as_http_error(exc), cid, scope.get("path", ""))
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            status = await send_error_reply(send, as_http_error(exc), cid, scope.get("path", ""))
         finally:
             path = scope.get("path", "")
             access_log.log(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Send
 
 from prsm import errors
 from prsm.contracts import CORRELATION_HEADER, describe_problems
@@ -41,10 +42,13 @@ def as_http_error(exc: BaseException) -> errors.HTTPStatusError:
     return errors.ServerError("internal error; the correlation id identifies it in the logs")
 
 
+def error_payload(error: errors.HTTPStatusError, cid: str | None) -> dict[str, Any]:
+    """PRSM's error object: `{"error": {code, message}, "correlationId"}`."""
+    return {"error": {"code": error.code, "message": error.message}, "correlationId": cid}
+
+
 def error_body(error: errors.HTTPStatusError, cid: str | None) -> bytes:
-    payload: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
-    payload["correlationId"] = cid
-    return json.dumps(payload).encode()
+    return json.dumps(error_payload(error, cid)).encode()
 
 
 def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, str]:
@@ -63,8 +67,8 @@ _TYPES = {401: "authentication_error", 403: "permission_error"}
 _CODES = {"unknown_model": (404, "model_not_found")}
 
 
-def openai_error(error: errors.HTTPStatusError) -> tuple[int, bytes]:
-    """The status and body OpenAI's clients expect for `error`."""
+def openai_error(error: errors.HTTPStatusError) -> tuple[int, dict[str, Any]]:
+    """The status and error object OpenAI's clients expect for `error`."""
     status, code = _CODES.get(error.code, (error.status_code, error.code))
     if status == 422:
         status = 400
@@ -74,8 +78,7 @@ def openai_error(error: errors.HTTPStatusError) -> tuple[int, bytes]:
         kind = "server_error"
     else:
         kind = _TYPES.get(status, "invalid_request_error")
-    body = {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
-    return status, json.dumps(body).encode()
+    return status, {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
 
 
 def error_reply(
@@ -85,9 +88,31 @@ def error_reply(
     /v1/ (the OpenAI-compatible endpoints), PRSM's everywhere else."""
     headers = error_headers(error, cid)
     if path.startswith(OPENAI_PREFIX):
-        status, body = openai_error(error)
-        return status, headers, body
+        status, payload = openai_error(error)
+        return status, headers, json.dumps(payload).encode()
     return error.status_code, headers, error_body(error, cid)
+
+
+async def send_error_reply(
+    send: Send,
+    error: errors.HTTPStatusError,
+    cid: str | None,
+    path: str,
+    extra: Mapping[str, str] | None = None,
+) -> int:
+    """Answer `error` through ASGI `send` (outside the app's handlers), in `path`'s shape;
+    its status."""
+    status, headers, body = error_reply(error, cid, path)
+    headers |= extra or {}
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 def error_response(exc: BaseException, path: str) -> Response:

@@ -11,7 +11,6 @@ code}}`, a validation failure as 400 `invalid_request_error`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from prsm.contracts import MAX_TOKENS_LIMIT
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
 from prsm.server.auth import READ, Principal
-from prsm.server.errors import as_http_error, openai_error, validation_error
+from prsm.server.errors import OPENAI_PREFIX, as_http_error, openai_error, validation_error
 from prsm.server.service import Ask
 from prsm.server.streaming import AnswerStream, StreamFormat, event_schema, sse
 
-PREFIX = "/v1"
+PREFIX = OPENAI_PREFIX.rstrip("/")
 # -- requests ----------------------------------------------------------------------------------
 
 
@@ -209,7 +208,7 @@ def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
                 if with_usage:
                     yield chunk(None, usage=usage(piece))
         except Exception as exc:
-            yield sse(json.loads(openai_error(as_http_error(exc))[1]))
+            yield sse(openai_error(as_http_error(exc))[1])
         yield b"data: [DONE]\n\n"
 
     return events

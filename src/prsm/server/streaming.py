@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from prsm.engines import Generation
 from prsm.engines.text import TextSink
 from prsm.server.disconnect import ClientGone, until_disconnected
-from prsm.server.errors import as_http_error, error_body
+from prsm.server.errors import as_http_error, error_payload
 from prsm.server.service import query_response
 
 SSE_HEADERS = [
@@ -85,10 +85,6 @@ class AnswerStream:
         finally:
             self.task.cancel()  # the caller stopped reading: the generation stops too
 
-    @property
-    def unfinished(self) -> bool:
-        return not self.task.done()
-
 
 StreamFormat = Callable[[AnswerStream], AsyncIterator[bytes]]
 """The events of one wire format for an answer stream."""
@@ -108,8 +104,7 @@ def query_events(cid: str) -> StreamFormat:
                     yield sse(done | {"finishReason": piece.finish_reason}, "done")
         except Exception as exc:
             error = as_http_error(exc)
-            body = json.loads(error_body(error, cid))
-            yield sse(body | {"status": error.status_code}, "error")
+            yield sse(error_payload(error, cid) | {"status": error.status_code}, "error")
 
     return events
 
