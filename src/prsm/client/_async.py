@@ -172,13 +172,17 @@ class AsyncPRSMClient:
                 return await attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    async def _authorized(self, request: PreparedRequest) -> dict[str, str]:
+        """The request's headers, with a current token when the client uses OAuth2."""
+        if self._auth is None:
+            return request.headers
+        return {**request.headers, "authorization": f"Bearer {await self._auth.token()}"}
+
     async def _open(self, request: PreparedRequest) -> aiohttp.ClientResponse:
         """The response with its headers read and its body still to come (an error status is
         raised, its body read). No total time limit: each read may take `timeout`."""
         session = self._session_now()
-        headers = request.headers
-        if self._auth is not None:
-            headers = {**headers, "authorization": f"Bearer {await self._auth.token()}"}
+        headers = await self._authorized(request)
         timeout = self._core.timeout
         try:
             response = await session.request(
@@ -217,9 +221,7 @@ class AsyncPRSMClient:
 
     async def _exchange(self, request: PreparedRequest) -> tuple[int, Mapping[str, str], bytes]:
         session = self._session_now()
-        headers = request.headers
-        if self._auth is not None:
-            headers = {**headers, "authorization": f"Bearer {await self._auth.token()}"}
+        headers = await self._authorized(request)
         try:
             async with session.request(
                 request.method, request.url, headers=headers, data=request.body

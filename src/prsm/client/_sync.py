@@ -145,12 +145,16 @@ class PRSMClient:
                 return attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _authorized(self, request: PreparedRequest) -> dict[str, str]:
+        """The request's headers, with a current token when the client uses OAuth2."""
+        if self._auth is None:
+            return request.headers
+        return {**request.headers, "authorization": f"Bearer {self._auth.token_blocking()}"}
+
     def _open(self, request: PreparedRequest) -> httpx.Response:
         """The response with its headers read and its body still to come (an error status is
         raised, its body read)."""
-        headers = request.headers
-        if self._auth is not None:
-            headers = {**headers, "authorization": f"Bearer {self._auth.token_blocking()}"}
+        headers = self._authorized(request)
         built = self._http.build_request(
             request.method, request.url, headers=headers, content=request.body
         )
@@ -173,9 +177,7 @@ class PRSMClient:
         return parse(status, headers, body)
 
     def _exchange(self, request: PreparedRequest) -> tuple[int, httpx.Headers, bytes]:
-        headers = request.headers
-        if self._auth is not None:
-            headers = {**headers, "authorization": f"Bearer {self._auth.token_blocking()}"}
+        headers = self._authorized(request)
         try:
             response = self._http.request(
                 request.method, request.url, headers=headers, content=request.body
