@@ -98,3 +98,50 @@ def post_json(base: str, path: str, body: bytes) -> httpx.Response:
     return httpx.post(
         base + path, content=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
     )
+
+
+NGINX = """
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{servers}
+}}
+"""
+
+
+@contextlib.contextmanager
+def run_nginx(
+    servers: str, ready_path: str, port: int, files: dict[str, str] | None = None
+) -> Iterator[None]:
+    """One nginx worker serving `servers` (its `http` block's contents; `{dir}` stands for its
+    own directory, where `files` are written) until the block ends; ready once `port` answers
+    `ready_path`."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise SystemExit("nginx is needed (Debian: apt-get install nginx)")
+    with tempfile.TemporaryDirectory(prefix="prsm-nginx-") as name:
+        directory = Path(name)
+        directory.chmod(0o755)  # nginx's worker runs as another user
+        for file_name, text in (files or {}).items():
+            (directory / file_name).write_text(text)
+            (directory / file_name).chmod(0o644)
+        conf = directory / "nginx.conf"
+        conf.write_text(NGINX.format(dir=directory, servers=servers.replace("{dir}", name)))
+        process = subprocess.Popen(
+            [binary, "-p", name, "-c", str(conf), "-g", "daemon off;"],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}{ready_path}", time.monotonic() + 10, process)
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

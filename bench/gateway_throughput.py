@@ -14,31 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from _harness import free_port, run_server, wait_until_ready, wrk
+from _harness import free_port, run_nginx, run_server, wrk
 from reference_app import ANSWER
 
 BODY = b'{"prompt":"What is the capital of France?","userId":"u1"}'
 
-NGINX = """
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+SERVERS = """
     limit_req_zone $binary_remote_addr zone=perip:10m rate=1000000r/s;
     upstream prsm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
     server {{
@@ -55,35 +40,15 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }}
     }}
-}}
 """
 
 
-@contextlib.contextmanager
-def nginx(upstream_port: int, proxy_port: int) -> Iterator[None]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        raise SystemExit("nginx is needed (Debian: apt-get install nginx)")
-    with tempfile.TemporaryDirectory(prefix="prsm-nginx-") as directory:
-        conf = Path(directory) / "nginx.conf"
-        conf.write_text(
-            NGINX.format(
-                dir=directory,
-                upstream_port=upstream_port,
-                proxy_port=proxy_port,
-                answer=ANSWER.decode(),
-            )
-        )
-        process = subprocess.Popen(
-            [binary, "-p", directory, "-c", str(conf), "-g", "daemon off;"],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until_ready(f"http://127.0.0.1:{upstream_port}/", time.monotonic() + 10, process)
-            yield
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+def nginx(upstream_port: int, proxy_port: int) -> contextlib.AbstractContextManager[None]:
+    """nginx answering the query contract from memory, and proxying to itself."""
+    servers = SERVERS.format(
+        upstream_port=upstream_port, proxy_port=proxy_port, answer=ANSWER.decode()
+    )
+    return run_nginx(servers, "/", upstream_port)
 
 
 def gateway_config(upstream: str) -> dict[str, object]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,25 +25,14 @@ from pathlib import Path
 
 import httpx
 
-from _harness import API_KEY, free_port, prsm_serve, run_server, wait_until_ready
+from _harness import API_KEY, free_port, prsm_serve, run_nginx, run_server
 
 QUERY = {"prompt": "Tell me about the city of Paris.", "userId": "bench", "maxTokens": 64}
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-NGINX = """
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+SERVERS = """
     server {{
         listen 127.0.0.1:{upstream_port};
-        location /v1/ {{ default_type text/event-stream; alias {dir}/; }}
+        location /v1/ {{ default_type text/event-stream; alias {{dir}}/; }}
     }}
     server {{
         listen 127.0.0.1:{proxy_port};
@@ -55,7 +42,6 @@ http {{
             proxy_buffering off;
         }}
     }}
-}}
 """
 
 
@@ -103,30 +89,14 @@ def model_part(runs: int) -> None:
 
 @contextlib.contextmanager
 def nginx(events: int) -> Iterator[tuple[str, str]]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        raise SystemExit("nginx is needed (Debian: apt-get install nginx)")
+    """nginx serving a file of `events` stream chunks, and proxying it without buffering."""
     upstream_port, proxy_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="prsm-nginx-") as directory:
-        chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": " word"}}]}
-        line = f"data: {json.dumps(chunk)}\n\n"
-        (Path(directory) / "stream").write_text(line * events + "data: [DONE]\n\n")
-        Path(directory).chmod(0o755)  # nginx's worker runs as another user
-        conf = Path(directory) / "nginx.conf"
-        conf.write_text(
-            NGINX.format(dir=directory, upstream_port=upstream_port, proxy_port=proxy_port)
-        )
-        process = subprocess.Popen(
-            [binary, "-p", directory, "-c", str(conf), "-g", "daemon off;"],
-            stderr=subprocess.DEVNULL,
-        )
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        try:
-            wait_until_ready(upstream + "/v1/stream", time.monotonic() + 10, process)
-            yield upstream, f"http://127.0.0.1:{proxy_port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    servers = SERVERS.format(upstream_port=upstream_port, proxy_port=proxy_port)
+    chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": " word"}}]}
+    line = f"data: {json.dumps(chunk)}\n\n"
+    stream = {"stream": line * events + "data: [DONE]\n\n"}
+    with run_nginx(servers, "/v1/stream", upstream_port, stream):
+        yield f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{proxy_port}"
 
 
 def events_per_second(url: str, repeats: int) -> float:
