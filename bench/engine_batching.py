@@ -2,14 +2,17 @@
 
 N clients each send one query of up to 64 tokens at the same moment:
 
-- PRSM: `POST /api/v1/query` on `prsm serve` (engine.max_batch 16), N = 1, 2, 4, 8, 16;
+- PRSM: `POST /api/v1/query` on `prsm serve` (engine.max_batch 16), N = 1, 2, 4, 8, 16, once
+  with the model file's weights (Q4_1) and once with `engine.weights: q4_0`;
 - bare llama-cpp-python answering the same queries one after another (`create_chat_completion`:
-  one `Llama` serves one query at a time);
+  one `Llama` serves one query at a time), on the file and on the same Q4_0 copy;
 - llama-cpp-python's OpenAI server (`python -m llama_cpp.server`) under the same N = 8 clients.
 
 Aggregate tokens/s, p50/p99 seconds per query; then time to first token inside the engine
 with 8 queries arriving together (no streaming endpoint yet: measured at the decoder).
-Rounds alternate the three so drift hits all. Goal at N = 8: PRSM / bare >= 2.5.
+Rounds alternate them all so drift hits all. Every round asks new questions (the round's
+number leads each), so a prompt cache finds the system prompt in it and no more, for all three.
+Goal at N = 8: PRSM / bare >= 2.5.
 `engine_speed.py` runs this after its single-query comparison, so both goals come from one run.
 
     .venv/bin/python bench/engine_batching.py [--rounds 3]
@@ -18,6 +21,8 @@ Rounds alternate the three so drift hits all. Goal at N = 8: PRSM / bare >= 2.5.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -26,6 +31,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,9 +40,11 @@ from _harness import API_KEY, prsm_serve, run_server
 from prsm.config import EngineSettings
 from prsm.engines.base import conversation
 from prsm.engines.batching import SamplingParams, Sequence
-from prsm.engines.llama import LoadedModel, default_model_path, load_model
+from prsm.engines.llama import LoadedModel, converted_weights, default_model_path, load_model
 
 MAX_TOKENS = 64
+WEIGHTS = ("as_file", "q4_0")
+"""`engine.weights` compared: the file's own (Q4_1) and converted to Q4_0 at load."""
 CONCURRENCY = (1, 2, 4, 8, 16)
 PROMPTS = [
     "Write a short story about a lighthouse.",
@@ -57,6 +66,16 @@ PROMPTS = [
 ]
 SETTINGS = EngineSettings()
 GREEDY = SamplingParams(0.0, SETTINGS.repeat_penalty, SETTINGS.seed)
+
+
+def numbered(text: str, i: int, round_: int) -> str:
+    """A question made new in every round: a prompt cache may hold the system prompt before
+    it, never the question itself."""
+    return f"Request {round_}.{i}: {text}"
+
+
+def question(i: int, round_: int) -> str:
+    return numbered(PROMPTS[i], i, round_)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -84,11 +103,11 @@ def at_once(count: int, ask: Callable[[int], int]) -> tuple[int, float, list[flo
         return tokens, time.perf_counter() - began, durations
 
 
-def prsm_ask(base: str) -> Callable[[int], int]:
+def prsm_ask(base: str) -> Callable[..., int]:
     client = httpx.Client(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300)
 
-    def ask(i: int) -> int:
-        body = {"prompt": PROMPTS[i], "userId": f"bench{i}", "maxTokens": MAX_TOKENS}
+    def ask(i: int, round_: int) -> int:
+        body = {"prompt": question(i, round_), "userId": f"bench{i}", "maxTokens": MAX_TOKENS}
         response = client.post(base + "/api/v1/query", json=body)
         response.raise_for_status()
         return int(response.json()["data"]["usage"]["completionTokens"])
@@ -96,19 +115,19 @@ def prsm_ask(base: str) -> Callable[[int], int]:
     return ask
 
 
-def messages(i: int) -> list[dict[str, str]]:
+def messages(i: int, round_: int) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SETTINGS.system_prompt},
-        {"role": "user", "content": PROMPTS[i]},
+        {"role": "user", "content": question(i, round_)},
     ]
 
 
-def openai_server_ask(base: str) -> Callable[[int], int]:
+def openai_server_ask(base: str) -> Callable[..., int]:
     client = httpx.Client(timeout=300)
 
-    def ask(i: int) -> int:
+    def ask(i: int, round_: int) -> int:
         body = {
-            "messages": messages(i),
+            "messages": messages(i, round_),
             "max_tokens": MAX_TOKENS,
             "temperature": 0,
             "repeat_penalty": SETTINGS.repeat_penalty,
@@ -120,12 +139,12 @@ def openai_server_ask(base: str) -> Callable[[int], int]:
     return ask
 
 
-def bare_one_after_another(llm: object, count: int) -> tuple[int, float, list[float]]:
+def bare_one_after_another(llm: object, count: int, round_: int) -> tuple[int, float, list[float]]:
     tokens, durations = 0, []
     began = time.perf_counter()
     for i in range(count):
         reply = llm.create_chat_completion(  # type: ignore[attr-defined]
-            messages(i),
+            messages(i, round_),
             max_tokens=MAX_TOKENS,
             temperature=SETTINGS.temperature,
             repeat_penalty=SETTINGS.repeat_penalty,
@@ -140,12 +159,12 @@ def first_token_seconds(rounds: int, count: int = 8) -> list[float]:
     """Seconds from submission to first token, `count` queries submitted together."""
     model = load_model(default_model_path(), EngineSettings(max_batch=count))
     try:
-        return [wait for _ in range(rounds) for wait in first_token_round(model, count)]
+        return [wait for r in range(rounds) for wait in first_token_round(model, count, r)]
     finally:
         model.close()
 
 
-def first_token_round(model: LoadedModel, count: int) -> list[float]:
+def first_token_round(model: LoadedModel, count: int, round_: int) -> list[float]:
     done = threading.Semaphore(0)
     firsts: dict[int, float] = {}
     submitted = time.perf_counter()
@@ -157,7 +176,7 @@ def first_token_round(model: LoadedModel, count: int) -> list[float]:
         return on_token
 
     for i in range(count):
-        prompt = model.prompt_tokens(conversation(PROMPTS[i], model.system_prompt))
+        prompt = model.prompt_tokens(conversation(question(i, round_), model.system_prompt))
         finish = lambda _outcome: done.release()  # noqa: E731
         model.decoder.submit(Sequence(prompt, MAX_TOKENS, GREEDY, finish, recorder(i)))
     for _ in range(count):
@@ -171,61 +190,84 @@ def main() -> None:
     concurrent_report(parser.parse_args().rounds)
 
 
-def concurrent_report(rounds: int) -> None:
-    """Run the concurrent comparison and print its tables (also part of engine_speed.py)."""
+Runs = list[tuple[int, float, list[float]]]
+
+
+def bare_llama(model: Path, weights: str) -> Any:
+    """llama-cpp-python's `Llama` on the model file, or on the copy `engine.weights` serves."""
     import llama_cpp
 
     cores = os.cpu_count() or 1
-    model = str(default_model_path())
-    llm = llama_cpp.Llama(
-        model_path=model, n_ctx=SETTINGS.context_size, n_threads=cores, verbose=False
-    )
-    prsm: dict[int, list[tuple[int, float, list[float]]]] = {n: [] for n in CONCURRENCY}
-    bare: list[tuple[int, float, list[float]]] = []
-    server: list[tuple[int, float, list[float]]] = []
+    with converted_weights(model, weights, cores) as path:
+        return llama_cpp.Llama(
+            model_path=str(path), n_ctx=SETTINGS.context_size, n_threads=cores, verbose=False
+        )
+
+
+def concurrent_report(rounds: int) -> None:
+    """Run the concurrent comparison and print its tables (also part of engine_speed.py):
+    PRSM serving the file's weights and serving them converted (`engine.weights`), each
+    against bare llama-cpp-python on the same weights, and on the file's."""
+    model = default_model_path()
+    prsm: dict[str, dict[int, Runs]] = {w: {n: [] for n in CONCURRENCY} for w in WEIGHTS}
+    bare: dict[str, Runs] = {w: [] for w in WEIGHTS}
+    server: Runs = []
+    llms = {weights: bare_llama(model, weights) for weights in WEIGHTS}
     context = str(SETTINGS.context_size)
-    server_argv = [sys.executable, "-m", "llama_cpp.server", "--model", model,
+    server_argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                    "--n_ctx", context, "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
-    with (
-        prsm_serve({"PRSM_ENGINE__MAX_BATCH": "16"}) as base,
-        run_server(server_argv, "/v1/models") as llama_server,
-    ):
-        ask, ask_server = prsm_ask(base), openai_server_ask(llama_server)
-        ask(0), ask_server(0), bare_one_after_another(llm, 1)  # warm-up
-        for _ in range(rounds):
-            for n in CONCURRENCY:
-                prsm[n].append(at_once(n, ask))
-            bare.append(bare_one_after_another(llm, 8))
-            server.append(at_once(8, ask_server))
+    with contextlib.ExitStack() as servers:
+        asks = {
+            weights: prsm_ask(servers.enter_context(prsm_serve(
+                {"PRSM_ENGINE__MAX_BATCH": "16", "PRSM_ENGINE__WEIGHTS": weights}
+            )))
+            for weights in WEIGHTS
+        }  # fmt: skip
+        ask_server = openai_server_ask(servers.enter_context(run_server(server_argv, "/v1/models")))
+        ask_server(0, -1)  # warm-up
+        for weights in WEIGHTS:
+            asks[weights](0, -1), bare_one_after_another(llms[weights], 1, -1)
+        for r in range(rounds):
+            for weights in WEIGHTS:
+                for n in CONCURRENCY:
+                    prsm[weights][n].append(at_once(n, functools.partial(asks[weights], round_=r)))
+                bare[weights].append(bare_one_after_another(llms[weights], 8, r))
+            server.append(at_once(8, functools.partial(ask_server, round_=r)))
     ttft = first_token_seconds(rounds)
 
-    def rate(runs: list[tuple[int, float, list[float]]]) -> float:
+    def rate(runs: Runs) -> float:
         return statistics.median(tokens / seconds for tokens, seconds, _ in runs)
 
-    def latencies(runs: list[tuple[int, float, list[float]]]) -> str:
+    def latencies(runs: Runs) -> str:
         every = [d for _, _, durations in runs for d in durations]
         return f"p50 {percentile(every, 0.5):5.2f} s, p99 {percentile(every, 0.99):5.2f} s"
 
-    print(f"model {os.path.basename(model)}, {cores} cores, up to {MAX_TOKENS} tokens a query")
-    print("| concurrent queries | PRSM tokens/s | per query |")
-    print("|---|---|---|")
+    cores = os.cpu_count() or 1
+    print(f"model {model.name}, {cores} cores, up to {MAX_TOKENS} tokens a query")
+    print("| concurrent queries | " + " | ".join(
+        f"PRSM tokens/s ({w}) | per query ({w})" for w in WEIGHTS) + " |")  # fmt: skip
+    print("|---" * (1 + 2 * len(WEIGHTS)) + "|")
     for n in CONCURRENCY:
-        print(f"| {n} | {rate(prsm[n]):.0f} | {latencies(prsm[n])} |")
+        cells = [f"{rate(prsm[w][n]):.0f} | {latencies(prsm[w][n])}" for w in WEIGHTS]
+        print(f"| {n} | " + " | ".join(cells) + " |")
     print(f"\n8 concurrent queries, median of {rounds} rounds:")
-    rows = (
-        ("PRSM, continuous batching", prsm[8]),
-        ("bare llama-cpp-python, one after another", bare),
-        ("llama_cpp.server, same 8 clients", server),
-    )
+    rows = [(f"PRSM, weights {w}", prsm[w][8]) for w in WEIGHTS]
+    rows += [(f"bare llama-cpp-python on {w}, one after another", bare[w]) for w in WEIGHTS]
+    rows.append(("llama_cpp.server (file), same 8 clients", server))
     for name, runs in rows:
-        print(f"  {name:42s} {rate(runs):6.1f} tokens/s  ({latencies(runs)})")
-    print(f"  ratio PRSM / bare: {rate(prsm[8]) / rate(bare):.2f} (goal >= 2.5); "
-          f"PRSM / llama_cpp.server: {rate(prsm[8]) / rate(server):.2f}")  # fmt: skip
+        print(f"  {name:48s} {rate(runs):6.1f} tokens/s  ({latencies(runs)})")
+    file_bare = rate(bare["as_file"])
+    for w in WEIGHTS:
+        print(f"  PRSM {w}: / bare on the file {rate(prsm[w][8]) / file_bare:.2f} (goal >= 2.5), "
+              f"/ bare on the same weights {rate(prsm[w][8]) / rate(bare[w]):.2f}, "
+              f"/ llama_cpp.server {rate(prsm[w][8]) / rate(server):.2f}")  # fmt: skip
     print(
-        f"  time to first token, 8 together (engine): p50 {percentile(ttft, 0.5):.3f} s, "
-        f"p99 {percentile(ttft, 0.99):.3f} s"
+        f"  time to first token, 8 together (engine, file's weights): "
+        f"p50 {percentile(ttft, 0.5):.3f} s, p99 {percentile(ttft, 0.99):.3f} s"
     )
-    print(json.dumps({"prsm_8": rate(prsm[8]), "bare": rate(bare), "server": rate(server)}))
+    summary = {f"prsm_8_{w}": rate(prsm[w][8]) for w in WEIGHTS}
+    summary |= {f"bare_{w}": rate(bare[w]) for w in WEIGHTS}
+    print(json.dumps(summary | {"server": rate(server)}))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Tokens/s of bare llama-cpp-python vs the same model through `POST /api/v1/query`.
 
 Same model file, same prompts, same sampling (greedy, the default system prompt and repeat
-penalty), queries one after another. Rounds alternate bare and API so drift hits both.
-Goal: API / bare >= 1.2 (one query at a time: the batch holds one sequence). Then, in the
-same run, the concurrent comparison of `engine_batching.py` (goal at 8 queries: 2.5x).
+penalty), queries one after another. Rounds alternate bare and API so drift hits both; each
+round's questions are new (numbered), so both reuse the cached system prompt and no more.
+Goal: API / bare >= 1.2 (one query at a time: the batch holds one sequence). Both with the
+file's weights and with `engine.weights: q4_0` (bare on the file and on the same Q4_0 copy).
+Then, in the same run, the concurrent comparison of `engine_batching.py` (goal at 8 queries:
+2.5x).
 
     .venv/bin/python bench/engine_speed.py [--rounds 5] [--max-tokens 96] [--concurrent-rounds 3]
 """
@@ -11,13 +14,13 @@ same run, the concurrent comparison of `engine_batching.py` (goal at 8 queries: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import statistics
 import time
 
 from _harness import post_json, prsm_serve
-from engine_batching import concurrent_report
+from engine_batching import WEIGHTS, bare_llama, concurrent_report, numbered
 from prsm.config import EngineSettings
 from prsm.engines.llama import default_model_path
 
@@ -31,14 +34,16 @@ PROMPTS = [
 ]
 
 
-def bare_round(llm: object, settings: EngineSettings, max_tokens: int) -> tuple[int, float]:
+def bare_round(
+    llm: object, settings: EngineSettings, max_tokens: int, round_: int
+) -> tuple[int, float]:
     tokens = 0
     started = time.perf_counter()
-    for prompt in PROMPTS:
+    for i, prompt in enumerate(PROMPTS):
         reply = llm.create_chat_completion(  # type: ignore[attr-defined]
             [
                 {"role": "system", "content": settings.system_prompt},
-                {"role": "user", "content": prompt},
+                {"role": "user", "content": numbered(prompt, i, round_)},
             ],
             max_tokens=max_tokens,
             temperature=settings.temperature,
@@ -48,11 +53,12 @@ def bare_round(llm: object, settings: EngineSettings, max_tokens: int) -> tuple[
     return tokens, time.perf_counter() - started
 
 
-def api_round(base: str, max_tokens: int) -> tuple[int, float]:
+def api_round(base: str, max_tokens: int, round_: int) -> tuple[int, float]:
     tokens = 0
     started = time.perf_counter()
     for i, prompt in enumerate(PROMPTS):
-        body = json.dumps({"prompt": prompt, "userId": f"bench{i}", "maxTokens": max_tokens})
+        question = numbered(prompt, i, round_)
+        body = json.dumps({"prompt": question, "userId": f"bench{i}", "maxTokens": max_tokens})
         response = post_json(base, "/api/v1/query", body.encode())
         response.raise_for_status()
         tokens += response.json()["data"]["usage"]["completionTokens"]
@@ -71,41 +77,38 @@ def main() -> None:
 
 
 def single_query_report(rounds: int, max_tokens: int) -> None:
-    """Queries one after another: PRSM's API against bare llama-cpp-python."""
-    import llama_cpp
-
+    """Queries one after another: PRSM's API against bare llama-cpp-python, with the file's
+    weights and with `engine.weights: q4_0` (bare then on both the file and the same copy)."""
     settings = EngineSettings()
-    cores = os.cpu_count() or 1
-    llm = llama_cpp.Llama(
-        model_path=str(default_model_path()),
-        n_ctx=settings.context_size,
-        n_threads=cores,
-        n_threads_batch=cores,
-        seed=settings.seed,
-        verbose=False,
-    )
-    bare_runs: list[float] = []
-    api_runs: list[float] = []
+    model = default_model_path()
+    llms = {weights: bare_llama(model, weights) for weights in WEIGHTS}
+    bare: dict[str, list[float]] = {w: [] for w in WEIGHTS}
+    api: dict[str, list[float]] = {w: [] for w in WEIGHTS}
     counts: set[tuple[str, int]] = set()
-    bare_round(llm, settings, 8)  # warm-up
-    with prsm_serve({}) as base:
-        api_round(base, 8)  # warm-up
-        for _ in range(rounds):
-            tokens, seconds = bare_round(llm, settings, max_tokens)
-            bare_runs.append(tokens / seconds)
-            counts.add(("bare", tokens))
-            tokens, seconds = api_round(base, max_tokens)
-            api_runs.append(tokens / seconds)
-            counts.add(("api", tokens))
-    bare, api = statistics.median(bare_runs), statistics.median(api_runs)
-    print(f"model: {default_model_path().name}, {len(PROMPTS)} prompts, max {max_tokens} tokens")
+    with contextlib.ExitStack() as servers:
+        bases = {w: servers.enter_context(prsm_serve({"PRSM_ENGINE__WEIGHTS": w})) for w in WEIGHTS}
+        for w in WEIGHTS:  # warm-up
+            bare_round(llms[w], settings, 8, -1), api_round(bases[w], 8, -1)
+        for r in range(rounds):
+            for w in WEIGHTS:
+                tokens, seconds = bare_round(llms[w], settings, max_tokens, r)
+                bare[w].append(tokens / seconds)
+                counts.add((f"bare {w}", tokens))
+                tokens, seconds = api_round(bases[w], max_tokens, r)
+                api[w].append(tokens / seconds)
+                counts.add((f"api {w}", tokens))
+    print(f"model: {model.name}, {len(PROMPTS)} prompts, max {max_tokens} tokens")
     print(f"tokens generated per round: {sorted(counts)}")
-    for name, value, runs in (
-        ("bare llama-cpp-python  ", bare, bare_runs),
-        ("PRSM POST /api/v1/query", api, api_runs),
-    ):
-        print(f"{name}: {value:7.1f} tokens/s  (rounds: {', '.join(f'{r:.1f}' for r in runs)})")
-    print(f"ratio API / bare       : {api / bare:7.3f}   (goal >= 1.2)")
+    rows = [(f"bare llama-cpp-python, {w}", bare[w]) for w in WEIGHTS]
+    rows += [(f"PRSM POST /api/v1/query, {w}", api[w]) for w in WEIGHTS]
+    for name, runs in rows:
+        listed = ", ".join(f"{r:.1f}" for r in runs)
+        print(f"{name:36s}: {statistics.median(runs):7.1f} tokens/s  (rounds: {listed})")
+    file_bare = statistics.median(bare["as_file"])
+    for w in WEIGHTS:
+        ours = statistics.median(api[w])
+        print(f"ratio API {w} / bare on the file: {ours / file_bare:6.3f} (goal >= 1.2); "
+              f"/ bare on the same weights: {ours / statistics.median(bare[w]):6.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

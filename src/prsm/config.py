@@ -177,6 +177,18 @@ class EngineSettings(Section):
         description="`llama`: queries decoded together in one batch (continuous batching); "
         "each has `context_size` tokens of KV cache.",
     )
+    weights: Literal["as_file", "q8_0", "q4_0"] = Field(
+        default="as_file",
+        description="`llama`: serve the weights as the file stores them, or converted at load "
+        "(seconds; a temporary file): `q8_0` keeps 4- and 5-bit weights within a small part of "
+        "their own step and decodes batches faster on CPUs where the file's type has no batched "
+        "kernel; `q4_0` is the fastest on CPUs (llama.cpp repacks it) but changes answers.",
+    )
+    prompt_cache: bool = Field(
+        default=True,
+        description="`llama`: a free batch slot keeps its last prompt's KV cache, so a prompt "
+        "beginning the same way (the system prompt, earlier turns) skips computing that part.",
+    )
     max_queue: int = Field(
         default=32, ge=0, description="Queries that may wait for the engine; more is 503."
     )

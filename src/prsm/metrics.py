@@ -33,6 +33,11 @@ QUERIES = Counter("prsm_queries_total", "Total number of PRSM queries", QUERY_LA
 TOKENS = Counter(
     "prsm_tokens_used_total", "Total tokens consumed", ("service", "user_tier", "model")
 )
+PROMPT_TOKENS_CACHED = Counter(
+    "prsm_prompt_tokens_cached_total",
+    "Prompt tokens taken from the engine's prompt cache instead of being computed",
+    ("service", "model"),
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "prsm_time_to_first_token_seconds",
     "From a query's arrival (its wait for the engine included) to its first generated text",
@@ -148,6 +153,11 @@ def record_token_times(service: str, model: str, *, first: float, rest: float, t
     TIME_TO_FIRST_TOKEN.labels(service, model).observe(first)
     if tokens > 1:
         TIME_PER_OUTPUT_TOKEN.labels(service, model).observe(rest / (tokens - 1))
+
+
+def record_cached_prompt(service: str, model: str, tokens: int) -> None:
+    """Prompt tokens a generation took from the engine's prompt cache."""
+    PROMPT_TOKENS_CACHED.labels(service, model).inc(tokens)
 
 
 def show_zero(metric: Any, *label_sets: tuple[str, ...]) -> None:

@@ -1,6 +1,7 @@
 """Continuous batching with the real model: answers inside a batch equal answers alone,
-sequences come and go at every step, cancellation frees a slot at once, and a long prompt is
-prefilled in chunks while the others keep generating. Counted in decode steps, not seconds."""
+sequences come and go at every step, cancellation frees a slot at once, a long prompt is
+prefilled in chunks while the others keep generating, and a prompt beginning like a cached one
+computes only the rest. Counted in decode steps, not seconds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from prsm.config import EngineSettings
-from prsm.engines.base import conversation
+from prsm.engines.base import Message, conversation
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
 from prsm.engines.llama import LlamaEngine, LoadedModel, default_model_path, load_model
 from prsm.errors import PromptTooLongError
@@ -61,10 +62,14 @@ class Recorder:
         return self.outcome
 
 
+def tokens_of(model: LoadedModel, prompt: str) -> list[int]:
+    return model.prompt_tokens(conversation(prompt, model.system_prompt))
+
+
 def submit(model: LoadedModel, prompt: str, max_tokens: int) -> tuple[Sequence, Recorder]:
     recorder = Recorder(model.decoder)
     sequence = Sequence(
-        model.prompt_tokens(conversation(prompt, model.system_prompt)),
+        tokens_of(model, prompt),
         max_tokens,
         GREEDY,
         on_finish=recorder.on_finish,
@@ -181,5 +186,52 @@ async def test_two_hundred_mixed_queries_with_cancellations_leave_nothing_behind
         assert all(0 < g.completion_tokens <= limit for limit, g in answered)
         await until(lambda: engine.active == 0)
         assert engine.slots_holding_cells() == []
+    finally:
+        await engine.aclose()
+
+
+def test_a_prompt_beginning_like_the_cached_one_computes_only_the_rest() -> None:
+    """One slot: after a first question, the next (same system prompt) takes exactly the shared
+    tokens from the prompt cache and answers as a model without the cache does; the same prompt
+    again computes only its last token; idle, the slot keeps only the prompt's cells."""
+    cached = load_model(default_model_path(), EngineSettings(max_batch=1))
+    plain = load_model(default_model_path(), EngineSettings(max_batch=1, prompt_cache=False))
+    try:
+        first, second = tokens_of(cached, PROMPTS[0]), tokens_of(cached, PROMPTS[4])
+        shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+        assert 10 < shared < len(second) - 3  # the system prompt, not the question
+        assert submit(cached, PROMPTS[0], 16)[1].finished().cached_tokens == 0
+        with_cache = submit(cached, PROMPTS[4], 32)[1].finished()
+        without = submit(plain, PROMPTS[4], 32)[1].finished()
+        assert with_cache.cached_tokens == shared
+        assert without.cached_tokens == 0
+        assert with_cache.tokens == without.tokens
+        assert with_cache.confidence == pytest.approx(without.confidence, rel=1e-6)
+        again = submit(cached, PROMPTS[4], 32)[1].finished()
+        assert again.cached_tokens == len(second) - 1
+        assert again.tokens == without.tokens
+        assert cached.decoder.slots_holding_cells() == []
+        assert cached.decoder.cached_prompt_tokens() == len(second)
+        assert plain.decoder.slots_holding_cells() == []
+        assert plain.decoder.cached_prompt_tokens() == 0
+    finally:
+        cached.close()
+        plain.close()
+
+
+async def test_each_conversation_continues_in_the_slot_that_holds_its_earlier_turns() -> None:
+    """Two conversations answered together in two slots; each next turn finds its own earlier
+    turns in the prompt cache (the whole first prompt), whichever order they come back in."""
+    engine = await LlamaEngine.load(EngineSettings(max_batch=2))
+    try:
+        questions = [PROMPTS[0], PROMPTS[4]]
+        firsts = await asyncio.gather(*(engine.generate(q, max_tokens=24) for q in questions))
+        system = Message("system", EngineSettings().system_prompt)
+        for question, first in reversed(list(zip(questions, firsts, strict=True))):
+            turns = [system, Message("user", question), Message("assistant", first.text),
+                     Message("user", "Say that again in other words.")]  # fmt: skip
+            following = await engine.generate(turns, max_tokens=8)
+            assert following.cached_tokens >= first.prompt_tokens - 1
+            assert following.prompt_tokens > first.prompt_tokens + first.completion_tokens
     finally:
         await engine.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,27 @@ async def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
     """A model_path that does not exist fails loading with ConfigError naming it."""
     with pytest.raises(ConfigError, match=r"nothing\.gguf"):
         await LlamaEngine.load(EngineSettings(model_path=tmp_path / "nothing.gguf"))
+
+
+@pytest.mark.parametrize("weights", ["q8_0", "q4_0"])
+def test_weights_converted_at_load_decode_as_that_type(
+    weights: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`engine.weights` converts the file at load: the model decoding is of that type, says so
+    in its name, answers, and leaves no temporary file behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    engine = LlamaEngine._load_sync(EngineSettings(weights=weights))
+    try:
+        assert engine.weight_type.endswith(weights.upper())
+        assert engine.model == f"SmolLM2-135M-Instruct.Q4_1-{weights}"
+        generation = asyncio.run(engine.generate(PROMPT, max_tokens=16))
+        assert generation.text
+        assert 0.0 < generation.confidence <= 1.0
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        asyncio.run(engine.aclose())
+
+
+async def test_weights_as_the_file_stores_them_by_default(engine: LlamaEngine) -> None:
+    """Without `engine.weights`, the file's own type decodes."""
+    assert engine.weight_type.endswith("Q4_1")

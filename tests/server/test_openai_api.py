@@ -177,6 +177,35 @@ def test_the_real_model_streams_what_it_answers(llama_server: ServerProcess) -> 
     assert "Paris" in whole.choices[0].message.content
 
 
+def test_a_continued_conversation_reports_its_cached_prompt_tokens(
+    llama_server: ServerProcess,
+) -> None:
+    """The next turn of a conversation finds the earlier turns in the embedded model's prompt
+    cache: OpenAI's `usage.prompt_tokens_details.cached_tokens` says how many, and
+    `prsm_prompt_tokens_cached_total` counts them."""
+    model = client(llama_server).models.list().data[0].id
+    first = client(llama_server).chat.completions.create(
+        model=model, messages=MESSAGES, max_tokens=16, temperature=0
+    )
+    before = metric(llama_server.base_url, "prsm_prompt_tokens_cached_total")
+    turns = [*MESSAGES, {"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And of Italy?"}]  # fmt: skip
+    second = client(llama_server).chat.completions.create(
+        model=model,
+        messages=turns,  # type: ignore[arg-type]
+        max_tokens=16,
+        temperature=0,
+    )
+    assert first.usage is not None
+    assert second.usage is not None
+    details = second.usage.prompt_tokens_details
+    assert details is not None
+    assert details.cached_tokens is not None
+    assert first.usage.prompt_tokens - 1 <= details.cached_tokens < second.usage.prompt_tokens
+    cached_total = metric(llama_server.base_url, "prsm_prompt_tokens_cached_total")
+    assert cached_total == before + details.cached_tokens
+
+
 def test_a_caller_leaving_an_openai_stream_frees_the_engine(tmp_path: Path) -> None:
     """Directly on `prsm serve`: one chunk read, the connection closed, the engine idle
     within a second (the answer would have taken 6 s)."""

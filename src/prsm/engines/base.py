@@ -61,6 +61,8 @@ class Generation:
     model: str
     finish_reason: str = "stop"
     """`stop` (end of answer), `length` (hit max_tokens) or `cancelled`."""
+    cached_tokens: int = 0
+    """Prompt tokens taken from the engine's prompt cache instead of being computed."""
 
     @property
     def total_tokens(self) -> int:

@@ -2,7 +2,8 @@
 
 One thread owns the context. Every step it:
 
-1. takes newly submitted sequences into free slots (one KV-cache sequence id each);
+1. takes newly submitted sequences into free slots (one KV-cache sequence id each), each
+   into the free slot whose cached prompt begins most like its own (see below);
 2. builds one batch: the next chunk of each new sequence's prompt (at most `prefill_chunk`
    prompt tokens a step in all, so a long prompt never stalls everyone else for long), and the
    last sampled token of every sequence already generating;
@@ -10,8 +11,14 @@ One thread owns the context. Every step it:
 4. samples one token for every sequence whose prompt is done, with that sequence's own
    llama.cpp sampler chain (repeat penalty, then greedy, or top-k/top-p/temperature with its
    seed), and hands it out as it comes;
-5. retires finished and cancelled sequences at once: their KV cells are freed and their slot
-   is free for the next step.
+5. retires finished and cancelled sequences at once: their slot is free for the next step,
+   and their KV cells are freed but for the prompt's.
+
+A free slot keeps the KV cells of the last prompt it held (the prompt cache). A new sequence
+whose prompt begins the same way (the system prompt, the earlier turns of a conversation)
+starts after the shared part instead of computing it again; the rest of the slot's cells are
+dropped then. Each slot's cells are its own (llama.cpp's per-sequence KV streams), so sharing
+needs no copying and attention never reads another sequence's cells.
 
 The event loop never waits on this thread: results come back through callbacks that the
 engine turns into futures and queues with `call_soon_threadsafe`.
@@ -55,6 +62,8 @@ class Finished:
     prompt_tokens: int
     confidence: float
     finish_reason: str
+    cached_tokens: int = 0
+    """Prompt tokens found in the prompt cache."""
 
 
 @dataclass(eq=False)
@@ -78,6 +87,8 @@ class Sequence:
     """The token sampled last step, to be decoded this step."""
     output_index: int = -1
     """This step's batch index whose logits this sequence samples from, or -1."""
+    cached: int = 0
+    """Prompt tokens found in its slot's prompt cache instead of being computed."""
 
     @property
     def generating(self) -> bool:
@@ -99,6 +110,7 @@ class BatchDecoder:
         context_per_sequence: int,
         threads: int,
         prefill_chunk: int = 256,
+        prompt_cache: bool = True,
         is_end: Callable[[int], bool],
     ) -> None:
         self._lib = llama_cpp
@@ -124,6 +136,9 @@ class BatchDecoder:
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._free_slots = list(range(max_batch - 1, -1, -1))
+        self._prompt_cache = prompt_cache
+        self._cached: list[list[int]] = [[] for _ in range(max_batch)]
+        """The prompt whose KV cells each slot keeps while free."""
         self._active: list[Sequence] = []
         self.steps = 0
         """Decodes run so far (read by tests to reason in steps rather than seconds)."""
@@ -138,14 +153,18 @@ class BatchDecoder:
         self._inbox.put(sequence)
 
     def slots_holding_cells(self) -> list[int]:
-        """KV-cache sequence ids that still hold cells; empty when idle (for tests and checks;
-        call it while nothing is running)."""
+        """KV-cache sequence ids holding cells beyond their cached prompt; empty when idle
+        (for tests and checks; call it while nothing is running)."""
         memory, lib = self._memory, self._lib
         return [
             slot
             for slot in range(self.max_batch)
-            if lib.llama_memory_seq_pos_max(memory, slot) >= 0
+            if lib.llama_memory_seq_pos_max(memory, slot) != len(self._cached[slot]) - 1
         ]
+
+    def cached_prompt_tokens(self) -> int:
+        """Prompt tokens the free slots keep cached (call it while nothing is running)."""
+        return sum(len(prompt) for prompt in self._cached)
 
     def close(self) -> None:
         """Stop the thread (sequences still running end as cancelled) and free the context."""
@@ -198,9 +217,27 @@ class BatchDecoder:
                 )
             )
             return
-        sequence.slot = self._free_slots.pop()
+        self._take_slot(sequence)
         sequence.sampler = self._sampler(sequence.sampling)
         self._active.append(sequence)
+
+    def _take_slot(self, sequence: Sequence) -> None:
+        """Give `sequence` the free slot whose cached prompt shares most of its own (all but
+        its last token at most: that one is decoded for the logits of its first answer), and
+        drop that slot's cells past the shared part."""
+        limit = len(sequence.prompt) - 1
+        slot = max(
+            reversed(self._free_slots),
+            key=lambda free: _shared_length(self._cached[free], sequence.prompt, limit),
+        )
+        self._free_slots.remove(slot)
+        shared = _shared_length(self._cached[slot], sequence.prompt, limit)
+        if not self._lib.llama_memory_seq_rm(self._memory, slot, shared, -1):
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            shared = 0
+        self._cached[slot] = []
+        sequence.slot = slot
+        sequence.prefilled = sequence.cached = shared
 
     def _sampler(self, sampling: SamplingParams) -> Any:
         lib = self._lib
@@ -293,11 +330,20 @@ class BatchDecoder:
         log_total = peak + math.log(float(np.exp(logits - peak).sum()))
         return float(logits[token]) - log_total
 
+    def _free_cells(self, sequence: Sequence) -> None:
+        """Free `sequence`'s KV cells, keeping its prompt's as its slot's prompt cache."""
+        lib, memory, slot = self._lib, self._memory, sequence.slot
+        kept = sequence.prefilled if self._prompt_cache else 0
+        if kept and lib.llama_memory_seq_rm(memory, slot, kept, -1):
+            self._cached[slot] = sequence.prompt[:kept]
+        else:
+            lib.llama_memory_seq_rm(memory, slot, -1, -1)
+
     def _retire(self, sequence: Sequence, outcome: str | BaseException | None) -> None:
         """Take `sequence` out of the batch, free its KV cells and slot, and report it;
         `outcome` is its finish reason, an error, or None for cancelled."""
         self._active.remove(sequence)
-        self._lib.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
+        self._free_cells(sequence)
         self._lib.llama_sampler_free(sequence.sampler)
         self._free_slots.append(sequence.slot)
         if isinstance(outcome, BaseException):
@@ -310,5 +356,16 @@ class BatchDecoder:
                 prompt_tokens=len(sequence.prompt),
                 confidence=confidence,
                 finish_reason=outcome or "cancelled",
+                cached_tokens=sequence.cached,
             )
         )
+
+
+def _shared_length(cached: list[int], prompt: list[int], limit: int) -> int:
+    """How many leading tokens `prompt` shares with `cached`, at most `limit`."""
+    shared = 0
+    for ours, theirs in zip(cached, prompt[:limit], strict=False):
+        if ours != theirs:
+            break
+        shared += 1
+    return shared

@@ -12,7 +12,8 @@ import codecs
 import contextlib
 import importlib.util
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +78,18 @@ class LlamaEngine:
         path = settings.model_path or default_model_path()
         if not path.is_file():
             raise ConfigError(f"engine.model_path: no GGUF file at {path}")
-        return cls(settings, load_model(path, settings), settings.model_name or path.stem)
+        converted = "" if settings.weights == "as_file" else f"-{settings.weights}"
+        name = settings.model_name or path.stem + converted
+        return cls(settings, load_model(path, settings), name)
 
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def weight_type(self) -> str:
+        """llama.cpp's description of the weights decoding, e.g. `llama ?B Q4_1`."""
+        return str(self._loaded.llm._model.desc())
 
     @property
     def active(self) -> int:
@@ -136,6 +144,7 @@ class LlamaEngine:
             confidence=finished.confidence,
             model=self._model,
             finish_reason=finish_reason,
+            cached_tokens=finished.cached_tokens,
         )
 
     def _sampling_for(self, options: Options) -> SamplingParams:
@@ -210,8 +219,9 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
     from llama_cpp import llama_chat_format
 
     threads = settings.threads or os.cpu_count() or 1
-    # This context only tokenizes; generation runs on the decoder's context.
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, verbose=False)
+    with converted_weights(path, settings.weights, threads) as weights:
+        # This context only tokenizes; generation runs on the decoder's context.
+        llm = llama_cpp.Llama(model_path=str(weights), n_ctx=64, n_threads=1, verbose=False)
     template = llm.metadata.get("tokenizer.chat_template")
     eos, bos = llm.token_eos(), llm.token_bos()
     if template:
@@ -233,6 +243,32 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
         max_batch=settings.max_batch,
         context_per_sequence=settings.context_size,
         threads=threads,
+        prompt_cache=settings.prompt_cache,
         is_end=is_end,
     )
     return LoadedModel(llm, formatter, settings.system_prompt, decoder)
+
+
+WEIGHT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+"""`engine.weights` values that convert, and llama.cpp's file type for each."""
+
+
+@contextlib.contextmanager
+def converted_weights(path: Path, weights: str, threads: int) -> Iterator[Path]:
+    """`path` itself for `as_file`; otherwise a temporary copy converted with llama.cpp's own
+    quantizer, removed once loaded (the loaded model no longer needs the file)."""
+    if weights == "as_file":
+        yield path
+        return
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, WEIGHT_TYPES[weights])
+    params.allow_requantize = True
+    params.nthread = threads
+    with tempfile.TemporaryDirectory(prefix="prsm-weights-") as folder:
+        converted = Path(folder) / f"{path.stem}.{weights}.gguf"
+        failed = llama_cpp.llama_model_quantize(str(path).encode(), str(converted).encode(), params)
+        if failed:
+            raise ConfigError(f"engine.weights: llama.cpp could not convert {path} to {weights}")
+        yield converted

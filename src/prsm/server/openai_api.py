@@ -142,11 +142,12 @@ def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
 # -- responses ---------------------------------------------------------------------------------
 
 
-def usage(generation: Generation) -> dict[str, int]:
+def usage(generation: Generation) -> dict[str, Any]:
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
         "total_tokens": generation.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": generation.cached_tokens},
     }
 
 
@@ -240,7 +241,7 @@ class Completion(BaseModel):
     created: int
     model: str
     choices: list[dict[str, Any]]
-    usage: dict[str, int]
+    usage: dict[str, Any]
     prsm: dict[str, Any]
 
 

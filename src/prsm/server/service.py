@@ -269,6 +269,7 @@ class QueryService:
                         "response.confidence": generation.confidence,
                     }
                 )
+        metrics.record_cached_prompt(self._service, engine.model, generation.cached_tokens)
         if first:
             metrics.record_token_times(
                 self._service,
