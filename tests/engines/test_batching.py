@@ -235,3 +235,32 @@ async def test_each_conversation_continues_in_the_slot_that_holds_its_earlier_tu
             assert following.prompt_tokens > first.prompt_tokens + first.completion_tokens
     finally:
         await engine.aclose()
+
+
+def test_the_batch_is_in_slot_order_however_sequences_come_and_go() -> None:
+    """Sequences of different lengths leave slots free in any order and new ones take them:
+    every generating step's batch still lists its sequence ids in ascending order (llama.cpp
+    decodes a batch in one pass per ascending run of ids, so disorder costs whole passes)."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=4))
+    batch = model.decoder._batch
+    orders: list[list[int]] = []
+
+    def record(_token: int) -> None:  # on the decode thread, between two steps
+        order = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
+        if len(set(order)) == len(order):  # one token each: no prompt prefilled in this step
+            orders.append(order)
+
+    try:
+        recorders = []
+        for round_, limits in enumerate(([24, 3, 12, 6], [5, 20, 2, 9], [7, 1, 15, 4])):
+            for i, limit in enumerate(limits):
+                sequence, recorder = submit(model, PROMPTS[(i + round_) % 8], limit)
+                sequence.on_token = record
+                recorders.append(recorder)
+        for recorder in recorders:
+            recorder.finished()
+    finally:
+        model.close()
+    assert len(orders) > 20
+    assert all(order == sorted(order) for order in orders)
+    assert any(order != list(range(len(order))) for order in orders)  # slots were reused

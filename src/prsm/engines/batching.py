@@ -6,7 +6,8 @@ One thread owns the context. Every step it:
    into the free slot whose cached prompt begins most like its own (see below);
 2. builds one batch: the next chunk of each new sequence's prompt (at most `prefill_chunk`
    prompt tokens a step in all, so a long prompt never stalls everyone else for long), and the
-   last sampled token of every sequence already generating;
+   last sampled token of every sequence already generating, in slot order (llama.cpp decodes
+   a batch in one pass per ascending run of sequence ids);
 3. runs `llama_decode` once;
 4. samples one token for every sequence whose prompt is done, with that sequence's own
    llama.cpp sampler chain (repeat penalty, then greedy, or top-k/top-p/temperature with its
@@ -220,6 +221,9 @@ class BatchDecoder:
         self._take_slot(sequence)
         sequence.sampler = self._sampler(sequence.sampling)
         self._active.append(sequence)
+        # In slot order: with a KV stream per sequence, llama.cpp decodes a batch in one pass
+        # per run of ascending consecutive sequence ids; out of order, a step took twice as long.
+        self._active.sort(key=lambda running: running.slot)
 
     def _take_slot(self, sequence: Sequence) -> None:
         """Give `sequence` the free slot whose cached prompt shares most of its own (all but
@@ -270,7 +274,8 @@ class BatchDecoder:
                 self._advance(sequence)
 
     def _fill_batch(self) -> None:
-        batch = self._batch
+        """One token of every generating sequence and the next prompt chunks, in slot order
+        (the batch holds `prefill_chunk + max_batch` tokens, so everything fits)."""
         n = 0
         prefill_budget = self.prefill_chunk
         for sequence in self._active:
@@ -281,11 +286,9 @@ class BatchDecoder:
                 self._put(n, sequence.pending, position, sequence.slot, output=True)
                 sequence.output_index = n
                 n += 1
-        for sequence in self._active:
-            if sequence.generating or prefill_budget <= 0:
                 continue
             start = sequence.prefilled
-            stop = min(len(sequence.prompt), start + prefill_budget, start + self._capacity - n)
+            stop = min(len(sequence.prompt), start + prefill_budget)
             for position in range(start, stop):
                 last = position == len(sequence.prompt) - 1
                 self._put(n, sequence.prompt[position], position, sequence.slot, output=last)
@@ -294,7 +297,7 @@ class BatchDecoder:
                 n += 1
             prefill_budget -= stop - start
             sequence.prefilled = stop
-        batch.n_tokens = n
+        self._batch.n_tokens = n
 
     def _put(self, index: int, token: int, position: int, slot: int, *, output: bool) -> None:
         batch = self._batch
