@@ -264,3 +264,20 @@ def test_the_batch_is_in_slot_order_however_sequences_come_and_go() -> None:
     assert len(orders) > 20
     assert all(order == sorted(order) for order in orders)
     assert any(order != list(range(len(order))) for order in orders)  # slots were reused
+
+
+def test_new_questions_take_the_lowest_free_slots() -> None:
+    """Every slot holds a cached prompt; new questions that share only the system prompt with
+    all of them take the lowest slots, keeping the batch's sequence ids consecutive."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=6))
+    try:
+        warm = [submit(model, prompt, 2) for prompt in PROMPTS[:6]]
+        for _, recorder in warm:
+            recorder.finished()
+        new = [submit(model, f"{i}: What is {i} times three?", 2) for i in range(3)]
+        for _, recorder in new:
+            recorder.finished()
+    finally:
+        model.close()
+    assert sorted(sequence.slot for sequence, _ in warm) == list(range(6))
+    assert [sequence.slot for sequence, _ in new] == [0, 1, 2]

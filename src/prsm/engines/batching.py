@@ -227,12 +227,13 @@ class BatchDecoder:
 
     def _take_slot(self, sequence: Sequence) -> None:
         """Give `sequence` the free slot whose cached prompt shares most of its own (all but
-        its last token at most: that one is decoded for the logits of its first answer), and
-        drop that slot's cells past the shared part."""
+        its last token at most: that one is decoded for the logits of its first answer), the
+        lowest of equals, so running sequences stay on few runs of consecutive ids; drop that
+        slot's cells past the shared part."""
         limit = len(sequence.prompt) - 1
-        slot = max(
-            reversed(self._free_slots),
-            key=lambda free: _shared_length(self._cached[free], sequence.prompt, limit),
+        slot = min(
+            self._free_slots,
+            key=lambda free: (-_shared_length(self._cached[free], sequence.prompt, limit), free),
         )
         self._free_slots.remove(slot)
         shared = _shared_length(self._cached[slot], sequence.prompt, limit)
