@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.support import (
@@ -455,3 +456,38 @@ async def test_traces_continue_through_the_gateway(tmp_path: Path) -> None:
     sent = {k.lower(): v for k, v in upstream.requests[0][1].items()}["traceparent"]
     assert sent.split("-")[1] == trace_id
     assert sent.split("-")[2] == span.span_id.hex()
+
+
+def test_the_gateways_own_errors_on_v1_routes_are_openais(tmp_path: Path) -> None:
+    """On an OpenAI-compatible route the gateway's own refusals reach the official `openai`
+    client as OpenAI's errors: 429 `rate_limit_error`, 413 `invalid_request_error`, and all
+    upstreams down 502 `server_error`; PRSM's routes keep PRSM's shapes."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = {"max_body_bytes": 2048, "pools": {"p": static(dead)},
+              "routes": [{"prefix": "/v1", "pool": "p", "rate_limit": {"limit": "2/minute"}},
+                         {"prefix": "/api/v1", "pool": "p"}]}  # fmt: skip
+    with prsm_gateway(tmp_path, config) as gw:
+        client = openai.OpenAI(base_url=gw.base_url + "/v1", api_key="k", max_retries=0)
+        ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        with pytest.raises(openai.InternalServerError) as down:
+            client.chat.completions.create(**ask)  # type: ignore[call-overload]
+        with pytest.raises(openai.APIStatusError) as too_large:
+            client.chat.completions.create(**ask, user="x" * 4096)  # type: ignore[call-overload]
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.chat.completions.create(**ask)  # type: ignore[call-overload]
+        prsm_down = httpx.post(gw.base_url + "/api/v1/query", json=QUERY)
+    assert down.value.status_code == 502
+    assert down.value.body == {
+        "message": "AI service temporarily unavailable",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_failed",
+    }
+    assert too_large.value.status_code == 413
+    assert isinstance(too_large.value.body, dict)
+    assert too_large.value.body["type"] == "invalid_request_error"
+    assert isinstance(limited.value.body, dict)
+    assert limited.value.body["type"] == "rate_limit_error"
+    assert limited.value.response.headers["retry-after"]
+    assert prsm_down.status_code == 502
+    assert prsm_down.json()["error"] == "AI service temporarily unavailable"

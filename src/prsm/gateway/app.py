@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -41,7 +42,7 @@ from prsm.resilience.breaker import CircuitOpenError
 from prsm.resilience.outcomes import Outcome, fails_over
 from prsm.server.correlation import incoming_correlation_id
 from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
-from prsm.server.errors import error_body, error_headers
+from prsm.server.errors import OPENAI_PREFIX, send_error_reply
 
 log = logging.getLogger("prsm.gateway")
 
@@ -176,7 +177,7 @@ class Gateway:
         if route is None:
             if path in OWN_PATHS and scope["method"] not in ("GET", "HEAD"):
                 wrong = error_for_status(405, "Method Not Allowed", code="method_not_allowed")
-                await send_error(send, wrong, cid, [(b"allow", b"GET, HEAD")])
+                await send_error_reply(send, wrong, cid, path, [(b"allow", b"GET, HEAD")])
                 return
             await self._own_endpoint(path, cid, send)
             return
@@ -219,7 +220,8 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": payload})
         else:
-            await send_error(send, NotFoundError(f"no route for {path}", code="no_route"), cid)
+            missing = NotFoundError(f"no route for {path}", code="no_route")
+            await send_error_reply(send, missing, cid, path)
 
     async def _proxy(
         self, route: Route, scope: Scope, receive: Receive, send: Send, cid: str
@@ -233,26 +235,25 @@ class Gateway:
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(route.prefix).inc()
                 refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
-                return await send_error(send, refused, cid, decision.headers())
+                return await send_error_reply(send, refused, cid, scope["path"], decision.headers())
             limit_headers = decision.headers()
         else:
             limit_headers = []
         if route.fault is not None:
-            aborted = await self._inject_fault(route, send, cid)
+            aborted = await self._inject_fault(route, send, cid, scope["path"])
             if aborted:
                 return aborted
         body = await _read_body(receive, self.config.max_body_bytes)
         if body is None:
             too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
-            return await send_error(send, too_large, cid)
+            return await send_error_reply(send, too_large, cid, scope["path"])
         if body is _GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
-        tries = self._tries(
-            route, pool, scope["method"], upstream_path, outgoing, body, send, cid, limit_headers
-        )
+        answer = Answer(send, cid, scope["path"], limit_headers)
+        tries = self._tries(route, pool, scope["method"], upstream_path, outgoing, body, answer)
         try:
             return await until_disconnected(tries, receive, scope)
         except ClientGone:  # the upstream request was closed with it: its work stops too
@@ -267,9 +268,7 @@ class Gateway:
         path: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-        send: Send,
-        cid: str,
-        extra: list[tuple[bytes, bytes]],
+        answer: Answer,
     ) -> int:
         retries = route.retries
         may_resend = method in IDEMPOTENT or retries.non_idempotent
@@ -316,18 +315,21 @@ class Gateway:
                     break
                 continue
             self._attempt(pool.service, "ok")
-            return await self._relay(response, send, cid, extra)
+            return await self._relay(response, answer.send, answer.cid, answer.extra)
         if last_status is not None:  # the upstream's own answer says more than ours would
-            return await self._relay(last_status.response, send, cid, extra)
+            return await self._relay(last_status.response, answer.send, answer.cid, answer.extra)
         if isinstance(failure, TryTimeout):
             slow = GatewayTimeoutError(
                 "the AI service did not answer in time", code="upstream_timeout"
             )
-            return await send_error(send, slow, cid, extra)
+            return await answer.error(slow)
         if isinstance(failure, CircuitOpenError):
-            refused = ServiceUnavailableError(UNAVAILABLE, code="circuit_open")
-            return await send_error(send, refused, cid, extra)
-        await send_json(send, 502, {"error": UNAVAILABLE, "correlationId": cid}, cid, extra)
+            return await answer.error(ServiceUnavailableError(UNAVAILABLE, code="circuit_open"))
+        if answer.path.startswith(OPENAI_PREFIX):
+            return await answer.error(error_for_status(502, UNAVAILABLE, code="upstream_failed"))
+        # The specification's gateway answer, kept for its routes.
+        payload = {"error": UNAVAILABLE, "correlationId": answer.cid}
+        await send_json(answer.send, 502, payload, answer.cid, answer.extra)
         return 502
 
     async def _send_upstream(
@@ -422,14 +424,14 @@ class Gateway:
                 point -= weight
         return self._rng.choices(names, weights)[0]
 
-    async def _inject_fault(self, route: Route, send: Send, cid: str) -> int:
+    async def _inject_fault(self, route: Route, send: Send, cid: str, path: str) -> int:
         fault = route.fault
         assert fault is not None
         if fault.abort is not None and self._rng.random() * 100 < fault.abort.percent:
             aborted = error_for_status(
                 fault.abort.status, "aborted by fault injection", code="fault_injected"
             )
-            return await send_error(send, aborted, cid)
+            return await send_error_reply(send, aborted, cid, path)
         if fault.delay is not None and self._rng.random() * 100 < fault.delay.percent:
             await asyncio.sleep(fault.delay.seconds)
         return 0
@@ -536,18 +538,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-async def send_error(
-    send: Send, error: HTTPStatusError, cid: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> int:
-    """The API's JSON error answer (`prsm.server.errors`: one shape everywhere); its status."""
-    body = error_body(error, cid)
-    headers = [(k.encode(), v.encode()) for k, v in error_headers(error, cid).items()]
-    headers.append((b"content-length", str(len(body)).encode()))
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return error.status_code
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Where and how one proxied request is answered: its ASGI `send`, correlation id, the
+    caller's path (which decides the error shape) and headers every answer carries."""
+
+    send: Send
+    cid: str
+    path: str
+    extra: list[tuple[bytes, bytes]]
+
+    async def error(self, error: HTTPStatusError) -> int:
+        return await send_error_reply(self.send, error, self.cid, self.path, self.extra)
 
 
 async def send_json(

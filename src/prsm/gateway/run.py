@@ -17,11 +17,12 @@ from pathlib import Path
 import uvicorn
 
 from prsm.errors import ConfigError, ServiceUnavailableError
-from prsm.gateway.app import OWN_PATHS, Gateway, Receive, Scope, Send, send_error, send_json
+from prsm.gateway.app import OWN_PATHS, Gateway, Receive, Scope, Send, send_json
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
 from prsm.server.collector import freeze_startup_heap, tune_for_requests
 from prsm.server.correlation import incoming_correlation_id
 from prsm.server.drain import Drain
+from prsm.server.errors import send_error_reply
 from prsm.server.protocol import GuardedHttpProtocol
 
 log = logging.getLogger("prsm.gateway")
@@ -108,7 +109,7 @@ class ReloadingGateway:
             body = {"status": "not_ready", "draining": True}
             await send_json(send, 503, body, incoming_correlation_id(scope))
         elif self._closed is not None and path not in OWN_PATHS:
-            await send_error(send, self._closed, incoming_correlation_id(scope))
+            await send_error_reply(send, self._closed, incoming_correlation_id(scope), path)
         else:
             await self.current(scope, receive, send)
 

@@ -56,4 +56,4 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send, path: str) -> None:
         error = PayloadTooLargeError(f"request body is larger than {self.max_bytes} bytes")
-        await send_error_reply(send, error, correlation_id.get(), path, {"connection": "close"})
+        await send_error_reply(send, error, correlation_id.get(), path, [(b"connection", b"close")])

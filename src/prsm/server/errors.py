@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -98,19 +98,15 @@ async def send_error_reply(
     error: errors.HTTPStatusError,
     cid: str | None,
     path: str,
-    extra: Mapping[str, str] | None = None,
+    extra: Iterable[tuple[bytes, bytes]] | None = None,
 ) -> int:
-    """Answer `error` through ASGI `send` (outside the app's handlers), in `path`'s shape;
-    its status."""
+    """Answer `error` through ASGI `send` (outside the app's handlers, or from the gateway), in
+    `path`'s shape; its status."""
     status, headers, body = error_reply(error, cid, path)
-    headers |= extra or {}
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-        }
-    )
+    headers["content-length"] = str(len(body))
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw.extend(extra or ())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
     return status
 
