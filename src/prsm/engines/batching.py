@@ -231,12 +231,13 @@ class BatchDecoder:
         lowest of equals, so running sequences stay on few runs of consecutive ids; drop that
         slot's cells past the shared part."""
         limit = len(sequence.prompt) - 1
-        slot = min(
-            self._free_slots,
-            key=lambda free: (-_shared_length(self._cached[free], sequence.prompt, limit), free),
-        )
+        shares = {
+            free: _shared_length(self._cached[free], sequence.prompt, limit)
+            for free in self._free_slots
+        }
+        slot = min(shares, key=lambda free: (-shares[free], free))
         self._free_slots.remove(slot)
-        shared = _shared_length(self._cached[slot], sequence.prompt, limit)
+        shared = shares[slot]
         if not self._lib.llama_memory_seq_rm(self._memory, slot, shared, -1):
             self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
             shared = 0
@@ -367,9 +368,7 @@ class BatchDecoder:
 
 def _shared_length(cached: list[int], prompt: list[int], limit: int) -> int:
     """How many leading tokens `prompt` shares with `cached`, at most `limit`."""
-    shared = 0
-    for ours, theirs in zip(cached, prompt[:limit], strict=False):
-        if ours != theirs:
-            break
-        shared += 1
-    return shared
+    for shared, (ours, theirs) in enumerate(zip(cached, prompt, strict=False)):
+        if shared == limit or ours != theirs:
+            return shared
+    return max(0, min(len(cached), len(prompt), limit))

@@ -315,9 +315,9 @@ class Gateway:
                     break
                 continue
             self._attempt(pool.service, "ok")
-            return await self._relay(response, answer.send, answer.cid, answer.extra)
+            return await self._relay(response, answer)
         if last_status is not None:  # the upstream's own answer says more than ours would
-            return await self._relay(last_status.response, answer.send, answer.cid, answer.extra)
+            return await self._relay(last_status.response, answer)
         if isinstance(failure, TryTimeout):
             slow = GatewayTimeoutError(
                 "the AI service did not answer in time", code="upstream_timeout"
@@ -358,17 +358,12 @@ class Gateway:
             raise UpstreamStatus(response)
         return response
 
-    async def _relay(
-        self,
-        response: UpstreamResponse,
-        send: Send,
-        cid: str,
-        extra: list[tuple[bytes, bytes]],
-    ) -> int:
+    async def _relay(self, response: UpstreamResponse, answer: Answer) -> int:
         """Stream the upstream's response: headers, then each chunk as it arrives."""
+        send = answer.send
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
-        headers.append((_CID, cid.encode()))
-        headers.extend(extra)
+        headers.append((_CID, answer.cid.encode()))
+        headers.extend(answer.extra)
         if _is_event_stream(headers):  # passed on event by event: proxies in front must too
             headers.append((b"x-accel-buffering", b"no"))
         status = response.status
