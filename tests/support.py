@@ -90,6 +90,59 @@ def slow_fixed_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield server
 
 
+@contextlib.contextmanager
+def socket_server(handle: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A raw TCP server on loopback, `handle(connection)` in a thread per connection, for
+    upstreams that misbehave in ways no HTTP server library will; its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=_handled, args=(handle, connection), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        acceptor.join()
+        listener.close()
+
+
+def _handled(handle: Callable[[socket.socket], None], connection: socket.socket) -> None:
+    with connection, contextlib.suppress(OSError):
+        handle(connection)
+
+
+def read_request(connection: socket.socket, buffered: bytearray) -> bytes | None:
+    """The next request (head and content-length body) on `connection`; None once the peer
+    closed. `buffered` carries bytes read past it to the next call."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None
+        buffered += chunk
+    end = buffered.index(b"\r\n\r\n") + 4
+    head = bytes(buffered[:end])
+    found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    total = end + (int(found.group(1)) if found else 0)
+    while len(buffered) < total:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None
+        buffered += chunk
+    request = bytes(buffered[:total])
+    del buffered[:total]
+    return request
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

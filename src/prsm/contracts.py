@@ -34,7 +34,11 @@ def _not_blank(value: str) -> str:
 
 Prompt = Annotated[
     str,
-    Field(min_length=1, description="The question or instruction for the model."),
+    Field(
+        min_length=1,
+        pattern=r"\S",  # not only white space: what the validator below checks, for the schema
+        description="The question or instruction for the model.",
+    ),
     AfterValidator(_not_blank),
 ]
 """A prompt, wherever one is accepted (queries, jobs, batch items): never blank."""
@@ -74,8 +78,10 @@ class QueryRequest(Contract):
     )
     model: str | None = Field(
         default=None,
+        min_length=1,
         max_length=256,
-        description="Model to use; must be the served model when given.",
+        description="Model to use; must be the served model when given (404 `unknown_model` "
+        "otherwise).",
     )
     stream: bool | None = Field(
         default=None,

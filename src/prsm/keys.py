@@ -6,6 +6,7 @@ The channel names and the user metrics hash are the specification's wire contrac
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 EventType = Literal["completed", "failed"]
@@ -16,9 +17,9 @@ QUERY_COMPLETED = "prsm:query:completed"
 QUERY_FAILED = "prsm:query:failed"
 FALLBACK_REQUEST = "fallback:ai:request"
 EVENT_STREAM = "prsm:events"
+"""Capped stream holding every event, for consumer groups (at-least-once delivery)."""
 RATE_LIMIT_PREFIX = "prsm:ratelimit"
 """The gateway's shared rate-limit windows (the `limits` library adds the rest of each key)."""
-"""Capped stream holding every event, for consumer groups (at-least-once delivery)."""
 
 
 def query_channel(event_type: EventType) -> str:
@@ -31,9 +32,17 @@ def user_metrics(user_id: str) -> str:
     return f"user:{user_id}:metrics"
 
 
-def batch_results(batch_id: str) -> str:
-    """JSON list of one batch job's per-query results (1 h expiry)."""
-    return f"batch:{batch_id}:results"
+def owner_tag(identity: str) -> str:
+    """The short, non-secret tag that marks a job or batch as `identity`'s own."""
+    return hashlib.sha256(f"prsm-owner\x00{identity}".encode()).hexdigest()[:32]
+
+
+def batch_results(owner: str, batch_id: str) -> str:
+    """JSON list of one batch job's per-query results (1 h expiry), under its owner's tag.
+
+    The specification's key is `batch:{batchId}:results`; with the owner in it, two callers
+    choosing the same batch id neither collide nor read each other's answers."""
+    return f"batch:{owner}:{batch_id}:results"
 
 
 def job_queue(job_type: JobType) -> str:

@@ -20,7 +20,15 @@ from prsm.errors import (
     TimeoutError,
     ValidationError,
 )
-from tests.support import API_KEY, Reply, ServerProcess, free_port, query_reply, scripted_server
+from tests.support import (
+    API_KEY,
+    Reply,
+    ServerProcess,
+    free_port,
+    query_reply,
+    read_request,
+    scripted_server,
+)
 
 FAST_RETRY = RetryPolicy(retries=2, backoff_initial=0.001, backoff_max=0.01)
 
@@ -165,7 +173,7 @@ async def test_an_answer_cut_off_midway_is_connect_error_on_both(connect: Any) -
         def serve_half() -> None:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(65536)
+                read_request(connection, bytearray())  # closing with bytes unread: a reset
                 connection.sendall(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     b'content-length: 166\r\n\r\n{"data": {'

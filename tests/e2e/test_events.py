@@ -101,7 +101,7 @@ def test_the_spec_node_consumer_receives_our_events(tmp_path: Path) -> None:
                     json={"prompt": "hi", "userId": "node-user", "model": "not-served"},
                     headers=AUTH | {"X-Correlation-ID": "from-python-2"},
                 )
-                assert bad.status_code == 422
+                assert bad.status_code == 404
                 got = node.next()
                 assert got["event"] == "query:failed"
                 assert got["data"]["error"]["code"] == "unknown_model"  # type: ignore[index]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from tests.support import (
     fixed_instances,
     free_port,
     prsm_gateway,
+    read_request,
     scripted_server,
+    socket_server,
 )
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -491,3 +494,39 @@ def test_the_gateways_own_errors_on_v1_routes_are_openais(tmp_path: Path) -> Non
     assert limited.value.response.headers["retry-after"]
     assert prsm_down.status_code == 502
     assert prsm_down.json()["error"] == "AI service temporarily unavailable"
+
+
+def hangs_up_on_its_first_post(posts: list[bytes]) -> Callable[[socket.socket], None]:
+    """An upstream that answers GETs on a kept-alive connection, takes the first POST and
+    closes half a second later without answering (it died on it), and answers later POSTs."""
+
+    def handle(connection: socket.socket) -> None:
+        buffered = bytearray()
+        while (request := read_request(connection, buffered)) is not None:
+            if request.startswith(b"POST"):
+                posts.append(request)
+                if len(posts) == 1:
+                    time.sleep(0.5)
+                    return
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "sent"), [({}, 502, 1), ({"Idempotency-Key": "k-1"}, 200, 2)]
+)
+def test_a_post_the_upstream_took_is_sent_again_only_with_an_idempotency_key(
+    tmp_path: Path, headers: dict[str, str], status: int, sent: int
+) -> None:
+    """The upstream takes a POST on a kept-alive connection and dies on it: without a key the
+    caller gets 502 and the upstream saw it once; with an Idempotency-Key it is resent."""
+    posts: list[bytes] = []
+    with socket_server(hangs_up_on_its_first_post(posts)) as upstream:
+        config = {"pools": {"p": static(upstream)},
+                  "routes": [{"prefix": "/", "pool": "p", "retries": {"attempts": 3}}]}  # fmt: skip
+        with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+            assert http.get("/warm").status_code == 200  # a connection to reuse
+            response = http.post("/thing", json={}, headers=headers)
+    assert response.status_code == status
+    assert len(posts) == sent

@@ -4,6 +4,8 @@ come (not buffered), and a caller who leaves mid-stream stopping the generation 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -11,6 +13,8 @@ import httpx
 import openai
 import pytest
 
+from prsm.client import AsyncPRSMClient
+from prsm.errors import HTTPStatusError
 from tests.support import (
     API_KEY,
     GatewayProcess,
@@ -19,7 +23,9 @@ from tests.support import (
     leave_after,
     metric,
     prsm_gateway,
+    read_request,
     slow_fixed_server,
+    socket_server,
     wait_for,
 )
 
@@ -139,3 +145,67 @@ def test_the_real_model_stops_when_the_caller_leaves_the_gateway(
     assert metric(llama_server.base_url, "prsm_engine_in_flight") == 1
     stream.close()
     idle_within_a_second(llama_server.base_url)
+
+
+def dies_mid_stream(connection: socket.socket) -> None:
+    """An upstream that starts an event stream, sends two events and half of a third, then
+    dies: OpenAI's chunks under /v1, PRSM's `delta` events elsewhere."""
+    request = read_request(connection, bytearray()) or b""
+    if b" /v1/" in request.split(b"\r\n", 1)[0]:
+        event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+        event += b'"choices":[{"index":0,"delta":{"content":"one "},"finish_reason":null}]}\n\n'
+    else:
+        event = b'event: delta\ndata: {"text": "one "}\n\n'
+    connection.sendall(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    for part in (event, event, event[: len(event) // 2]):
+        connection.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+
+
+@pytest.fixture(scope="module")
+def cut_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The gateway in front of an upstream that dies mid-stream."""
+    with socket_server(dies_mid_stream) as upstream:
+        config = {
+            "pools": {"api": {"discovery": {"kind": "static", "urls": [upstream]}}},
+            "routes": [{"prefix": "/v1", "pool": "api"}, {"prefix": "/api/v1", "pool": "api"}],
+        }
+        with prsm_gateway(tmp_path_factory.mktemp("cut"), config) as running:
+            yield running
+
+
+def test_a_stream_cut_upstream_ends_with_openais_error_event(cut_gateway: GatewayProcess) -> None:
+    """On /v1: the whole events that came, then `data: {"error": …}` and `[DONE]`, never the
+    half event; the official client raises; the gateway counts it as 502."""
+    ask = {"model": "m", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", cut_gateway.base_url + "/v1/chat/completions", json=ask) as raw:
+        body = raw.read().decode()
+    *events, error, done = body.strip().split("\n\n")
+    assert len(events) == 2
+    assert json.loads(error.removeprefix("data: "))["error"]["code"] == "upstream_cut"
+    assert done == "data: [DONE]"
+    client = openai.OpenAI(base_url=cut_gateway.base_url + "/v1", api_key="k", max_retries=0)
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError, match="broke off"):
+        list(stream)
+    assert metric(cut_gateway.base_url, "prsm_gateway_requests_total", 'status="502"') == 2
+
+
+async def test_a_stream_cut_upstream_ends_with_prsms_error_event(
+    cut_gateway: GatewayProcess,
+) -> None:
+    """On /api/v1: PRSM's `event: error` with status 502, and the SDK's stream raises it after
+    the text that came."""
+    client = AsyncPRSMClient(base_url=cut_gateway.base_url, api_key="k")
+    texts: list[str] = []
+
+    async def read_all() -> None:
+        async for chunk in client.stream("hi", user_id="u1"):
+            texts.append(chunk.text)
+
+    with pytest.raises(HTTPStatusError) as caught:
+        await read_all()
+    await client.aclose()
+    assert texts == ["one ", "one "]
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_cut")

@@ -117,3 +117,72 @@ async def test_nothing_listening_is_connect_failed() -> None:
 def test_only_http_origins() -> None:
     with pytest.raises(ValueError, match="not an http"):
         UpstreamPool("ftp://example.com")
+
+
+def keep_alive_then_hang_up(posts: list[bytes]) -> Handler:
+    """Answers GETs and keeps the connection; takes the first POST and, half a second later,
+    closes without answering (an upstream dying on it); answers any later POST."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"POST"):
+                    posts.append(head)
+                    await reader.readexactly(2)  # the body, "{}"
+                    if len(posts) == 1:
+                        await asyncio.sleep(0.5)
+                        writer.close()
+                        return
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+
+    return serve
+
+
+async def test_a_post_the_upstream_took_on_a_reused_connection_is_not_sent_again() -> None:
+    """A kept-alive connection breaks after the upstream read the POST: ConnectionLost (it
+    may have run), and the upstream saw it once."""
+    posts: list[bytes] = []
+    async with raw_server(keep_alive_then_hang_up(posts)) as url:
+        pool = UpstreamPool(url)
+        assert await body_of(pool) == (200, b"ok")  # leaves a connection to reuse
+        with pytest.raises(ConnectionLost):
+            await pool.send("POST", "/", [], b"{}")
+        await pool.aclose()
+    assert len(posts) == 1
+
+
+async def test_a_replayable_request_goes_again_on_a_fresh_connection() -> None:
+    """The same break, for a request the caller says may be sent twice: resent, answered."""
+    posts: list[bytes] = []
+    async with raw_server(keep_alive_then_hang_up(posts)) as url:
+        pool = UpstreamPool(url)
+        assert await body_of(pool) == (200, b"ok")
+        response = await pool.send("POST", "/", [], b"{}", replayable=True)
+        assert response.status == 200
+        response.release()
+        await pool.aclose()
+    assert len(posts) == 2
+
+
+async def test_an_idle_connection_past_its_time_is_not_reused() -> None:
+    """Idle longer than `idle_seconds`: closed, and the next request opens another."""
+    peers: list[object] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername"))
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+
+    async with raw_server(serve) as url:
+        pool = UpstreamPool(url, idle_seconds=0.05)
+        assert await body_of(pool) == (200, b"ok")
+        assert await body_of(pool) == (200, b"ok")  # at once: the same connection
+        await asyncio.sleep(0.1)
+        assert await body_of(pool) == (200, b"ok")
+        await pool.aclose()
+    assert len(peers) == 2

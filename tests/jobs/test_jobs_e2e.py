@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from prsm import keys
+from prsm.config import ApiKey
 from prsm.embedded_redis import EmbeddedRedis
 from prsm.jobs.callbacks import verify_signature
+from prsm.server.auth import ApiKeyAuth
 from tests.support import (
     API_KEY,
     Reply,
@@ -32,6 +34,15 @@ from tests.support import (
 
 SECRET = "callback-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+OTHER_KEY = "other-key-0123456789"
+OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
+
+
+def results_key(api_key: str, batch_id: str) -> str:
+    """Where the batch `batch_id` submitted with `api_key` keeps its results in Redis."""
+    principal = ApiKeyAuth([ApiKey.parse(api_key)]).lookup(api_key)
+    assert principal is not None
+    return keys.batch_results(keys.owner_tag(principal.identity), batch_id)
 
 
 @dataclass
@@ -107,7 +118,11 @@ def stack(tmp_path: Path, *, api_env: dict[str, str], worker: bool = True) -> It
 
 @pytest.fixture(scope="module")
 def fixed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": "Paris."}
+    env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_ANSWER": "Paris.",
+        "PRSM_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+    }
     with stack(tmp_path_factory.mktemp("jobs"), api_env=env) as running:
         yield running
 
@@ -142,8 +157,49 @@ def test_priority_job_answers_and_calls_back_signed(fixed_stack: Stack) -> None:
     assert event["context"]["queueType"] == "priority-query"
 
 
+def test_another_key_reads_neither_the_job_nor_the_batch(fixed_stack: Stack) -> None:
+    """A job and a batch belong to the key that submitted them: another key gets 404 for
+    both, as for what does not exist; the same batch id from two keys is two batches, each
+    stored under its owner."""
+    batch = {"type": "batch-query", "data": {
+        "batchId": "b-secret-1", "queries": [{"id": "q", "prompt": "secret plan", "userId": "u"}]
+    }}  # fmt: skip
+    mine = fixed_stack.submit(batch)
+    theirs = fixed_stack.http.post("/api/v1/jobs", json=batch, headers=OTHER).json()
+    assert fixed_stack.wait(mine["jobId"])["status"] == "complete"
+    with httpx.Client(base_url=fixed_stack.api, headers=OTHER) as other:
+        assert other.get(f"/api/v1/jobs/{mine['jobId']}").status_code == 404
+        assert other.get(f"/api/v1/jobs/{theirs['jobId']}").status_code == 200
+        deadline = time.monotonic() + 30
+        while other.get(f"/api/v1/jobs/{theirs['jobId']}").json()["status"] != "complete":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        their_results = other.get("/api/v1/batches/b-secret-1")
+    for job_id in (theirs["jobId"], "0" * 32):  # another's job reads as an unknown one
+        refused = fixed_stack.http.get(f"/api/v1/jobs/{job_id}")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (404, "job_not_found")
+    assert fixed_stack.http.get("/api/v1/batches/b-secret-1").status_code == 200
+    assert their_results.status_code == 200
+    stored = redis.Redis.from_url(fixed_stack.redis_url)
+    assert stored.exists(results_key(API_KEY, "b-secret-1"))
+    assert stored.exists(results_key(OTHER_KEY, "b-secret-1"))
+    assert not stored.exists("batch:b-secret-1:results")  # the specification's shared key
+
+
+def test_another_key_cannot_read_a_batch_it_did_not_submit(fixed_stack: Stack) -> None:
+    """Guessing a finished batch's id with another key: 404 batch_not_found."""
+    done = fixed_stack.submit({"type": "batch-query", "data": {
+        "batchId": "b-secret-2", "queries": [{"id": "q", "prompt": "secret", "userId": "u"}]
+    }})  # fmt: skip
+    assert fixed_stack.wait(done["jobId"])["status"] == "complete"
+    assert fixed_stack.http.get("/api/v1/batches/b-secret-2").status_code == 200
+    guessed = httpx.get(fixed_stack.api + "/api/v1/batches/b-secret-2", headers=OTHER)
+    assert guessed.status_code == 404
+    assert guessed.json()["error"]["code"] == "batch_not_found"
+
+
 def test_disallowed_callback_target_is_refused_at_submission(fixed_stack: Stack) -> None:
-    """A callback into a private network is 422 callback_not_allowed; nothing is queued."""
+    """A callback into a private network is 403 callback_not_allowed; nothing is queued."""
     response = fixed_stack.http.post(
         "/api/v1/jobs",
         json={
@@ -152,7 +208,7 @@ def test_disallowed_callback_target_is_refused_at_submission(fixed_stack: Stack)
             "callbackUrl": "http://10.1.2.3/internal",
         },
     )
-    assert response.status_code == 422
+    assert response.status_code == 403
     assert response.json()["error"]["code"] == "callback_not_allowed"
 
 
@@ -246,7 +302,7 @@ def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Pat
         )
         status = running.wait(accepted["jobId"], timeout=60)
         results = running.http.get("/api/v1/batches/batch-7").json()
-        ttl = redis.Redis.from_url(running.redis_url).ttl(keys.batch_results("batch-7"))
+        ttl = redis.Redis.from_url(running.redis_url).ttl(results_key(API_KEY, "batch-7"))
         callback = running.callback_for("batch-7")
     assert status["status"] == "complete"
     assert status["result"] == {"batchId": "batch-7", "total": 2, "succeeded": 1, "failed": 1}

@@ -3,8 +3,13 @@ before also found it unmarked in the active list."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import redis.asyncio as aioredis
 from saq import Job
+from saq.job import Status
+from saq.utils import now
 
 from prsm.jobs.queues import SweepSafeQueue
 
@@ -38,3 +43,63 @@ async def test_a_job_unmarked_for_two_sweeps_in_a_row_is_swept(redis: aioredis.R
     await redis.lpush(queue._active, job.id)
     assert await sweep_now(queue) == []
     assert await sweep_now(queue) == [job.id]
+
+
+async def abandoned(queue: SweepSafeQueue, key: str) -> Job:
+    """A job its worker took, marked active and then stopped heart-beating (killed)."""
+    await queue.enqueue(Job("run_query", key=key, retries=3, heartbeat=1))
+    job = await queue.dequeue()
+    assert job is not None
+    job.attempts = 1
+    await job.update(status=Status.ACTIVE)
+    job.touched = now() - 5000
+    await queue.redis.set(job.id, queue.serialize(job))
+    return job
+
+
+async def sweeper_waiting(queue: SweepSafeQueue, job: Job) -> None:
+    """Until the sweep has marked `job` aborting and listens for its worker's word."""
+    async with asyncio.timeout(10):
+        while True:
+            stored = await queue.job(job.key)
+            listening = await queue.redis.pubsub_numpat()  # SAQ listens on one pattern
+            if stored is not None and stored.status == Status.ABORTING and listening:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_sweeper_killed_in_its_wait_leaves_the_job_for_the_next(
+    redis: aioredis.Redis,
+) -> None:
+    """The first sweeper dies while waiting for the dead worker to let go: the job is still
+    in the active list, and the next sweep (another worker's) puts it back on its queue."""
+    first = SweepSafeQueue(redis, "test-sweep")
+    job = await abandoned(first, "j3")
+    sweeping = asyncio.create_task(first.sweep(lock=60, abort=5.0))
+    await sweeper_waiting(first, job)
+    sweeping.cancel()  # killed inside its wait: it writes nothing more to Redis
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeping
+    assert job.id.encode() in await redis.lrange(first._active, 0, -1)
+    second = SweepSafeQueue(redis, "test-sweep")
+    assert await sweep_now(second) == [job.id]
+    again = await second.dequeue()
+    assert again is not None
+    assert (again.key, again.status) == ("j3", Status.QUEUED)
+
+
+async def test_a_live_worker_letting_go_of_a_swept_job_leaves_it_recoverable(
+    redis: aioredis.Redis,
+) -> None:
+    """The swept job's worker was alive after all and aborts it: it only says so, and the job
+    stays in the active list (a sweeper dying now loses nothing) until the sweep re-queues it."""
+    queue = SweepSafeQueue(redis, "test-sweep")
+    job = await abandoned(queue, "j4")
+    sweeping = asyncio.create_task(queue.sweep(lock=60, abort=30.0))
+    await sweeper_waiting(queue, job)
+    await queue.finish(job, Status.ABORTED, error=queue.swept_error_message)  # the live worker
+    assert job.id.encode() in await redis.lrange(queue._active, 0, -1)
+    async with asyncio.timeout(10):  # woken by the worker's word, long before its 30 s
+        assert await sweeping == [job.id]
+    assert await redis.lrange(queue._queued, 0, -1) == [job.id.encode()]
+    assert await redis.lrange(queue._active, 0, -1) == []

@@ -110,10 +110,10 @@ async def test_contract_violations_are_422_naming_the_field(
     assert field in str(error["error"])
 
 
-async def test_unknown_model_is_422(api: httpx.AsyncClient) -> None:
-    """Asking for a model this instance does not serve is 422 unknown_model."""
+async def test_unknown_model_is_404(api: httpx.AsyncClient) -> None:
+    """Asking for a model this instance does not serve is 404 unknown_model, as OpenAI's."""
     response = await api.post("/api/v1/query", json=QUERY | {"model": "gpt-9"})
-    assert_error(response, 422, "unknown_model")
+    assert_error(response, 404, "unknown_model")
 
 
 async def test_body_over_limit_is_413(api: httpx.AsyncClient) -> None:

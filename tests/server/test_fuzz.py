@@ -20,6 +20,7 @@ CHECKS = ",".join(
         "response_schema_conformance",
         "status_code_conformance",
         "content_type_conformance",
+        "positive_data_acceptance",
     )
 )
 SECONDS = "30"  # per service; the seed and the example cap keep runs comparable

@@ -15,7 +15,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from prsm import keys
 from prsm.config import load_settings
+from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import FixedEngine
 from prsm.errors import ConfigError
 from prsm.server import create_app
@@ -56,11 +58,12 @@ async def jwks_url() -> AsyncIterator[str]:
         yield url + "/.well-known/jwks.json"
 
 
-async def client_for(**oauth: Any) -> tuple[Any, httpx.AsyncClient]:
+async def client_for(redis_url: str | None = None, **oauth: Any) -> tuple[Any, httpx.AsyncClient]:
     settings = load_settings(
         api_keys=API_KEY,
         engine={"kind": "fixed"},
         oauth={"issuer": ISSUER, "audience": AUDIENCE} | oauth,
+        redis_url=redis_url,
     )
     app = create_app(settings, FixedEngine("ok", model="fixed"))
     lifespan = app.router.lifespan_context(app)
@@ -133,6 +136,24 @@ async def test_scopes_gate_queries_and_jobs(api: httpx.AsyncClient) -> None:
     assert refused.json()["error"]["code"] == "insufficient_scope"
     writer_only = token({"scope": None, "scp": ["write:ai"]})
     assert (await ask(api, writer_only)).status_code == 403
+
+
+async def test_one_oauth_client_cannot_read_anothers_job(
+    jwks_url: str, redis_server: EmbeddedRedis
+) -> None:
+    """Jobs belong to the token's subject: another OAuth client gets 404 for it, and the batch
+    another client submits under the same id is stored apart."""
+    lifespan, api = await client_for(redis_server.url, jwks_url=jwks_url)
+    billing, search = token({"sub": "billing-svc"}), token({"sub": "search-svc"})
+    job = {"type": "priority-query", "data": QUERY}
+    accepted = (await ask(api, billing, "/api/v1/jobs", job)).json()
+    mine = await api.get(accepted["statusUrl"], headers={"authorization": f"Bearer {billing}"})
+    theirs = await api.get(accepted["statusUrl"], headers={"authorization": f"Bearer {search}"})
+    await api.aclose()
+    await lifespan.__aexit__(None, None, None)
+    assert mine.status_code == 200
+    assert (theirs.status_code, theirs.json()["error"]["code"]) == (404, "job_not_found")
+    assert keys.owner_tag(f"jwt:{ISSUER}:billing-svc") != keys.owner_tag(f"jwt:{ISSUER}:search-svc")
 
 
 async def test_configured_public_key_instead_of_jwks() -> None:

@@ -68,9 +68,9 @@ async def test_deltas_then_one_done_event_with_the_whole_answer(api: httpx.Async
 async def test_a_failure_before_the_first_text_is_an_ordinary_error(
     api: httpx.AsyncClient,
 ) -> None:
-    """An unknown model is a 422 JSON error, not a stream."""
+    """An unknown model is a 404 JSON error, not a stream."""
     response = await api.post("/api/v1/query", json=QUERY | {"model": "other"})
-    assert response.status_code == 422
+    assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == "unknown_model"
 

@@ -43,6 +43,7 @@ from prsm.resilience.outcomes import Outcome, fails_over
 from prsm.server.correlation import incoming_correlation_id
 from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.server.errors import OPENAI_PREFIX, send_error_reply
+from prsm.server.sse import error_event
 
 log = logging.getLogger("prsm.gateway")
 
@@ -53,6 +54,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 UNAVAILABLE = "AI service temporarily unavailable"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENCY_HEADERS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+"""A request carrying one of these says the upstream deduplicates it: resending is safe."""
 # RFC 9110 §7.6.1 connection-specific headers, never forwarded; `host` is set per upstream,
 # `content-length` from the body actually sent.
 HOP_BY_HOP = frozenset(
@@ -271,7 +274,11 @@ class Gateway:
         answer: Answer,
     ) -> int:
         retries = route.retries
-        may_resend = method in IDEMPOTENT or retries.non_idempotent
+        may_resend = (
+            method in IDEMPOTENT
+            or retries.non_idempotent
+            or any(name.lower() in IDEMPOTENCY_HEADERS for name, _ in headers)
+        )
         tried: set[str] = set()
         failure: BaseException | None = None
         last_status: UpstreamStatus | None = None
@@ -301,6 +308,7 @@ class Gateway:
                     body,
                     min(retries.per_try_timeout, remaining),
                     retries.retry_on,
+                    may_resend,
                 )
             except CircuitOpenError as exc:
                 failure = exc
@@ -341,13 +349,14 @@ class Gateway:
         body: bytes,
         per_try: float,
         retry_on: Collection[str],
+        replayable: bool,
     ) -> UpstreamResponse:
         upstream = self._upstreams.get(origin)
         if upstream is None:
             upstream = self._upstreams[origin] = UpstreamPool(origin)
         try:
             async with asyncio.timeout(per_try):
-                response = await upstream.send(method, target, headers, body)
+                response = await upstream.send(method, target, headers, body, replayable=replayable)
         except builtins.TimeoutError:
             raise TryTimeout() from None
         except ConnectFailed as exc:
@@ -359,21 +368,33 @@ class Gateway:
         return response
 
     async def _relay(self, response: UpstreamResponse, answer: Answer) -> int:
-        """Stream the upstream's response: headers, then each chunk as it arrives."""
+        """Stream the upstream's response: headers, then each chunk as it arrives.
+
+        An event stream is passed on whole events at a time, so that if the upstream breaks
+        off, the stream still ends with a well-formed error event in its API's format (and
+        counts as 502). Any other body cut short is cut short for the caller too.
+        """
         send = answer.send
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
         headers.append((_CID, answer.cid.encode()))
         headers.extend(answer.extra)
-        if _is_event_stream(headers):  # passed on event by event: proxies in front must too
-            headers.append((b"x-accel-buffering", b"no"))
+        events = _WholeEvents() if _is_event_stream(headers) else None
+        if events is not None and not any(k.lower() == _NO_BUFFERING[0] for k, _ in headers):
+            headers.append(_NO_BUFFERING)  # passed on event by event: proxies in front must too
         status = response.status
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             async for chunk in response.chunks():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+                data = chunk if events is None else events.take(chunk)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            rest = b"" if events is None else events.rest()
+            await send({"type": "http.response.body", "body": rest})
         except ConnectionLost:
             log.warning("upstream closed mid-response", extra={"status": status})
+            if events is not None:
+                await send({"type": "http.response.body", "body": _cut_stream_event(answer)})
+            return 502
         finally:
             response.release()
         return status
@@ -465,10 +486,45 @@ _OUTCOMES: dict[type[BaseException], tuple[Outcome, str]] = {
 }
 
 
+_NO_BUFFERING = (b"x-accel-buffering", b"no")
+
+
 def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    names = {k.lower(): v for k, v in headers}
-    streaming = names.get(b"content-type", b"").startswith(b"text/event-stream")
-    return streaming and b"x-accel-buffering" not in names
+    return any(
+        k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+    )
+
+
+class _WholeEvents:
+    """Splits an event stream's bytes at the end of its last complete event; holds the rest."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def take(self, chunk: bytes) -> bytes:
+        """The complete events so far, with `chunk` added."""
+        data = self._tail + chunk if self._tail else chunk
+        end = max(_end_after(data, separator) for separator in _EVENT_ENDS)
+        self._tail = data[end:]
+        return data[:end]
+
+    def rest(self) -> bytes:
+        """What came after the last complete event (passed on as it is at a clean end)."""
+        return self._tail
+
+
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _end_after(data: bytes, separator: bytes) -> int:
+    """The index just past the last `separator` in `data`, 0 if there is none."""
+    found = data.rfind(separator)
+    return found + len(separator) if found >= 0 else 0
+
+
+def _cut_stream_event(answer: Answer) -> bytes:
+    cut = error_for_status(502, "the AI service broke off the stream", code="upstream_cut")
+    return error_event(cut, answer.cid, answer.path)
 
 
 def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:

@@ -20,6 +20,11 @@ import httptools
 HIGH_WATER = 256 * 1024
 """Buffered response bytes past which the upstream connection stops being read."""
 
+IDLE_SECONDS = 4.0
+"""How long an idle keep-alive connection is kept for reuse. Below uvicorn's default of 5 s
+(what `prsm serve` runs on), so the gateway lets go of a connection before the upstream does
+and does not write a request into one the upstream is closing at that moment."""
+
 
 class ConnectFailed(Exception):
     """No connection could be made: the request was never sent."""
@@ -36,6 +41,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self.closed = False
+        self.idle_since = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -161,6 +167,7 @@ class UpstreamResponse:
         connection = self._connection
         connection.response = None
         if self.complete and self.keep_alive and not connection.closed:
+            connection.idle_since = asyncio.get_running_loop().time()
             connection.pool._idle.append(connection)
         else:
             connection._close()
@@ -169,7 +176,13 @@ class UpstreamResponse:
 class UpstreamPool:
     """Keep-alive connections to one upstream origin (`http://host:port` or `https://…`)."""
 
-    def __init__(self, origin: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        origin: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) origin: {origin!r}")
@@ -181,6 +194,7 @@ class UpstreamPool:
         self._host_line = b"host: " + host_header + b"\r\n"
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._idle_seconds = idle_seconds
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -203,24 +217,47 @@ class UpstreamPool:
             self._idle.remove(connection)
 
     async def send(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        replayable: bool = False,
     ) -> UpstreamResponse:
         """Send a request and wait for the response's status and headers.
 
-        A kept-alive connection the upstream closed while idle fails before any byte of a
-        response: the request then goes once more on a fresh connection (it was not processed).
+        A kept-alive connection that breaks before any byte of a response may have been closed
+        by the upstream while idle — or the upstream may have taken the request and died on
+        it. Only a `replayable` request (the caller knows a second copy does no harm: an
+        idempotent method, a route that allows it, an `Idempotency-Key`) then goes once more
+        on a fresh connection; any other raises `ConnectionLost`, for the caller to treat as
+        "may have run". Connections idle past `idle_seconds` are closed, not reused, which
+        keeps that race rare.
         """
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.closed:
-                continue
+        connection = self._reusable()
+        if connection is not None:
             try:
                 return await self._exchange(connection, method, target, headers, body)
             except ConnectionLost:
-                if connection.response is not None and connection.response.status:
+                started = connection.response is not None and connection.response.status
+                if started or not replayable:
                     raise
-                # a stale keep-alive connection: no response started; try a fresh one
         return await self._exchange(await self._connect(), method, target, headers, body)
+
+    def _reusable(self) -> _Connection | None:
+        """The most recently used idle connection still open and fresh; older ones are closed."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            connection = self._idle.pop()
+            transport = connection.transport
+            if connection.closed or transport is None or transport.is_closing():
+                continue
+            if now - connection.idle_since > self._idle_seconds:
+                connection._close()
+                continue
+            return connection
+        return None
 
     async def _exchange(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from saq import Job, Queue
@@ -107,8 +108,21 @@ class SweepSafeQueue(RedisQueue):
         return [job_id.decode() for job_id in swept]
 
     async def _sweep_job(self, job: Job, abort: float) -> None:
+        """Tell the job's worker to let go of it, wait up to `abort` seconds, then put it back
+        on its queue (or end it `aborted` once out of attempts) in one transaction.
+
+        SAQ's sweep first takes the job out of every list, then waits: a sweeping worker that
+        dies during the wait loses the job for good. Here the job stays in the active list,
+        marked `aborting`, until the step that puts it back; if this worker dies first, the
+        next sweep (any worker's) finds it there, stuck, and sweeps it again.
+        """
         log.info("Sweeping job %s", job.info())
-        await self.abort(job, error=self.swept_error_message)
+        job.status = Status.ABORTING
+        job.error = self.swept_error_message
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(job.id, self.serialize(job))
+            pipe.publish(job.id, job.status)
+            await pipe.execute()
         try:
             await job.refresh(abort)
         except TimeoutError:
@@ -117,6 +131,17 @@ class SweepSafeQueue(RedisQueue):
             await self.retry(job, error=self.swept_error_message)
         else:
             await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+
+    async def _finish(
+        self, job: Job, status: Status, *, result: Any = None, error: str | None = None
+    ) -> None:
+        """SAQ's, except for the worker letting go of a job a sweep will put back: it only says
+        so (the sweep waits for that word), leaving the job where the sweep — or, should the
+        sweeping worker die, the next one — will find it."""
+        if status is Status.ABORTED and error == self.swept_error_message and job.retryable:
+            await self.notify(job)
+            return
+        await super()._finish(job, status, result=result, error=error)
 
 
 def open_queues(redis: aioredis.Redis) -> dict[JobType, Queue]:

@@ -47,13 +47,28 @@ class BatchJobData(_Strict):
 
 
 class _JobRequestBase(_Strict):
+    # What `_check` refuses, said in the schema: runAt and delaySeconds not both given.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["runAt", "delaySeconds"],
+                "properties": {"runAt": {"type": "string"}, "delaySeconds": {"type": "number"}},
+            }
+        }
+    )
+
     callback_url: str | None = Field(
         default=None,
         max_length=2048,
-        description="Where the result is POSTed, signed (an allowed network only).",
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
+        json_schema_extra={"format": "uri"},
+        description="Where the result is POSTed, signed. A target outside the server's "
+        "allowed networks (`jobs.callback_allow`), or spelled so that clients may read it "
+        "differently, is 403 `callback_not_allowed`.",
     )
     run_at: datetime | None = Field(default=None, description="Run no earlier than this.")
-    delay_seconds: float | None = Field(default=None, ge=0, le=30 * 86_400)
+    # Strict: a boolean or a numeric string is refused, as the schema (a number) says.
+    delay_seconds: float | None = Field(default=None, ge=0, le=30 * 86_400, strict=True)
 
     @model_validator(mode="after")
     def _check(self) -> _JobRequestBase:

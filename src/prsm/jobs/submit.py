@@ -21,8 +21,8 @@ from prsm.config import JobSettings
 from prsm.errors import (
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     ServiceUnavailableError,
-    ValidationError,
 )
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
 from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
@@ -70,17 +70,19 @@ class JobService:
             try:
                 callback_url = await check_target(request.callback_url, self._networks)
             except CallbackNotAllowedError as exc:
-                raise ValidationError(str(exc), code="callback_not_allowed") from None
+                # The server's policy refuses the target (the body itself is well formed).
+                raise PermissionDeniedError(str(exc), code="callback_not_allowed") from None
         key = idempotency_key or getattr(request.data, "request_id", None)
         fingerprint = _fingerprint(request)
         job_id = _idempotent_id(caller, key) if key else uuid.uuid4().hex
+        owner = keys.owner_tag(caller)
         async with self._redis_bounded():
             if key:
                 earlier = await self._find(job_id)
                 if earlier is not None:
                     return _repeat(earlier, fingerprint, correlation_id)
             await self._queues[request.type].enqueue(
-                self._job(request, job_id, callback_url, correlation_id, fingerprint)
+                self._job(request, job_id, callback_url, correlation_id, fingerprint, owner)
             )
         return JobAccepted(
             job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
@@ -93,6 +95,7 @@ class JobService:
         callback_url: str | None,
         correlation_id: str,
         fingerprint: str,
+        owner: str,
     ) -> Job:
         settings = self._settings
         return Job(
@@ -102,6 +105,7 @@ class JobService:
                 "data": request.data.to_wire(),
                 "callback_url": callback_url,
                 "correlation_id": correlation_id,
+                "owner": owner,
             },
             key=job_id,
             timeout=settings.timeout_seconds + TIMEOUT_BACKSTOP,
@@ -111,20 +115,22 @@ class JobService:
             retry_backoff=True,
             ttl=settings.result_ttl_seconds,
             scheduled=_scheduled(request),
-            meta={"correlationId": correlation_id, "fingerprint": fingerprint},
+            meta={"correlationId": correlation_id, "fingerprint": fingerprint, "owner": owner},
         )
 
-    async def status(self, job_id: str) -> JobStatus:
+    async def status(self, job_id: str, caller: str) -> JobStatus:
+        """The job `caller` submitted as `job_id`; another caller's job is 404, as if unknown."""
         async with self._redis_bounded():
             found = await self._find(job_id)
-        if found is None:
+        if found is None or found[1].meta.get("owner") != keys.owner_tag(caller):
             raise NotFoundError(f"no job {job_id!r} (unknown, or expired)", code="job_not_found")
         job_type, job = found
         return _status(job_id, job_type, job)
 
-    async def batch_results(self, batch_id: str) -> list[BatchResult]:
+    async def batch_results(self, batch_id: str, caller: str) -> list[BatchResult]:
+        """The results of `caller`'s batch `batch_id`; other callers' batches are not found."""
         async with self._redis_bounded():
-            raw = await self._redis.get(keys.batch_results(batch_id))
+            raw = await self._redis.get(keys.batch_results(keys.owner_tag(caller), batch_id))
         if raw is None:
             raise NotFoundError(
                 f"no results for batch {batch_id!r} (not finished, unknown, or expired)",

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.types import Context, PartialTimersDict
 
@@ -90,7 +91,43 @@ def _redacted(arg: object) -> object:
     return arg
 
 
+class RedisOutageLog(logging.Filter):
+    """SAQ logs a traceback for every upkeep step that fails while Redis is away — nine for a
+    five-second freeze. Here the first becomes one warning for the outage and the rest are
+    dropped, until `answered()` (Redis answered again) ends the outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if not isinstance(failure, RedisError | OSError | TimeoutError):
+            return True
+        if self.down:
+            return False
+        self.down = True
+        record.msg, record.args = (
+            "Redis is unreachable (%s: %s); the worker keeps trying",
+            (
+                type(failure).__name__,
+                failure,
+            ),
+        )
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    def answered(self) -> None:
+        """Redis answered: the outage, if there was one, is over (and said to be)."""
+        if self.down:
+            self.down = False
+            log.info("Redis answers again")
+
+
+REDIS_OUTAGES = RedisOutageLog()
 logging.getLogger("saq").addFilter(JobArgumentsRedacted())
+logging.getLogger("saq").addFilter(REDIS_OUTAGES)
 
 
 class _Worker(Worker[Context]):
@@ -138,6 +175,7 @@ class JobRunner:
         data: dict[str, Any],
         callback_url: str | None,
         correlation_id: str,
+        owner: str = "",
     ) -> dict[str, Any]:
         job = saq_ctx["job"]
         query = QueryJobData.model_validate(data)
@@ -167,7 +205,9 @@ class JobRunner:
         data: dict[str, Any],
         callback_url: str | None,
         correlation_id: str,
+        owner: str = "",
     ) -> dict[str, Any]:
+        """A batch's queries one after another; the results stored under its owner's key."""
         job = saq_ctx["job"]
         batch = BatchJobData.model_validate(data)
         async with self._attempt(job, job_type, correlation_id, callback_url, batch.batch_id):
@@ -176,7 +216,7 @@ class JobRunner:
             ]
             payload = json.dumps([r.to_wire() for r in results])
             await self.ctx.redis.set(
-                keys.batch_results(batch.batch_id), payload, ex=BATCH_RESULTS_TTL
+                keys.batch_results(owner, batch.batch_id), payload, ex=BATCH_RESULTS_TTL
             )
         summary = {
             "batchId": batch.batch_id,
@@ -288,10 +328,12 @@ async def _heartbeat(job: Job, every: float) -> None:
 
 
 async def _watch_depths(queues: dict[JobType, Queue], every: float = 5.0) -> None:
+    """The queue depth gauges, every `every` seconds; each answer ends a Redis outage."""
     while True:
         for job_type, queue in queues.items():
             with contextlib.suppress(Exception):
                 QUEUE_DEPTH.labels(job_type).set(await queue.count("incomplete"))
+                REDIS_OUTAGES.answered()
         await asyncio.sleep(every)
 
 

@@ -301,16 +301,18 @@ def create_app(
         accepted = await job_service().submit(
             body,
             request.scope["state"]["correlation_id"],
-            caller=principal.key_id,
+            caller=principal.identity,
             idempotency_key=_idempotency_key(request),
         )
         return JSONResponse(accepted.to_wire(), status_code=202)
 
     @api.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, tags=["jobs"])
     async def job_status(job_id: str, request: Request) -> Response:
-        """A job's status, with its result or error once it has finished."""
-        (await caller(request)).require(READ)
-        status = await job_service().status(job_id)
+        """A job's status, with its result or error once it has finished (the caller's own
+        jobs only: another caller's job is 404)."""
+        principal = await caller(request)
+        principal.require(READ)
+        status = await job_service().status(job_id, principal.identity)
         return Response(status.model_dump_json(by_alias=True), media_type="application/json")
 
     @api.get(
@@ -320,9 +322,11 @@ def create_app(
         tags=["jobs"],
     )
     async def batch_results(batch_id: str, request: Request) -> Response:
-        """The per-query results of a finished batch job (kept for an hour)."""
-        (await caller(request)).require(READ)
-        results = await job_service().batch_results(batch_id)
+        """The per-query results of a finished batch job (kept for an hour; the caller's own
+        batches only: another caller's batch is 404)."""
+        principal = await caller(request)
+        principal.require(READ)
+        results = await job_service().batch_results(batch_id, principal.identity)
         return JSONResponse([r.to_wire() for r in results])
 
     probes = APIRouter(tags=["probes"])

@@ -38,6 +38,14 @@ class Principal:
     """A short, non-secret fingerprint of the key, or `jwt:<subject>`."""
     tier: str
     scopes: frozenset[str] = field(default=ALL_SCOPES)
+    owner: str = ""
+    """Whose jobs and batches these are: the whole key's digest, the token's issuer and
+    subject, or the certificate's identity; `key_id` when empty."""
+
+    @property
+    def identity(self) -> str:
+        """The owner of what this caller creates: only the same identity can read it back."""
+        return self.owner or self.key_id
 
     def require(self, scope: str) -> None:
         """Raise 403 `insufficient_scope` unless this caller holds `scope`."""
@@ -61,7 +69,9 @@ class ApiKeyAuth:
         for known, tier in self._keys:
             if hmac.compare_digest(digest, known) and found is None:
                 found = tier
-        return None if found is None else Principal(key_id=digest.hex()[:8], tier=found)
+        if found is None:
+            return None
+        return Principal(key_id=digest.hex()[:8], tier=found, owner=f"key:{digest.hex()}")
 
 
 class JwtAuth:
@@ -108,7 +118,10 @@ class JwtAuth:
         scopes = frozenset(scope.split() if isinstance(scope, str) else map(str, scope))
         subject = str(claims.get("sub", "unknown"))[:64]
         return Principal(
-            key_id=f"jwt:{subject}", tier=str(claims.get("tier", "standard")), scopes=scopes
+            key_id=f"jwt:{subject}",
+            tier=str(claims.get("tier", "standard")),
+            scopes=scopes,
+            owner=f"jwt:{claims.get('iss')}:{claims.get('sub')}",
         )
 
 

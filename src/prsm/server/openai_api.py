@@ -21,14 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
-from prsm import errors
-from prsm.contracts import MAX_TOKENS_LIMIT
+from prsm.contracts import MAX_TOKENS_LIMIT, Prompt
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
 from prsm.server.auth import READ, Principal
-from prsm.server.errors import OPENAI_PREFIX, as_http_error, openai_error, validation_error
+from prsm.server.errors import OPENAI_PREFIX, as_http_error, validation_error
 from prsm.server.service import Ask
-from prsm.server.streaming import AnswerStream, StreamFormat, event_schema, sse
+from prsm.server.sse import OPENAI_DONE, error_event, sse
+from prsm.server.streaming import AnswerStream, StreamFormat, event_schema
 
 PREFIX = OPENAI_PREFIX.rstrip("/")
 # -- requests ----------------------------------------------------------------------------------
@@ -39,6 +39,9 @@ class StreamOptions(BaseModel):
 
     include_usage: bool = False
 
+
+MAX_STOPS = 4
+"""OpenAI's limit on stop sequences."""
 
 TokenLimit = Annotated[int | None, Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)]
 
@@ -53,7 +56,9 @@ class _Request(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    stop: str | list[str] | None = Field(default=None)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = Field(
+        default=None, description=f"Up to {MAX_STOPS} sequences that end the answer."
+    )
     user: str | None = Field(default=None, min_length=1, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -63,8 +68,6 @@ class _Request(BaseModel):
 
     def options(self) -> Options:
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        if len(stops) > 4:
-            raise errors.ValidationError("stop: at most 4 sequences", code="validation_error")
         return Options(self.temperature, self.top_p, self.seed, tuple(stops))
 
     @property
@@ -99,8 +102,10 @@ class ChatRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
-    echo: bool = Field(default=False, le=False, description="Not supported.")
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=1)] = Field(
+        description="One prompt per request (a list holds exactly one)."
+    )
+    echo: Literal[False] = Field(default=False, description="Not supported: false only.")
 
 
 def parse(model: type[_Request], raw: bytes) -> Any:
@@ -123,13 +128,8 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
 
 
 def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if len(prompts) != 1 or not prompts[0].strip():
-        raise errors.ValidationError(
-            "prompt: one non-empty prompt per request", code="validation_error"
-        )
     return Ask(
-        prompt=prompts[0],
+        prompt=body.prompt if isinstance(body.prompt, str) else body.prompt[0],
         user_id=body.user or principal.key_id,
         max_tokens=body.max_tokens or 16,  # OpenAI's default for completions
         model=body.model,
@@ -209,8 +209,9 @@ def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
                 if with_usage:
                     yield chunk(None, usage=usage(piece))
         except Exception as exc:
-            yield sse(openai_error(as_http_error(exc))[1])
-        yield b"data: [DONE]\n\n"
+            yield error_event(as_http_error(exc), cid, OPENAI_PREFIX)
+            return
+        yield OPENAI_DONE
 
     return events
 

@@ -22,8 +22,8 @@ from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
+    NotFoundError,
     ServiceUnavailableError,
-    ValidationError,
 )
 from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
@@ -182,7 +182,7 @@ class QueryService:
         try:
             engine = self.ready_engine()
             if ask.model is not None and ask.model != engine.model:
-                raise ValidationError(
+                raise NotFoundError(
                     f"model {ask.model!r} is not served here; this instance serves "
                     f"{engine.model!r}",
                     code="unknown_model",

@@ -11,7 +11,6 @@ disconnect hook, not at the next write), and its engine slot is free for the nex
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,8 +20,9 @@ from starlette.types import Receive, Scope, Send
 from prsm.engines import Generation
 from prsm.engines.text import TextSink
 from prsm.server.disconnect import ClientGone, until_disconnected
-from prsm.server.errors import as_http_error, error_payload
+from prsm.server.errors import as_http_error
 from prsm.server.service import query_response
+from prsm.server.sse import error_event, sse
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -41,13 +41,6 @@ def event_schema(*names: str) -> dict[str, Any]:
         "required": ["data"],
         "properties": {"event": {"enum": list(names)}, "data": data},
     }
-
-
-def sse(data: Any, event: str | None = None) -> bytes:
-    """One server-sent event; `data` as JSON unless it is already a string."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
 
 
 class AnswerStream:
@@ -103,8 +96,7 @@ def query_events(cid: str) -> StreamFormat:
                     done = query_response(piece, cid).to_wire()
                     yield sse(done | {"finishReason": piece.finish_reason}, "done")
         except Exception as exc:
-            error = as_http_error(exc)
-            yield sse(error_payload(error, cid) | {"status": error.status_code}, "error")
+            yield error_event(as_http_error(exc), cid, "")
 
     return events
 
