@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench image deploy-check clean
+.PHONY: run test lint typecheck unit bench chaos image deploy-check clean
 
 run: $(STAMP)
 	$(BIN)/prsm up
@@ -16,8 +16,8 @@ test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench deploy
-	$(BIN)/ruff format --check src tests bench deploy
+	$(BIN)/ruff check src tests bench chaos deploy
+	$(BIN)/ruff format --check src tests bench chaos deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -29,6 +29,10 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python service_client_overhead.py
 	cd bench && ../$(BIN)/python gateway_throughput.py
 	cd bench && ../$(BIN)/python streaming.py
+
+# Two minutes of faults against the whole stack (chaos/run.py): nothing run twice, nothing lost.
+chaos: $(STAMP)
+	$(BIN)/python chaos/run.py
 
 # The container image, built here from Debian packages and local wheels (deploy/image/build).
 image: $(STAMP)

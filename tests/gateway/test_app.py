@@ -278,6 +278,7 @@ def test_all_upstreams_down_is_the_specification_502(tmp_path: Path) -> None:
         "error": "AI service temporarily unavailable",
         "correlationId": "c-502",
     }
+    assert response.headers["retry-after"] == "1"
     assert ready.status_code == 200  # not yet ejected: 5 failures in a row eject
 
 
@@ -306,6 +307,7 @@ def test_an_open_breaker_is_503(tmp_path: Path) -> None:
         metrics = http.get("/metrics").text
     assert statuses == [502, 502, 503, 503]
     assert last.json()["error"]["code"] == "circuit_open"
+    assert last.headers["retry-after"] == "1"
     assert 'prsm_circuit_breaker_state{breaker="p:' in metrics
 
 
@@ -319,6 +321,7 @@ def test_a_too_slow_route_is_504(trio: dict[str, ServerProcess], tmp_path: Path)
             response = httpx.post(gw.base_url + "/api/v1/query", json=QUERY, headers=AUTH)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
+    assert response.headers["retry-after"] == "1"
 
 
 def test_a_body_over_the_limit_is_413(trio: dict[str, ServerProcess], tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ _CID = CORRELATION_HEADER.lower().encode()
 OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
 _JSON = (b"content-type", b"application/json")
+_RETRY_SOON = (b"retry-after", b"1")
+"""On the gateway's own 5xx answers: another instance may answer a moment later."""
 
 
 class UpstreamStatus(Exception):
@@ -328,16 +330,18 @@ class Gateway:
             return await self._relay(last_status.response, answer)
         if isinstance(failure, TryTimeout):
             slow = GatewayTimeoutError(
-                "the AI service did not answer in time", code="upstream_timeout"
+                "the AI service did not answer in time", code="upstream_timeout", retry_after=1
             )
             return await answer.error(slow)
         if isinstance(failure, CircuitOpenError):
-            return await answer.error(ServiceUnavailableError(UNAVAILABLE, code="circuit_open"))
+            closed = ServiceUnavailableError(UNAVAILABLE, code="circuit_open", retry_after=1)
+            return await answer.error(closed)
         if answer.path.startswith(OPENAI_PREFIX):
-            return await answer.error(error_for_status(502, UNAVAILABLE, code="upstream_failed"))
+            failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
+            return await answer.error(failed)
         # The specification's gateway answer, kept for its routes.
         payload = {"error": UNAVAILABLE, "correlationId": answer.cid}
-        await send_json(answer.send, 502, payload, answer.cid, answer.extra)
+        await send_json(answer.send, 502, payload, answer.cid, [*answer.extra, _RETRY_SOON])
         return 502
 
     async def _send_upstream(
