@@ -38,11 +38,16 @@ OTHER_KEY = "other-key-0123456789"
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 
 
-def results_key(api_key: str, batch_id: str) -> str:
-    """Where the batch `batch_id` submitted with `api_key` keeps its results in Redis."""
+def identity_of(api_key: str) -> str:
+    """Who a caller with `api_key` is, as the owner of its jobs and batches."""
     principal = ApiKeyAuth([ApiKey.parse(api_key)]).lookup(api_key)
     assert principal is not None
-    return keys.batch_results(keys.owner_tag(principal.identity), batch_id)
+    return principal.identity
+
+
+def results_key(api_key: str, batch_id: str) -> str:
+    """Where the batch `batch_id` submitted with `api_key` keeps its results in Redis."""
+    return keys.batch_results(keys.owner_tag(identity_of(api_key)), batch_id)
 
 
 @dataclass
@@ -395,7 +400,7 @@ def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) ->
                 request = QueryJobRequest.model_validate(
                     {"type": "priority-query", "data": {"prompt": "hi", "userId": "u"}}
                 )
-                accepted = await service.submit(request, "retry-cid")
+                accepted = await service.submit(request, "retry-cid", caller=identity_of(API_KEY))
                 await client.aclose()
                 return accepted.job_id
 

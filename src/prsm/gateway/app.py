@@ -509,6 +509,8 @@ class _WholeEvents:
         """The complete events so far, with `chunk` added."""
         data = self._tail + chunk if self._tail else chunk
         end = max(_end_after(data, separator) for separator in _EVENT_ENDS)
+        if len(data) - end > _LONGEST_HELD:  # one event this long is passed on as it comes
+            end = len(data)
         self._tail = data[end:]
         return data[:end]
 
@@ -518,6 +520,8 @@ class _WholeEvents:
 
 
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_LONGEST_HELD = 256 * 1024
+"""Most bytes of an unfinished event held back; the gateway's memory per stream stays bounded."""
 
 
 def _end_after(data: bytes, separator: bytes) -> int:

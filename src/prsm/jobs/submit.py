@@ -62,7 +62,7 @@ class JobService:
         request: JobRequest,
         correlation_id: str,
         *,
-        caller: str = "",
+        caller: str,
         idempotency_key: str | None = None,
     ) -> JobAccepted:
         callback_url = None
