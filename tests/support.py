@@ -30,6 +30,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 API_KEY = "test-key-0123456789"
+NO_DRAIN_GRACE = "0"
+"""Servers the tests start take no new work once told to stop: the grace after SIGTERM is for
+a load balancer still sending traffic, which no test has (the drain tests set their own)."""
 
 
 async def until(check: Callable[[], bool]) -> None:
@@ -228,6 +231,7 @@ def prsm_serve(
         "PRSM_API_KEYS": API_KEY,
         "PRSM_STATE_DIR": str(tmp_path / "state"),
         "PRSM_LOG_FORMAT": "json",
+        "PRSM_SERVER__DRAIN_SECONDS": NO_DRAIN_GRACE,
     }
     full_env |= env or {}
     log_path = tmp_path / f"serve-{port}.log"
@@ -269,7 +273,8 @@ def prsm_gateway(
     config_path = tmp_path / f"gateway-{port}.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
-    full_env |= {"PRSM_LOG_FORMAT": "json"} | (env or {})
+    full_env |= {"PRSM_LOG_FORMAT": "json", "PRSM_GATEWAY__DRAIN_SECONDS": NO_DRAIN_GRACE}
+    full_env |= env or {}
     log_path = tmp_path / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
