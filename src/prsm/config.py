@@ -126,6 +126,16 @@ class HttpSettings(Section):
     body_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Time to send a declared body after its head; 408."
     )
+    linger_bytes: int = Field(
+        default=8 << 20,
+        ge=0,
+        description="After an answer given before the request was all read (413, 431, 408): "
+        "most bytes still read and dropped before closing, so the client sees the answer "
+        "instead of a reset.",
+    )
+    linger_seconds: float = Field(
+        default=5.0, ge=0, description="Longest such lingering before the connection is closed."
+    )
 
 
 class EngineSettings(Section):

@@ -3,13 +3,19 @@ processes over raw sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
+import httpx
 import pytest
+import requests
 
 from tests.support import ServerProcess, prsm_gateway, prsm_serve
 
@@ -137,3 +143,61 @@ def test_the_gateway_refuses_a_huge_header_itself(server: ServerProcess, tmp_pat
         big = request("/health", headers=["X-Big: " + "a" * 100_000])
         assert_json_error(*exchange(gateway.base_url, big), 431, "header_too_large")
         assert exchange(gateway.base_url, request("/health"))[0] == 200
+
+
+BIG_BODY = b"x" * (3 << 20)  # three times the default body limit
+
+
+def post_with_urllib(url: str) -> int:
+    request = urllib.request.Request(url, data=BIG_BODY, method="POST")  # noqa: S310
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            return int(response.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def post_with_requests(url: str) -> int:
+    return requests.post(url, data=BIG_BODY, timeout=30).status_code
+
+
+def post_with_httpx(url: str) -> int:
+    return httpx.post(url, content=BIG_BODY, timeout=30).status_code
+
+
+def post_with_aiohttp(url: str) -> int:
+    async def post() -> int:
+        async with aiohttp.ClientSession() as session, session.post(url, data=BIG_BODY) as r:
+            return r.status
+
+    return asyncio.run(post())
+
+
+CLIENTS = [post_with_urllib, post_with_requests, post_with_httpx, post_with_aiohttp]
+
+
+@pytest.fixture(scope="module")
+def gateway(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = {"pools": {"p": {"discovery": {"kind": "static", "urls": [server.base_url]}}},
+              "routes": [{"prefix": "/", "pool": "p"}]}  # fmt: skip
+    with prsm_gateway(tmp_path_factory.mktemp("linger"), config) as running:
+        yield running.base_url
+
+
+@pytest.mark.parametrize("post", CLIENTS, ids=lambda f: f.__name__.removeprefix("post_with_"))
+@pytest.mark.parametrize("through", ["direct", "gateway"])
+def test_every_common_client_sees_the_413_for_a_body_too_large(
+    server: ServerProcess, gateway: str, post: Callable[[str], int], through: str
+) -> None:
+    """A 3 MB body, 20 times: the server answers 413 before reading it and lingers while it
+    arrives, so even clients that send it all before reading (urllib) get the 413, not a
+    reset — directly and through the gateway."""
+    base = server.base_url if through == "direct" else gateway
+    statuses = []
+    for _ in range(20):
+        try:
+            statuses.append(post(base + "/api/v1/query"))
+        except (OSError, requests.ConnectionError, httpx.TransportError, aiohttp.ClientError) as e:
+            statuses.append(type(e).__name__)  # type: ignore[arg-type]
+    assert statuses == [413] * 20

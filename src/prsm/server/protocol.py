@@ -10,7 +10,12 @@ declared body as long as the client likes. Here:
 - a head not complete `header_timeout` seconds after the connection opened (or the previous
   response ended) is answered 408 and closed; a declared body not complete `body_timeout`
   seconds after its head is answered 408 when no response has begun, else just closed (the
-  application then sees `http.disconnect`).
+  application then sees `http.disconnect`);
+- a connection closed while the client may still be sending (an early 413, 431 or 408) lingers:
+  the server half-closes, then reads and drops up to `linger_bytes` for up to
+  `linger_seconds` before closing. Closing with unread bytes makes the kernel reset the
+  connection, and a client that sends its whole body before reading (Python's `urllib`)
+  would see the reset instead of the answer. nginx lingers for the same reason.
 
 Answers are the API's JSON errors, with a fresh correlation id.
 """
@@ -66,11 +71,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._pending: HTTPStatusError | None = None
         self._timer: TimerHandle | None = None
+        self._body_unread = False
+        self._lingering = False
+        self._linger_left = 0
 
     # -- connection ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        lingering = _LingeringTransport(transport, self)
+        super().connection_made(lingering)  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -83,6 +92,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 hook.fire()  # the request's work stops: nobody is left to answer
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._linger_left -= len(data)
+            if self._linger_left < 0:
+                self._end_linger()
+            return
         if self._refused:
             return
         if self._in_head:
@@ -137,11 +151,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.scope.setdefault("extensions", {})[EXTENSION] = DisconnectHook()  # type: ignore[assignment]
         super().on_headers_complete()
         if self._expects_body():
+            self._body_unread = True
             self._arm(self.limits.body_timeout_seconds, self._body_too_slow)
 
     def on_message_complete(self) -> None:
         # Between requests uvicorn's keep-alive timeout watches the idle connection.
         self._disarm()
+        self._body_unread = False
         self._in_head, self._head_bytes, self._header_count, self._parsed_head = True, 0, 0, 0
         super().on_message_complete()
 
@@ -200,6 +216,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    # -- lingering close -----------------------------------------------------------------------
+
+    def may_still_send(self) -> bool:
+        """Whether the client may still be sending this request: its body, or its head."""
+        return self._body_unread or (self._in_head and self._head_bytes > 0)
+
+    def linger(self, transport: asyncio.Transport) -> None:
+        """Half-close, then read and drop what comes, within the bounds; then close."""
+        self._lingering = True
+        self._linger_left = self.limits.linger_bytes
+        self._disarm()
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self._timer = self.loop.call_later(self.limits.linger_seconds, self._end_linger)
+
+    def _end_linger(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if isinstance(transport, _LingeringTransport):
+            transport.close_now()
+
     def _arm(self, seconds: float, then: Any) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, then)
@@ -208,3 +246,32 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class _LingeringTransport:
+    """The connection's transport, as uvicorn and the protocol see it: `close()` lingers while
+    the client may still be sending (see the module's docstring), else closes at once."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._lingering or self._transport.is_closing():
+            return
+        if self._protocol.may_still_send() and self._protocol.limits.linger_seconds > 0:
+            self._lingering = True
+            self._protocol.linger(self._transport)
+        else:
+            self._transport.close()
+
+    def close_now(self) -> None:
+        """End a linger: close whatever is still unread."""
+        self._transport.close()
