@@ -520,42 +520,50 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     """
     path = config_file or os.environ.get(CONFIG_FILE_ENV)
     _reject_unknown_env(os.environ)
-    settings_cls = _with_yaml(_read_yaml(Path(path))) if path else Settings
+    settings_cls = _with_yaml(read_yaml_mapping(Path(path))) if path else Settings
     try:
         return settings_cls(**overrides)
     except PydanticValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        lines = describe_invalid(exc, unknown="unknown setting")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 
 def _with_yaml(data: dict[str, Any]) -> type[Settings]:
     return type("Settings", (Settings,), {"yaml_data": data})
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping at the top of the YAML file `path` (empty for an empty file), or a
+    `ConfigError` that names the file as `what` and says what is wrong. The one reader of
+    YAML settings: `prsm`'s own and the gateway's."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings at the top")
+        raise ConfigError(f"{what} {path} must hold a mapping at the top")
     return data
 
 
-def _describe(exc: PydanticValidationError) -> str:
+def describe_invalid(exc: PydanticValidationError, *, unknown: str) -> list[str]:
+    """One `dotted.key: problem` line per error; an unknown key reads as `unknown`, and a
+    scalar that was refused is quoted."""
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        key = ".".join(str(part) for part in error["loc"]) or "(top)"
         if error["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown setting")
-        else:
-            lines.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
-    return "invalid settings:\n  " + "\n  ".join(lines)
+            lines.append(f"{key}: {unknown}")
+            continue
+        value = error.get("input")
+        scalar = value is None or isinstance(value, str | int | float | bool)
+        lines.append(f"{key}: {error['msg']}" + (f" (got {value!r})" if scalar else ""))
+    return lines
 
 
 # -- introspection: environment names, `prsm config` --------------------------------------------

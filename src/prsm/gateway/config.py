@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import limits
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
@@ -34,6 +33,7 @@ from prsm.client.discovery import (
     StaticDiscovery,
 )
 from prsm.client.outliers import OutlierDetector
+from prsm.config import describe_invalid, read_yaml_mapping
 from prsm.errors import ConfigError
 from prsm.resilience.breaker import BreakerConfig
 
@@ -272,13 +272,7 @@ class GatewayConfig(Strict):
 def load_gateway_config(path: Path | str, redis_url: str | None = None) -> GatewayConfig:
     """Read and check a gateway YAML file; `ConfigError` names what is wrong. `redis_url` is
     used when the file gives none."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
+    data = read_yaml_mapping(Path(path), "gateway config")
     return parse_gateway_config(data, source=str(path), redis_url=redis_url)
 
 
@@ -292,9 +286,5 @@ def parse_gateway_config(
     try:
         return GatewayConfig.model_validate(data)
     except PydanticValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(top)"
-            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            problems.append(f"  {where}: {message}")
-        raise ConfigError(f"invalid {source}:\n" + "\n".join(problems)) from None
+        lines = describe_invalid(exc, unknown="unknown key")
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
