@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -464,34 +465,46 @@ def verdict(run: Run, stack: Stack, final: dict[str, str]) -> list[str]:
     return broken
 
 
-async def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="prsm-chaos-") as tmp:
-        root = Path(tmp)
-        run = Run()
-        runner, callback = await receiver(run)
-        stack = await start_stack(root)
-        try:
-            limits = httpx.Limits(max_connections=64)
-            async with httpx.AsyncClient(
-                base_url=stack.gateway_url, timeout=60, limits=limits
-            ) as http:
-                run.started = time.monotonic()
-                until = run.started + LOAD_SECONDS
-                clients: list[Awaitable[None]] = [
-                    *(query_client(run, http, n, until) for n in range(QUERY_CLIENTS)),
-                    *(stream_client(run, http, n, until) for n in range(STREAM_CLIENTS)),
-                    *(job_client(run, http, n, until, callback) for n in range(JOB_CLIENTS)),
-                ]
-                await asyncio.gather(faults(stack, run), *clients)
-            final = await settle_jobs(run, stack)
-            broken = verdict(run, stack, final)
-        finally:
-            for process in (stack.gateway, stack.worker, *stack.apis):
-                process.stop()
-            stack.redis.stop()
-            await runner.cleanup()
+LOGS = Path("build/chaos")
+"""Every process's log of the last run (JSON lines), kept for reading after a failure."""
+
+
+async def main(root: Path) -> int:
+    run = Run()
+    runner, callback = await receiver(run)
+    stack = await start_stack(root)
+    try:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60, limits=limits) as http:
+            run.started = time.monotonic()
+            until = run.started + LOAD_SECONDS
+            clients: list[Awaitable[None]] = [
+                *(query_client(run, http, n, until) for n in range(QUERY_CLIENTS)),
+                *(stream_client(run, http, n, until) for n in range(STREAM_CLIENTS)),
+                *(job_client(run, http, n, until, callback) for n in range(JOB_CLIENTS)),
+            ]
+            await asyncio.gather(faults(stack, run), *clients)
+        final = await settle_jobs(run, stack)
+        broken = verdict(run, stack, final)
+    finally:
+        for process in (stack.gateway, stack.worker, *stack.apis):
+            process.stop()
+        stack.redis.stop()
+        await runner.cleanup()
     report(run, stack, final, broken)
     return 1 if broken else 0
+
+
+def chaos() -> int:
+    """One run in a fresh folder; the processes' logs are copied to `LOGS` whatever happens."""
+    shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="prsm-chaos-") as tmp:
+        try:
+            return asyncio.run(main(Path(tmp)))
+        finally:
+            for log in Path(tmp).glob("*.log"):
+                shutil.copy(log, LOGS)
 
 
 def report(run: Run, stack: Stack, final: dict[str, str], broken: list[str]) -> None:
@@ -505,10 +518,11 @@ def report(run: Run, stack: Stack, final: dict[str, str], broken: list[str]) -> 
     )
     for name, samples in stack.rss.items():
         print(f"{name} RSS: " + " → ".join(f"{s >> 20} MiB" for s in samples))
+    print(f"(the processes' logs: {LOGS}/)")
     print("\nPASSED: nothing ran twice, nothing was lost" if not broken else "\nFAILED:")
     for line in broken:
         print(f"  - {line}")
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(chaos())
