@@ -25,8 +25,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from _harness import API_KEY, run_server
-from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
+from prsm.sd import StaticDiscovery
 
 BODY = {"prompt": "What is the capital of France?", "userId": "u1", "priority": "normal"}
 

@@ -74,11 +74,13 @@ def leave_after(base_url: str, path: str, body: dict[str, Any], marker: bytes) -
             received += conn.recv(4096)
 
 
-def idle_within_a_second(base_url: str) -> None:
-    """The engine at `base_url` has nothing in flight, at the latest a second from now."""
+def idle_soon(base_url: str) -> None:
+    """The engine at `base_url` has nothing in flight, at the latest 3 s from now: its work was
+    stopped, not finished (the slow engines' answers take 6 s and more; the margin is for a
+    busy machine)."""
     started = time.monotonic()
-    wait_for(lambda: metric(base_url, "prsm_engine_in_flight") == 0, 5)
-    assert time.monotonic() - started < 1.0
+    wait_for(lambda: metric(base_url, "prsm_engine_in_flight") == 0, 10)
+    assert time.monotonic() - started < 3.0
 
 
 @contextlib.contextmanager

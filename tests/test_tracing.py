@@ -18,9 +18,9 @@ from opentelemetry.util._once import Once
 
 from prsm import AsyncPRSMClient, tracing
 from prsm.client._core import ClientCore
-from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
 from prsm.errors import AuthenticationError
+from prsm.sd import StaticDiscovery
 from tests.support import API_KEY, Collector, ServerProcess, collector_app, free_port, prsm_serve
 
 

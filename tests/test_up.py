@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.support import free_port, wait_until_ready
 
@@ -80,8 +82,17 @@ def test_up_runs_redis_api_worker_and_gateway_and_stops_them_all(tmp_path: Path)
     assert not any(child.is_running() and child.status() != "zombie" for child in children)
 
 
-def test_events_tail_prints_live_events(tmp_path: Path, redis_server: object) -> None:
-    """`prsm events tail` prints each published event as a JSON line with its channel."""
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", [None, ignore_sigint], ids=["sigint", "sigint-ignored"])
+def test_events_tail_prints_live_events(
+    tmp_path: Path, redis_server: object, inherited: Callable[[], None] | None
+) -> None:
+    """`prsm events tail` prints each published event as a JSON line with its channel, and
+    stops with exit code 0 on SIGINT — also when started as a shell starts a background job,
+    with SIGINT ignored."""
     import redis as redis_lib
 
     url = redis_server.url  # type: ignore[attr-defined]
@@ -89,7 +100,11 @@ def test_events_tail_prints_live_events(tmp_path: Path, redis_server: object) ->
         "PRSM_REDIS_URL": url
     }
     tail = subprocess.Popen(
-        [sys.executable, "-m", "prsm", "events", "tail"], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "prsm", "events", "tail"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=inherited,
     )
     try:
         client = redis_lib.Redis.from_url(url)
@@ -102,7 +117,8 @@ def test_events_tail_prints_live_events(tmp_path: Path, redis_server: object) ->
         line = json.loads(tail.stdout.readline())
     finally:
         tail.send_signal(signal.SIGINT)
-        tail.wait(timeout=10)
+        exit_code = tail.wait(timeout=10)
+    assert exit_code == 0
     assert line == {
         "channel": "prsm:query:completed",
         "event": {"type": "completed", "userId": "u"},

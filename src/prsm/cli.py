@@ -209,14 +209,13 @@ def events_tail(config: ConfigOption = None) -> None:
     """Print query events as they are published, one JSON object a line."""
     import asyncio
 
-    from prsm.events.tail import tail
+    from prsm.events.tail import tail_until_stopped
 
     settings = _settings(config)
     if not settings.redis_url:
         err.print("[red]events tail needs PRSM_REDIS_URL[/red]")
         raise typer.Exit(2)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(settings.redis_url, lambda line: typer.echo(line)))
+    asyncio.run(tail_until_stopped(settings.redis_url, lambda line: typer.echo(line)))
 
 
 @app.command("config")

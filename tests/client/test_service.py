@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from prsm import errors as prsm_errors
-from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
 from prsm.errors import AuthenticationError, ConnectError, PRSMError
 from prsm.resilience import BreakerConfig, CircuitOpenError
+from prsm.sd import StaticDiscovery
 from tests.support import API_KEY, ServerProcess, fixed_instances, free_port
 
 

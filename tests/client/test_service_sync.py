@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from prsm.client.discovery import StaticDiscovery
 from prsm.client.service_sync import SyncServiceClient
+from prsm.sd import StaticDiscovery
 from tests.support import API_KEY, fixed_instances, free_port
 
 

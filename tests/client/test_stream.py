@@ -11,13 +11,13 @@ import pytest
 
 from prsm import PRSMClient, StreamChunk
 from prsm.client import AsyncPRSMClient, ServiceClient, SyncServiceClient
-from prsm.client.discovery import StaticDiscovery
 from prsm.errors import AuthenticationError, ServiceUnavailableError, TransportError
+from prsm.sd import StaticDiscovery
 from tests.support import (
     API_KEY,
     Reply,
     ServerProcess,
-    idle_within_a_second,
+    idle_soon,
     scripted_server,
     slow_fixed_server,
 )
@@ -140,9 +140,9 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 def test_leaving_the_loop_early_stops_the_generation(slow_server: ServerProcess) -> None:
     """`break` after the first chunk closes the connection: the server's engine is free again
-    within a second."""
+    within seconds."""
     with PRSMClient(slow_server.base_url, api_key=API_KEY) as client:
         for chunk in client.stream("Count.", user_id="u1"):
             assert chunk.text == "one"
             break
-        idle_within_a_second(slow_server.base_url)
+        idle_soon(slow_server.base_url)

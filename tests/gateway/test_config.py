@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from prsm.client.balance import LeastOutstanding
-from prsm.client.discovery import ConsulDiscovery, DnsDiscovery, StaticDiscovery
 from prsm.errors import ConfigError
 from prsm.gateway.config import load_gateway_config, parse_gateway_config
 from prsm.gateway.run import default_config
+from prsm.sd import ConsulDiscovery, DnsDiscovery, StaticDiscovery
+from prsm.sd.balance import LeastOutstanding
 
 POOLS = {"a": {"discovery": {"kind": "static", "urls": ["http://127.0.0.1:1"]}}}
 

@@ -12,10 +12,10 @@ import pytest
 import trustme
 
 from prsm import AsyncPRSMClient, PRSMClient
-from prsm.client.discovery import StaticDiscovery
 from prsm.client.service import ServiceClient
 from prsm.client.tls import ClientTLS
 from prsm.errors import AuthenticationError, ConnectError, PermissionDeniedError
+from prsm.sd import StaticDiscovery
 from tests.support import API_KEY, Certificates, ServerProcess, prsm_serve
 
 FIXED = {"PRSM_ENGINE__KIND": "fixed"}

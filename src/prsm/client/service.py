@@ -28,17 +28,17 @@ from prsm.client._core import (
     RetryPolicy,
     StreamChunk,
 )
-from prsm.client.balance import Balancer
-from prsm.client.discovery import Discovery, Instance
 from prsm.client.oauth import ClientCredentials
-from prsm.client.outliers import OutlierDetector
-from prsm.client.pool import Pool
 from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
 from prsm.errors import ConnectError, HTTPStatusError, PRSMError, TimeoutError
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
 from prsm.resilience.outcomes import Outcome, classify, fails_over, target_failed
+from prsm.sd import Discovery, Instance
+from prsm.sd.balance import Balancer
+from prsm.sd.outliers import OutlierDetector
+from prsm.sd.pool import Pool
 
 T = TypeVar("T")
 Call = Callable[[AsyncPRSMClient], Awaitable[T]]

@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from prsm.client._core import HealthStatus, QueryResult, StreamChunk
-from prsm.client.discovery import Discovery, Instance
 from prsm.client.service import ServiceClient
 from prsm.contracts import Priority
+from prsm.sd import Discovery, Instance
 
 T = TypeVar("T")
 

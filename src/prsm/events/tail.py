@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import signal
 from collections.abc import Callable
 
 from prsm import keys
@@ -25,5 +28,19 @@ async def tail(redis_url: str, out: Callable[[str], None]) -> None:
                 payload = message["data"].decode(errors="replace")
             out(json.dumps({"channel": message["channel"].decode(), "event": payload}))
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await redis.aclose()
+        with contextlib.suppress(Exception, TimeoutError):
+            async with asyncio.timeout(2):  # leaving must not wait on a Redis that is away
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await redis.aclose()
+
+
+async def tail_until_stopped(redis_url: str, out: Callable[[str], None]) -> None:
+    """`tail` until SIGINT or SIGTERM, whatever this process inherited for them (a process
+    started in the background by a shell ignores SIGINT)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await tail(redis_url, out)

@@ -24,8 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
-from prsm.client.pool import Pool
 from prsm.contracts import CORRELATION_HEADER
+from prsm.edge.correlation import incoming_correlation_id
+from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
+from prsm.edge.errors import OPENAI_PREFIX, send_error_reply
+from prsm.edge.sse import error_event
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
@@ -40,10 +43,7 @@ from prsm.gateway.ratelimit import RateLimiter, client_key
 from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool, UpstreamResponse
 from prsm.resilience.breaker import CircuitOpenError
 from prsm.resilience.outcomes import Outcome, fails_over
-from prsm.server.correlation import incoming_correlation_id
-from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
-from prsm.server.errors import OPENAI_PREFIX, send_error_reply
-from prsm.server.sse import error_event
+from prsm.sd.pool import Pool
 
 log = logging.getLogger("prsm.gateway")
 

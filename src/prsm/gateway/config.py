@@ -24,18 +24,18 @@ import limits
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from prsm.client.balance import Balancer, LeastOutstanding, RoundRobin
-from prsm.client.discovery import (
+from prsm.config import describe_invalid, read_yaml_mapping
+from prsm.errors import ConfigError
+from prsm.resilience.breaker import BreakerConfig
+from prsm.sd import (
     ConsulDiscovery,
     Discovery,
     DnsDiscovery,
     KubernetesDiscovery,
     StaticDiscovery,
 )
-from prsm.client.outliers import OutlierDetector
-from prsm.config import describe_invalid, read_yaml_mapping
-from prsm.errors import ConfigError
-from prsm.resilience.breaker import BreakerConfig
+from prsm.sd.balance import Balancer, LeastOutstanding, RoundRobin
+from prsm.sd.outliers import OutlierDetector
 
 DEFAULT_PORT = 3000
 RETRY_ON = Literal["connect-failure", "reset", "502", "503", "504"]

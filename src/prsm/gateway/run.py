@@ -16,14 +16,14 @@ from pathlib import Path
 
 import uvicorn
 
+from prsm.edge.collector import freeze_startup_heap, tune_for_requests
+from prsm.edge.correlation import incoming_correlation_id
+from prsm.edge.drain import Drain
+from prsm.edge.errors import send_error_reply
+from prsm.edge.protocol import GuardedHttpProtocol
 from prsm.errors import ConfigError, ServiceUnavailableError
 from prsm.gateway.app import OWN_PATHS, Gateway, Receive, Scope, Send, send_json
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
-from prsm.server.collector import freeze_startup_heap, tune_for_requests
-from prsm.server.correlation import incoming_correlation_id
-from prsm.server.drain import Drain
-from prsm.server.errors import send_error_reply
-from prsm.server.protocol import GuardedHttpProtocol
 
 log = logging.getLogger("prsm.gateway")
 
@@ -72,7 +72,7 @@ def default_config(api_url: str) -> GatewayConfig:
 
 class ReloadingGateway:
     """The ASGI app uvicorn runs: the current `Gateway`, swapped on SIGHUP, drained on SIGTERM
-    (`prsm.server.drain`; with `handle_signals`). The drain waits for requests in flight up to
+    (`prsm.edge.drain`; with `handle_signals`). The drain waits for requests in flight up to
     the longest route timeout, so a slow answer the route allows is never cut."""
 
     def __init__(
@@ -113,7 +113,7 @@ class ReloadingGateway:
         else:
             await self.current(scope, receive, send)
 
-    # What the drain closes and waits for (prsm.server.drain.Drainable).
+    # What the drain closes and waits for (prsm.edge.drain.Drainable).
 
     @property
     def in_flight(self) -> int:

@@ -27,6 +27,11 @@ from prsm.contracts import (
     QueryResponse,
     ReadyResponse,
 )
+from prsm.edge.body_limit import BodyLimitMiddleware
+from prsm.edge.collector import freeze_startup_heap, tune_for_requests
+from prsm.edge.correlation import CorrelationMiddleware
+from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
+from prsm.edge.drain import Drain
 from prsm.engines import Engine, Generation
 from prsm.errors import (
     AuthenticationError,
@@ -41,11 +46,6 @@ from prsm.jobs.submit import JobService
 from prsm.logs import configure_logging
 from prsm.redis_client import connect_redis
 from prsm.server.auth import READ, WRITE, Authenticator, Principal
-from prsm.server.body_limit import BodyLimitMiddleware
-from prsm.server.collector import freeze_startup_heap, tune_for_requests
-from prsm.server.correlation import CorrelationMiddleware
-from prsm.server.disconnect import CLIENT_GONE, ClientGone, until_disconnected
-from prsm.server.drain import Drain
 from prsm.server.errors import install_error_handlers, validation_error
 from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
 from prsm.server.openai_api import QueryPath, openai_routes
@@ -117,7 +117,7 @@ def create_app(
     With `engine`, it serves that engine instead of loading the configured one. With
     `settings.redis_url`, it publishes query events to Redis (or to `events`, when given) and
     its readiness checks Redis. With `handle_signals` (under `prsm serve`), SIGTERM drains it
-    (`prsm.server.drain`).
+    (`prsm.edge.drain`).
     """
 
     async def given() -> Engine:

@@ -1,114 +1,25 @@
-"""The one place where errors become JSON answers: `{"error": {code, message}, correlationId}`.
-
-Every path ends here: errors raised by routes and engines (exception handlers), request
-validation, unknown routes, and anything unexpected (the correlation middleware's last resort).
-No stack trace ever reaches a client; unexpected errors are logged with theirs.
+"""The API's exception handlers: every error a route, the request validation or the router
+raises becomes its JSON answer through `prsm.edge.errors`. Unexpected errors are logged with
+their stack trace, which never reaches a client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import Send
 
 from prsm import errors
-from prsm.contracts import CORRELATION_HEADER, describe_problems
+from prsm.contracts import describe_problems
+from prsm.edge.errors import as_http_error, error_reply
 from prsm.logs import correlation_id
 
 log = logging.getLogger("prsm.server")
-
-_STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
-
-
-def as_http_error(exc: BaseException) -> errors.HTTPStatusError:
-    """The HTTP error that stands for any exception."""
-    if isinstance(exc, errors.HTTPStatusError):
-        return exc
-    if isinstance(exc, errors.PromptTooLongError):
-        return errors.ValidationError(str(exc), code="prompt_too_long")
-    if isinstance(exc, errors.EngineUnavailableError):
-        return errors.ServiceUnavailableError(str(exc), code="engine_unavailable", retry_after=1)
-    if isinstance(exc, StarletteHTTPException):
-        return errors.error_for_status(
-            exc.status_code, str(exc.detail), code=_STARLETTE_CODES.get(exc.status_code)
-        )
-    return errors.ServerError("internal error; the correlation id identifies it in the logs")
-
-
-def error_payload(error: errors.HTTPStatusError, cid: str | None) -> dict[str, Any]:
-    """PRSM's error object: `{"error": {code, message}, "correlationId"}`."""
-    return {"error": {"code": error.code, "message": error.message}, "correlationId": cid}
-
-
-def error_body(error: errors.HTTPStatusError, cid: str | None) -> bytes:
-    return json.dumps(error_payload(error, cid)).encode()
-
-
-def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, str]:
-    headers = {"content-type": "application/json"}
-    if cid:
-        headers[CORRELATION_HEADER.lower()] = cid
-    if error.retry_after is not None:
-        headers["retry-after"] = str(max(1, round(error.retry_after)))
-    if error.status_code == 401:
-        headers["www-authenticate"] = 'Bearer realm="prsm"'
-    return headers
-
-
-OPENAI_PREFIX = "/v1/"
-_TYPES = {401: "authentication_error", 403: "permission_error"}
-_CODES = {"unknown_model": (404, "model_not_found")}
-
-
-def openai_error(error: errors.HTTPStatusError) -> tuple[int, dict[str, Any]]:
-    """The status and error object OpenAI's clients expect for `error`."""
-    status, code = _CODES.get(error.code, (error.status_code, error.code))
-    if status == 422:
-        status = 400
-    if status == 429:
-        kind = "rate_limit_error"
-    elif status >= 500:
-        kind = "server_error"
-    else:
-        kind = _TYPES.get(status, "invalid_request_error")
-    return status, {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
-
-
-def error_reply(
-    error: errors.HTTPStatusError, cid: str | None, path: str
-) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of `error` as the API at `path` answers: OpenAI's shape under
-    /v1/ (the OpenAI-compatible endpoints), PRSM's everywhere else."""
-    headers = error_headers(error, cid)
-    if path.startswith(OPENAI_PREFIX):
-        status, payload = openai_error(error)
-        return status, headers, json.dumps(payload).encode()
-    return error.status_code, headers, error_body(error, cid)
-
-
-async def send_error_reply(
-    send: Send,
-    error: errors.HTTPStatusError,
-    cid: str | None,
-    path: str,
-    extra: Iterable[tuple[bytes, bytes]] | None = None,
-) -> int:
-    """Answer `error` through ASGI `send` (outside the app's handlers, or from the gateway), in
-    `path`'s shape; its status."""
-    status, headers, body = error_reply(error, cid, path)
-    headers["content-length"] = str(len(body))
-    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-    raw.extend(extra or ())
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-    return status
 
 
 def error_response(exc: BaseException, path: str) -> Response:

@@ -22,12 +22,13 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
 from prsm.contracts import MAX_TOKENS_LIMIT, Prompt
+from prsm.edge.errors import OPENAI_PREFIX, as_http_error
+from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
 from prsm.server.auth import READ, Principal
-from prsm.server.errors import OPENAI_PREFIX, as_http_error, validation_error
+from prsm.server.errors import validation_error
 from prsm.server.service import Ask
-from prsm.server.sse import OPENAI_DONE, error_event, sse
 from prsm.server.streaming import AnswerStream, StreamFormat, event_schema
 
 PREFIX = OPENAI_PREFIX.rstrip("/")

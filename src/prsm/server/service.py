@@ -16,6 +16,8 @@ from typing import Any
 from prsm import errors, metrics, tracing
 from prsm.config import Settings
 from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, QueryResponse, Usage
+from prsm.edge.disconnect import CLIENT_GONE
+from prsm.edge.errors import as_http_error
 from prsm.engines import Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt
 from prsm.engines.text import TextSink
@@ -29,8 +31,6 @@ from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
-from prsm.server.disconnect import CLIENT_GONE
-from prsm.server.errors import as_http_error
 from prsm.server.readiness import ReadinessCheck
 
 log = logging.getLogger("prsm.query")

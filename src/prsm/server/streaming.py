@@ -17,12 +17,12 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from prsm.edge.disconnect import ClientGone, until_disconnected
+from prsm.edge.errors import as_http_error
+from prsm.edge.sse import error_event, sse
 from prsm.engines import Generation
 from prsm.engines.text import TextSink
-from prsm.server.disconnect import ClientGone, until_disconnected
-from prsm.server.errors import as_http_error
 from prsm.server.service import query_response
-from prsm.server.sse import error_event, sse
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from prsm.config import TLSSettings
-from prsm.server.protocol import GuardedHttpProtocol
+from prsm.edge.protocol import GuardedHttpProtocol
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import ParamSpec, TypeVar
 
-from prsm.client.balance import Balancer, RoundRobin
-from prsm.client.discovery import Discovery, Instance, InstanceCache
-from prsm.client.outliers import OutlierDetector
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+from prsm.sd import Discovery, Instance, InstanceCache
+from prsm.sd.balance import Balancer, RoundRobin
+from prsm.sd.outliers import OutlierDetector
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -12,7 +12,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from prsm.client.discovery.base import Instance
+from prsm.sd.base import Instance
 
 
 class DnsDiscovery:

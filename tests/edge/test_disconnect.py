@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prsm.server.disconnect import EXTENSION, ClientGone, DisconnectHook, until_disconnected
+from prsm.edge.disconnect import EXTENSION, ClientGone, DisconnectHook, until_disconnected
 from tests.support import API_KEY, ServerProcess, metric, prsm_gateway, prsm_serve, wait_for
 
 SLOW = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_DELAY_SECONDS": "30"}
@@ -39,18 +39,22 @@ def post_then_leave(base_url: str, path: str, body: dict[str, object], api: str)
     sock.sendall(head + payload)
     wait_for(lambda: metric(api, "prsm_engine_in_flight") == 1, 30)
     sock.close()
-    return wait_for(lambda: metric(api, "prsm_engine_in_flight") == 0, 5)
+    return wait_for(lambda: metric(api, "prsm_engine_in_flight") == 0, 3 * FREED_WITHIN)
 
 
 QUERY = {"prompt": "hi", "userId": "u1"}
+FREED_WITHIN = 5.0
+"""Seconds until the engine is free after the caller left: far below what the work would take
+(30 s for the slow fixed engine, 2000 tokens for the model), with room for a busy machine's
+polling of /metrics."""
 
 
 def test_a_caller_that_leaves_frees_the_engine(slow_server: ServerProcess) -> None:
-    """A 30 s query whose caller closes: the engine is free within a second, the query counted
+    """A 30 s query whose caller closes: the engine is free within seconds, the query counted
     as cancelled (client_gone) and as status 499."""
     before = metric(slow_server.base_url, "prsm_queries_cancelled_total", 'reason="client_gone"')
     freed = post_then_leave(slow_server.base_url, "/api/v1/query", QUERY, slow_server.base_url)
-    assert freed < 1.0
+    assert freed < FREED_WITHIN
     after = metric(slow_server.base_url, "prsm_queries_cancelled_total", 'reason="client_gone"')
     assert after - before == 1
     assert metric(slow_server.base_url, "prsm_queries_total", 'status="499"') >= 1
@@ -60,24 +64,24 @@ def test_through_the_gateway_the_upstream_request_is_closed(
     slow_server: ServerProcess, tmp_path: Path
 ) -> None:
     """The caller leaves the gateway: the gateway closes its upstream request, and the API
-    frees its engine within a second."""
+    frees its engine within seconds."""
     config = {"pools": {"p": {"discovery": {"kind": "static", "urls": [slow_server.base_url]}}},
               "routes": [{"prefix": "/api/v1", "pool": "p"}]}  # fmt: skip
     with prsm_gateway(tmp_path, config) as gateway:
         freed = post_then_leave(gateway.base_url, "/api/v1/query", QUERY, slow_server.base_url)
         gone = metric(gateway.base_url, "prsm_gateway_clients_gone_total")
-    assert freed < 1.0
+    assert freed < FREED_WITHIN
     assert gone == 1
 
 
 @pytest.mark.e2e
 def test_the_real_model_stops_at_the_next_token(llama_server: ServerProcess) -> None:
     """A long generation with the embedded model: its caller leaves after it started, and the
-    engine is free within a second (a 2000-token answer takes many seconds)."""
+    engine is free within seconds (a 2000-token answer takes far longer)."""
     body = {"prompt": "Write a very long story about a dragon and a knight.", "userId": "u1",
             "maxTokens": 2000}  # fmt: skip
     freed = post_then_leave(llama_server.base_url, "/api/v1/query", body, llama_server.base_url)
-    assert freed < 1.0
+    assert freed < FREED_WITHIN
     ok = httpx.post(
         llama_server.base_url + "/api/v1/query",
         json=QUERY | {"maxTokens": 5},

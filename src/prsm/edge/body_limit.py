@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prsm.edge.errors import send_error_reply
 from prsm.errors import PayloadTooLargeError
 from prsm.logs import correlation_id
-from prsm.server.errors import send_error_reply
 
 
 class BodyLimitMiddleware:

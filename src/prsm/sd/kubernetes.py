@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from prsm.client.discovery.base import Instance
 from prsm.errors import ConfigError
+from prsm.sd.base import Instance
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 WEIGHT_LABEL = "prsm.io/weight"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from prsm.client.discovery import ConsulDiscovery, InstanceCache
+from prsm.sd import ConsulDiscovery, InstanceCache
 from tests.support import local_app
 
 

@@ -12,7 +12,7 @@ import random
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from prsm.client.discovery.base import Instance
+from prsm.sd.base import Instance
 
 
 class Balancer(Protocol):

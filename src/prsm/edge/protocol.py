@@ -30,10 +30,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from prsm import metrics
 from prsm.config import HttpSettings, load_settings
+from prsm.edge.correlation import new_correlation_id
+from prsm.edge.disconnect import EXTENSION, DisconnectHook
+from prsm.edge.errors import error_body, error_headers
 from prsm.errors import HTTPStatusError
-from prsm.server.correlation import new_correlation_id
-from prsm.server.disconnect import EXTENSION, DisconnectHook
-from prsm.server.errors import error_body, error_headers
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from prsm.client.discovery import Instance, InstanceCache, StaticDiscovery
 from prsm.errors import ConnectError
+from prsm.sd import Instance, InstanceCache, StaticDiscovery
 
 
 class Flaky:

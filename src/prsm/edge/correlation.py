@@ -15,8 +15,8 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prsm.contracts import CORRELATION_HEADER
+from prsm.edge.errors import as_http_error, send_error_reply
 from prsm.logs import correlation_id
-from prsm.server.errors import as_http_error, send_error_reply
 
 access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")

@@ -12,8 +12,8 @@ import logging
 
 from prometheus_client import Counter
 
-from prsm.client.discovery.base import Discovery, Instance
 from prsm.errors import ConnectError
+from prsm.sd.base import Discovery, Instance
 
 log = logging.getLogger("prsm.discovery")
 

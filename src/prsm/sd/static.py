@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prsm.client.discovery.base import Instance
+from prsm.sd.base import Instance
 
 
 class StaticDiscovery:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from prsm import errors
-from prsm.server.errors import OPENAI_PREFIX, error_payload, openai_error
+from prsm.edge.errors import OPENAI_PREFIX, error_payload, openai_error
 
 OPENAI_DONE = b"data: [DONE]\n\n"
 """OpenAI's last frame of every stream."""

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from prsm.client.balance import LeastOutstanding, RoundRobin
-from prsm.client.discovery import Instance
+from prsm.sd import Instance
+from prsm.sd.balance import LeastOutstanding, RoundRobin
 
 A, B, C = Instance("http://a", weight=5), Instance("http://b"), Instance("http://c")
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from prsm.client.discovery import InstanceCache, KubernetesDiscovery
 from prsm.errors import ConfigError
+from prsm.sd import InstanceCache, KubernetesDiscovery
 from tests.support import local_app
 
 TOKEN = "sa-token-1"

@@ -10,8 +10,8 @@ import pytest
 from dnslib import AAAA, QTYPE, RR, SRV, A
 from dnslib.server import BaseResolver, DNSServer
 
-from prsm.client.discovery import DnsDiscovery, InstanceCache
 from prsm.client.service import ServiceClient
+from prsm.sd import DnsDiscovery, InstanceCache
 from tests.support import API_KEY, fixed_instances, free_port
 
 

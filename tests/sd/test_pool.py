@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from prsm.client.discovery import Instance, StaticDiscovery
-from prsm.client.outliers import OutlierDetector
-from prsm.client.pool import Pool
 from prsm.errors import ConnectError
 from prsm.resilience.clock import ManualClock
+from prsm.sd import Instance, StaticDiscovery
+from prsm.sd.outliers import OutlierDetector
+from prsm.sd.pool import Pool
 
 URLS = ["http://a:1", "http://b:1"]
 

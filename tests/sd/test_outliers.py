@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from prsm.client.outliers import OutlierDetector
 from prsm.resilience.clock import ManualClock
+from prsm.sd.outliers import OutlierDetector
 
 
 def detector(clock: ManualClock) -> OutlierDetector:

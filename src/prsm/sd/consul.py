@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from prsm.client.discovery.base import Instance
+from prsm.sd.base import Instance
 
 WEIGHT_TAG = "weight="
 

@@ -1,6 +1,6 @@
 """Stop work whose caller has gone: the API's generation, the gateway's upstream request.
 
-Under PRSM's own HTTP protocol (`prsm.server.protocol`) the connection tells the request
+Under PRSM's own HTTP protocol (`prsm.edge.protocol`) the connection tells the request
 directly when it is lost: the scope carries a `DisconnectHook` (extension `prsm.disconnect`),
 which costs nothing per request. Under any other server (or an in-process test client) a
 watcher task waits for ASGI's `http.disconnect` instead: once a request's body has been read,
