@@ -140,12 +140,16 @@ async def test_an_openai_chat_completion_carries_the_genai_attributes(
 
 
 async def test_a_failed_query_marks_its_span(
-    client_spans: InMemorySpanExporter, traced_api: ServerProcess
+    client_spans: InMemorySpanExporter, collector: Collector, traced_api: ServerProcess
 ) -> None:
+    """A 401 marks the client's span as an error; the server's span of it is exported too
+    (waited for here, so that the server has nothing left to flush when it stops)."""
     async with AsyncPRSMClient(traced_api.base_url, api_key="wrong") as client:
         with pytest.raises(AuthenticationError):
             await client.query("hi", user_id="u1")
+    [server] = await collector.wait_for("POST /api/v1/query")
     [query] = by_name(client_spans.get_finished_spans(), "prsm.query")
+    assert server.parent_span_id == query.get_span_context().span_id.to_bytes(8, "big")
     assert query.status.status_code is StatusCode.ERROR
     assert (query.attributes or {})["http.status_code"] == 401
     assert (query.attributes or {})["error"] is True
