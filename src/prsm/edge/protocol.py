@@ -72,7 +72,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._pending: HTTPStatusError | None = None
         self._timer: TimerHandle | None = None
         self._body_unread = False
-        self._lingering = False
+        self._lingering_on: asyncio.Transport | None = None  # the real transport, while lingering
         self._linger_left = 0
 
     # -- connection ----------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 hook.fire()  # the request's work stops: nobody is left to answer
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering_on is not None:
             self._linger_left -= len(data)
             if self._linger_left < 0:
                 self._end_linger()
@@ -222,9 +222,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Whether the client may still be sending this request: its body, or its head."""
         return self._body_unread or (self._in_head and self._head_bytes > 0)
 
+    @property
+    def lingering(self) -> bool:
+        return self._lingering_on is not None
+
     def linger(self, transport: asyncio.Transport) -> None:
         """Half-close, then read and drop what comes, within the bounds; then close."""
-        self._lingering = True
+        self._lingering_on = transport
         self._linger_left = self.limits.linger_bytes
         self._disarm()
         if transport.can_write_eof():
@@ -234,9 +238,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _end_linger(self) -> None:
         self._timer = None
-        transport = self.transport
-        if isinstance(transport, _LingeringTransport):
-            transport.close_now()
+        if self._lingering_on is not None:
+            self._lingering_on.close()
 
     def _arm(self, seconds: float, then: Any) -> None:
         self._disarm()
@@ -255,23 +258,18 @@ class _LingeringTransport:
     def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
-        self._lingering = False
+        self.write = transport.write  # every response: bound here, not looked up per call
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
     def is_closing(self) -> bool:
-        return self._lingering or self._transport.is_closing()
+        return self._protocol.lingering or self._transport.is_closing()
 
     def close(self) -> None:
-        if self._lingering or self._transport.is_closing():
+        if self.is_closing():
             return
         if self._protocol.may_still_send() and self._protocol.limits.linger_seconds > 0:
-            self._lingering = True
             self._protocol.linger(self._transport)
         else:
             self._transport.close()
-
-    def close_now(self) -> None:
-        """End a linger: close whatever is still unread."""
-        self._transport.close()
