@@ -524,8 +524,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     try:
         return settings_cls(**overrides)
     except PydanticValidationError as exc:
-        lines = describe_invalid(exc, unknown="unknown setting")
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(describe_invalid(exc, "settings", unknown="unknown setting")) from None
 
 
 def _with_yaml(data: dict[str, Any]) -> type[Settings]:
@@ -551,9 +550,9 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     return data
 
 
-def describe_invalid(exc: PydanticValidationError, *, unknown: str) -> list[str]:
-    """One `dotted.key: problem` line per error; an unknown key reads as `unknown`, and a
-    scalar that was refused is quoted."""
+def describe_invalid(exc: PydanticValidationError, what: str, *, unknown: str) -> str:
+    """`invalid <what>:` and one `dotted.key: problem` line per error; an unknown key reads
+    as `unknown`, and a scalar that was refused is quoted."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top)"
@@ -563,7 +562,7 @@ def describe_invalid(exc: PydanticValidationError, *, unknown: str) -> list[str]
         value = error.get("input")
         scalar = value is None or isinstance(value, str | int | float | bool)
         lines.append(f"{key}: {error['msg']}" + (f" (got {value!r})" if scalar else ""))
-    return lines
+    return f"invalid {what}:\n  " + "\n  ".join(lines)
 
 
 # -- introspection: environment names, `prsm config` --------------------------------------------

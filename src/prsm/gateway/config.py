@@ -286,5 +286,4 @@ def parse_gateway_config(
     try:
         return GatewayConfig.model_validate(data)
     except PydanticValidationError as exc:
-        lines = describe_invalid(exc, unknown="unknown key")
-        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(describe_invalid(exc, source, unknown="unknown key")) from None

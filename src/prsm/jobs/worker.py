@@ -107,13 +107,8 @@ class RedisOutageLog(logging.Filter):
         if self.down:
             return False
         self.down = True
-        record.msg, record.args = (
-            "Redis is unreachable (%s: %s); the worker keeps trying",
-            (
-                type(failure).__name__,
-                failure,
-            ),
-        )
+        record.msg = "Redis is unreachable (%s: %s); the worker keeps trying"
+        record.args = (type(failure).__name__, failure)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text = None, None
         return True
