@@ -7,7 +7,9 @@ STAMP  := $(VENV)/.installed
 NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench chaos image deploy-check clean
+DOCS_STAMP := $(VENV)/.docs-installed
+
+.PHONY: run test lint typecheck unit bench chaos docs image deploy-check clean
 
 run: $(STAMP)
 	$(BIN)/prsm up
@@ -16,8 +18,8 @@ test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench chaos deploy
-	$(BIN)/ruff format --check src tests bench chaos deploy
+	$(BIN)/ruff check src tests bench chaos deploy docs
+	$(BIN)/ruff format --check src tests bench chaos deploy docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -29,6 +31,14 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python service_client_overhead.py
 	cd bench && ../$(BIN)/python gateway_throughput.py
 	cd bench && ../$(BIN)/python streaming.py
+
+# The documentation site in build/site: guides, and the reference generated from the code.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	@touch $@
 
 # Two minutes of faults against the whole stack (chaos/run.py): nothing run twice, nothing lost.
 chaos: $(STAMP)

@@ -427,16 +427,38 @@ def table(run: Run) -> list[str]:
 
 def verdict(run: Run, stack: Stack, final: dict[str, str]) -> list[str]:
     """Every broken promise, in words; none means the run passed."""
-    broken = []
+    answered = answers_at_the_api(stack)
+    broken = [*job_promises(run, final), *stack_promises(stack)]
+    twice = sorted(cid for cid, n in answered.items() if n > 1)
+    if twice:
+        broken.insert(0, f"{len(twice)} requests ran twice at the API: {twice[:5]}")
+    cut = sum(o.stream_end == "cut" for o in run.outcomes)
+    if cut:
+        broken.append(f"{cut} streams were cut short without an error event")
+    bare = [o for o in run.outcomes if o.status >= 500 and not o.retry_after]
+    if bare:
+        broken.append(
+            f"{len(bare)} 5xx answers without Retry-After: {Counter(o.status for o in bare)}"
+        )
+    if not run.jobs or not answered:
+        broken.append("the run sent too little to judge")
+    return broken
+
+
+def answers_at_the_api(stack: Stack) -> Counter[str]:
+    """How many times each of the run's queries was answered, from the APIs' logs."""
     answered: Counter[str] = Counter()
     for api in stack.apis:
         for entry in api.log_lines():
             cid = str(entry.get("correlationId", ""))
             if str(entry.get("message", "")).startswith("query ") and cid[:2] in ("q-", "s-"):
                 answered[cid] += 1
-    twice = sorted(cid for cid, n in answered.items() if n > 1)
-    if twice:
-        broken.append(f"{len(twice)} requests ran twice at the API: {twice[:5]}")
+    return answered
+
+
+def job_promises(run: Run, final: dict[str, str]) -> list[str]:
+    """Jobs: every one finished, called back, and a resubmission found the first."""
+    broken = []
     lost = sorted(set(run.jobs.values()) - set(final))
     if lost:
         statuses = Counter(run.unsettled.get(job_id, "?") for job_id in lost)
@@ -446,22 +468,18 @@ def verdict(run: Run, stack: Stack, final: dict[str, str]) -> list[str]:
         broken.append(f"{len(uncalled)} finished jobs never called back: {uncalled[:5]}")
     if run.resubmitted_elsewhere:
         broken.append(f"retried submissions got another job: {run.resubmitted_elsewhere[:5]}")
-    cut = sum(o.stream_end == "cut" for o in run.outcomes)
-    if cut:
-        broken.append(f"{cut} streams were cut short without an error event")
-    bare = [o for o in run.outcomes if o.status >= 500 and not o.retry_after]
-    if bare:
-        broken.append(
-            f"{len(bare)} 5xx answers without Retry-After: {Counter(o.status for o in bare)}"
-        )
+    return broken
+
+
+def stack_promises(stack: Stack) -> list[str]:
+    """The processes: the drained one exited cleanly, none grew in memory."""
+    broken = []
     if stack.drained_exit != 0:
         broken.append(f"the drained instance exited {stack.drained_exit}, not 0")
     for name, samples in stack.rss.items():
         first, last = samples[0], samples[-1]
         if last > first * 1.25 + 16 * 2**20:
             broken.append(f"{name} memory grew from {first >> 20} to {last >> 20} MiB")
-    if not run.jobs or not answered:
-        broken.append("the run sent too little to judge")
     return broken
 
 

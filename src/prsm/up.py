@@ -34,6 +34,8 @@ READY_TIMEOUT = 180.0
 
 @dataclass
 class Component:
+    """One process `prsm up` runs: how to start it, where it logs, whether it is up."""
+
     name: str
     url: str
     state: str = "starting"
@@ -55,6 +57,7 @@ class Stack:
         self.env = dict(os.environ)
 
     def table(self) -> Table:
+        """The state of every component, as a table."""
         table = Table(title="PRSM", title_justify="left", expand=False)
         for column in ("component", "state", "pid", "address", "log"):
             table.add_column(column)
@@ -67,6 +70,8 @@ class Stack:
         return table
 
     def start(self, live: Live) -> None:
+        """Start Redis (embedded unless one is configured), the API, a worker and the gateway,
+        showing their state in `live` as each comes up."""
         self.logs.mkdir(parents=True, exist_ok=True)
         redis_url = self.settings.redis_url
         if redis_url is None:
@@ -154,6 +159,7 @@ class Stack:
         return 0
 
     def stop(self) -> None:
+        """Stop every component, the last started first."""
         for c in reversed(self.components):
             if c.process is not None and c.process.poll() is None:
                 c.process.terminate()

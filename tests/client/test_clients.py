@@ -16,6 +16,7 @@ from prsm.errors import (
     AuthenticationError,
     BadRequestError,
     ConnectError,
+    ConnectionLostError,
     ServiceUnavailableError,
     TimeoutError,
     ValidationError,
@@ -163,9 +164,9 @@ async def test_refused_connection_is_connect_error(connect: Any) -> None:
         await client.query("hi", user_id="u1")
 
 
-async def test_an_answer_cut_off_midway_is_connect_error_on_both(connect: Any) -> None:
-    """The server dies after the headers, mid-body: ConnectError (the instance went away) on
-    both clients alike, which is what `ServiceClient` fails over on."""
+async def test_an_answer_cut_off_midway_is_connection_lost_on_both(connect: Any) -> None:
+    """The server dies after the headers, mid-body: ConnectionLostError on both clients alike
+    — the query may have run, so neither retries it nor does `ServiceClient` fail it over."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -183,7 +184,7 @@ async def test_an_answer_cut_off_midway_is_connect_error_on_both(connect: Any) -
         worker.start()
         port = listener.getsockname()[1]
         client = connect(base_url=f"http://127.0.0.1:{port}", retries=0)
-        with pytest.raises(ConnectError, match="cannot reach"):
+        with pytest.raises(ConnectionLostError, match="connection broke"):
             await client.query("hi", user_id="u1")
         worker.join(timeout=5)
 

@@ -3,20 +3,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import tenacity
 
-from prsm.client._core import ClientCore, RetryPolicy, parse_retry_after
+from prsm.client._core import ClientCore, parse_retry_after
 from prsm.errors import (
     AuthenticationError,
-    ConnectError,
     RateLimitedError,
     ServerError,
     ServiceUnavailableError,
-    TimeoutError,
     TransportError,
     UsageError,
     ValidationError,
-    error_for_status,
 )
 
 
@@ -29,55 +25,6 @@ def core(**kwargs: object) -> ClientCore:
         "headers": None,
     }
     return ClientCore(**(options | kwargs))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("error", "retried"),
-    [
-        (ConnectError("refused"), True),
-        (error_for_status(502, "bad gateway"), True),
-        (error_for_status(503, "busy"), True),
-        (error_for_status(504, "slow"), True),
-        (error_for_status(429, "slow down"), True),
-        (error_for_status(429, "slow down", retry_after=3600), False),
-        (error_for_status(400, "bad"), False),
-        (error_for_status(401, "who"), False),
-        (error_for_status(422, "invalid"), False),
-        (error_for_status(500, "bug"), False),
-        (TimeoutError("read timeout"), False),
-        (UsageError("wrong call"), False),
-    ],
-)
-def test_what_is_retried(error: Exception, retried: bool) -> None:
-    """Connection errors, 502/503/504 and 429 are retried; other 4xx, 500 and timeouts not."""
-    assert RetryPolicy().should_retry(error) is retried
-
-
-def _state(error: Exception, attempt: int) -> tenacity.RetryCallState:
-    state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = attempt
-    state.set_exception((type(error), error, None))
-    return state
-
-
-def test_wait_honours_retry_after() -> None:
-    """A Retry-After from the server is the wait, whatever the attempt."""
-    policy = RetryPolicy(backoff_initial=0.1, backoff_max=1)
-    assert policy.wait(_state(error_for_status(503, "busy", retry_after=7), 1)) == 7
-
-
-def test_wait_backs_off_exponentially_with_jitter_and_cap() -> None:
-    """Without Retry-After, waits stay under initial * 2^n and under the cap."""
-    policy = RetryPolicy(backoff_initial=0.1, backoff_max=0.5)
-    for attempt in range(1, 8):
-        wait = policy.wait(_state(ConnectError("x"), attempt))
-        assert 0 <= wait <= min(0.5, 0.1 * 2**attempt)
-
-
-def test_negative_retries_are_a_usage_error() -> None:
-    """retries=-1 is refused when the client is made."""
-    with pytest.raises(UsageError):
-        RetryPolicy(retries=-1)
 
 
 def test_parse_retry_after_seconds_and_dates() -> None:

@@ -184,22 +184,35 @@ def test_retries_move_on_and_respect_the_per_try_timeout(tmp_path: Path) -> None
     assert max(timings) < 2.5
 
 
-def test_post_is_not_resent_unless_the_route_allows(tmp_path: Path) -> None:
-    """A 503 from the first instance: a GET goes on to the next; a POST does not, and the
-    caller sees the upstream's own 503."""
+def test_a_503_goes_on_to_the_next_instance_unless_the_route_leaves_it_out(
+    tmp_path: Path,
+) -> None:
+    """A 503 says the request was not served (RFC 9110), so the classifier fails it over for
+    a POST as for a GET; a route whose `retry_on` leaves 503 out passes the upstream's own
+    503 to the caller instead."""
     with (
         scripted_server(Reply(503, b'{"error": "busy"}')) as busy,
         scripted_server(Reply(200, b'{"ok": true}')) as ok,
     ):
         pool = static(busy.base_url, ok.base_url)
-        config = {"pools": {"p": pool}, "routes": [{"prefix": "/", "pool": "p"}]}
+        narrow = {"attempts": 3, "retry_on": ["connect-failure", "reset"]}
+        config = {
+            "pools": {"p": pool},
+            "routes": [
+                {"prefix": "/", "pool": "p"},
+                {"prefix": "/narrow", "pool": "p", "retries": narrow},
+            ],
+        }
         with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
             gets = [http.get("/thing").status_code for _ in range(4)]
             posts = [http.post("/thing", content=b"x").status_code for _ in range(4)]
+            narrowed = [http.post("/narrow", content=b"x") for _ in range(4)]
     assert gets == [200] * 4
-    assert sorted(posts) == [200, 200, 503, 503]
-    assert len(ok.requests) == 6
-    assert len(busy.requests) == 4
+    assert posts == [200] * 4
+    assert sorted(r.status_code for r in narrowed) == [200, 200, 503, 503]
+    assert {r.json()["error"] for r in narrowed if r.status_code == 503} == {"busy"}
+    assert len(ok.requests) == 10
+    assert len(busy.requests) == 6
 
 
 def test_faults_at_the_configured_rate(trio: dict[str, ServerProcess], tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool
+from prsm.errors import ConnectError, ConnectionLostError
+from prsm.gateway.upstream import UpstreamPool
 from tests.support import free_port, local_app
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -89,7 +90,7 @@ async def test_a_body_cut_short_is_connection_lost() -> None:
     async with raw_server(cut) as url:
         pool = UpstreamPool(url)
         response = await pool.send("GET", "/", [], b"")
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLostError):
             _ = [c async for c in response.chunks()]
         response.release()
         await pool.aclose()
@@ -110,7 +111,7 @@ async def test_a_body_delimited_by_closing_is_complete() -> None:
 
 async def test_nothing_listening_is_connect_failed() -> None:
     pool = UpstreamPool(f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(ConnectFailed):
+    with pytest.raises(ConnectError):
         await pool.send("GET", "/", [], b"")
 
 
@@ -141,13 +142,13 @@ def keep_alive_then_hang_up(posts: list[bytes]) -> Handler:
 
 
 async def test_a_post_the_upstream_took_on_a_reused_connection_is_not_sent_again() -> None:
-    """A kept-alive connection breaks after the upstream read the POST: ConnectionLost (it
+    """A kept-alive connection breaks after the upstream read the POST: ConnectionLostError (it
     may have run), and the upstream saw it once."""
     posts: list[bytes] = []
     async with raw_server(keep_alive_then_hang_up(posts)) as url:
         pool = UpstreamPool(url)
         assert await body_of(pool) == (200, b"ok")  # leaves a connection to reuse
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLostError):
             await pool.send("POST", "/", [], b"{}")
         await pool.aclose()
     assert len(posts) == 1

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import ssl
 
-from prsm.errors import ConnectError, TimeoutError, TLSError, UsageError, error_for_status
-from prsm.resilience.breaker import CircuitOpenError
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from prsm.errors import (
+    CircuitOpenError,
+    ConnectError,
+    ConnectionLostError,
+    EngineUnavailableError,
+    PromptTooLongError,
+    TimeoutError,
+    TLSError,
+    UsageError,
+    error_for_status,
+)
 from prsm.resilience.outcomes import Outcome, classify, fails_over, retryable, target_failed
 
 
@@ -21,6 +33,14 @@ from prsm.resilience.outcomes import Outcome, classify, fails_over, retryable, t
         (error_for_status(429, "x"), Outcome.SLOW_DOWN),
         (error_for_status(500, "x"), Outcome.UNCERTAIN),
         (TimeoutError("read"), Outcome.UNCERTAIN),
+        (ConnectionLostError("reset after sending"), Outcome.UNCERTAIN),
+        (RedisConnectionError("redis went away"), Outcome.UNCERTAIN),
+        (ConnectionResetError("reset"), Outcome.UNCERTAIN),
+        (EngineUnavailableError("backend down"), Outcome.TARGET_FAILED),
+        (error_for_status(307, "redirect"), Outcome.REFUSED),
+        (ssl.SSLCertVerificationError("untrusted"), Outcome.REFUSED),
+        (PromptTooLongError("too long"), Outcome.REFUSED),
+        (KeyError("a bug"), Outcome.REFUSED),
         (error_for_status(400, "x"), Outcome.REFUSED),
         (error_for_status(401, "x"), Outcome.REFUSED),
         (error_for_status(422, "x"), Outcome.REFUSED),
@@ -44,4 +64,5 @@ def test_what_may_follow_each_outcome() -> None:
         assert not retryable(Outcome.REFUSED, idempotent=idempotent)
         assert retryable(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
         assert fails_over(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
-    assert [o for o in Outcome if target_failed(o)] == [Outcome.UNSENT, Outcome.TARGET_FAILED]
+    against_target = [o for o in Outcome if target_failed(o)]
+    assert against_target == [Outcome.UNSENT, Outcome.TARGET_FAILED, Outcome.UNCERTAIN]

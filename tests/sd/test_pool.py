@@ -28,7 +28,6 @@ async def started_pool(clock: ManualClock) -> Pool:
     pool = Pool(
         "svc",
         StaticDiscovery(URLS),
-        is_failure=lambda exc: isinstance(exc, ConnectError),
         outliers=outliers,
         clock=clock,
     )
@@ -62,7 +61,7 @@ async def test_a_successful_try_resets_the_failure_count() -> None:
     """Ejection needs failures *in a row*: one success between two failures clears them."""
     clock = ManualClock()
     outliers = OutlierDetector(consecutive_failures=2, max_ejection_share=1.0, clock=clock)
-    pool = Pool("svc", StaticDiscovery(URLS), is_failure=lambda exc: True, outliers=outliers)
+    pool = Pool("svc", StaticDiscovery(URLS), outliers=outliers)
     await pool.start()
     a = Instance(URLS[0])
 

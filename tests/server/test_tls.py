@@ -14,7 +14,7 @@ import trustme
 from prsm import AsyncPRSMClient, PRSMClient
 from prsm.client.service import ServiceClient
 from prsm.client.tls import ClientTLS
-from prsm.errors import AuthenticationError, ConnectError, PermissionDeniedError
+from prsm.errors import AuthenticationError, PermissionDeniedError, TransportError
 from prsm.sd import StaticDiscovery
 from tests.support import API_KEY, Certificates, ServerProcess, prsm_serve
 
@@ -55,11 +55,12 @@ async def test_the_certificate_alone_identifies_the_caller(
 def refused(api: ServerProcess, tls: ClientTLS, **headers: str) -> None:
     """The server drops the connection in the TLS handshake: no HTTP answer, nothing logged.
     (With TLS 1.3 the client's certificate is checked after the client finished its side of
-    the handshake, so the client sees the connection closed rather than a TLS alert.)"""
+    the handshake, so the client sees the connection closed rather than a TLS alert: a
+    transport error whose message names the likely cause.)"""
     cid = uuid.uuid4().hex
     with (
         PRSMClient(api.base_url, api_key=API_KEY, retries=0, tls=tls, headers=headers) as c,
-        pytest.raises(ConnectError, match="requires client certificates"),
+        pytest.raises(TransportError, match="requires client certificates"),
     ):
         c.query("hi", user_id="u1", correlation_id=cid)
     time.sleep(0.3)  # an access line would be written just after an answer

@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
-import tenacity
 
 from prsm import tracing
 from prsm.client._core import (
@@ -19,13 +18,14 @@ from prsm.client._core import (
     HealthStatus,
     PreparedRequest,
     QueryResult,
-    RetryPolicy,
     StreamChunk,
 )
 from prsm.client.oauth import ClientCredentials
-from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
+from prsm.client.tls import ClientTLS, check_scheme
+from prsm.client.transport_errors import from_aiohttp
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
+from prsm.errors import UsageError
+from prsm.resilience.retry import RetryPolicy
 
 T = TypeVar("T")
 Parser = Callable[[int, Mapping[str, str], bytes], T]
@@ -63,6 +63,7 @@ class AsyncPRSMClient:
 
     @property
     def base_url(self) -> str:
+        """The API's base URL this client calls."""
         return self._core.base_url
 
     async def query(
@@ -165,12 +166,7 @@ class AsyncPRSMClient:
         return await self._retrying(lambda: self._attempt(request, parse))
 
     async def _retrying(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
-        if self._core.retry.retries == 0:  # no retry machinery for a single attempt
-            return await attempt_once()
-        async for attempt in tenacity.AsyncRetrying(**self._core.retry.tenacity_options()):
-            with attempt:
-                return await attempt_once()
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await self._core.retry.run(attempt_once)
 
     async def _authorized(self, request: PreparedRequest) -> dict[str, str]:
         """The request's headers, with a current token when the client uses OAuth2."""
@@ -231,21 +227,10 @@ class AsyncPRSMClient:
             raise self._transport_error(request, exc) from exc
 
     def _transport_error(self, request: PreparedRequest, exc: BaseException) -> Exception:
-        if isinstance(exc, aiohttp.ClientPayloadError):  # the server went away mid-answer
-            return ConnectError(f"cannot reach {request.url}: {exc}{dropped_hint(request.url)}")
-        if isinstance(exc, aiohttp.ClientConnectionError):
-            if tls_failure(exc):
-                return TLSError(f"TLS with {request.url} failed: {exc}")
-            if isinstance(exc, aiohttp.SocketTimeoutError):
-                return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
-            dropped = isinstance(exc, aiohttp.ServerDisconnectedError)
-            hint = dropped_hint(request.url) if dropped else ""
-            return ConnectError(f"cannot reach {request.url}: {exc}{hint}")
-        if isinstance(exc, builtins.TimeoutError):
-            return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
-        return TransportError(f"{request.method} {request.url} failed: {exc}")
+        return from_aiohttp(exc, request.method, request.url, self._core.timeout)
 
     async def aclose(self) -> None:
+        """Close the session; `async with` does it."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -1,6 +1,6 @@
 """Everything the sync and async clients share that does no I/O.
 
-Request building, response parsing, error mapping and the retry policy live here once; the
+Request building, response parsing and error mapping live here once; the
 I/O layers (`_sync.PRSMClient` on httpx, `_async.AsyncPRSMClient` on aiohttp) only move bytes.
 """
 
@@ -13,10 +13,9 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import tenacity
 from pydantic import ValidationError as PydanticValidationError
 
 from prsm import tracing
@@ -32,12 +31,11 @@ from prsm.contracts import (
     describe_problems,
 )
 from prsm.errors import (
-    HTTPStatusError,
     TransportError,
     UsageError,
     error_for_status,
 )
-from prsm.resilience.outcomes import classify, retryable
+from prsm.resilience.retry import RetryPolicy
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
@@ -83,59 +81,9 @@ class HealthStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When and how long to wait before trying a request again.
-
-    Retried: what `prsm.resilience.outcomes` says may be retried for a request that must not
-    be sent twice — connection failures, 408, 502, 503, 504 and 429; never another 4xx, and
-    never a request that timed out after it was sent (the server may still be working on it).
-    Waits grow exponentially with full jitter from `backoff_initial` up to `backoff_max`; a
-    server's `Retry-After` is honoured instead, unless it exceeds `max_retry_after`, in which
-    case the error is raised at once.
-
-    >>> RetryPolicy(retries=5, backoff_initial=0.05)
-    RetryPolicy(retries=5, backoff_initial=0.05, backoff_max=5.0, max_retry_after=30.0)
-    """
-
-    retries: int = 3
-    backoff_initial: float = 0.1
-    backoff_max: float = 5.0
-    max_retry_after: float = 30.0
-    _jitter: tenacity.wait.wait_base = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise UsageError("retries must be 0 or more")
-        object.__setattr__(
-            self,
-            "_jitter",
-            tenacity.wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
-        )
-
-    def should_retry(self, exc: BaseException) -> bool:
-        if not retryable(classify(exc), idempotent=False):
-            return False
-        retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
-        return retry_after is None or retry_after <= self.max_retry_after
-
-    def wait(self, state: tenacity.RetryCallState) -> float:
-        """Seconds to wait before the next attempt (a tenacity wait strategy)."""
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._jitter(state))
-
-    def tenacity_options(self) -> dict[str, Any]:
-        return {
-            "stop": tenacity.stop_after_attempt(self.retries + 1),
-            "wait": self.wait,
-            "retry": tenacity.retry_if_exception(self.should_retry),
-            "reraise": True,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class PreparedRequest:
+    """One HTTP request, built once and sent by either client (retries send it again as it is)."""
+
     method: str
     url: str
     headers: dict[str, str]
@@ -178,6 +126,7 @@ class ClientCore:
         stream: bool = False,
     ) -> PreparedRequest:
         # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
+        """The `POST /api/v1/query` request for these arguments (only the fields given are sent)."""
         given = {"context": context, "max_tokens": max_tokens, "priority": priority}
         if stream:
             given["stream"] = True
@@ -205,13 +154,16 @@ class ClientCore:
         )
 
     def health_request(self) -> PreparedRequest:
+        """The `GET /health` request."""
         return PreparedRequest("GET", f"{self.base_url}/health", dict(self.headers))
 
     def parse_query(self, status: int, headers: Mapping[str, str], body: bytes) -> QueryResult:
+        """A query's answer as a `QueryResult`; an error status raised as its `PRSMError`."""
         return self.result(_parse(ReceivedQueryResponse, status, headers, body), headers)
 
     @staticmethod
     def result(parsed: ReceivedQueryResponse, headers: Mapping[str, str]) -> QueryResult:
+        """The `QueryResult` of a parsed answer, the correlation id falling back to the header."""
         return QueryResult(
             answer=parsed.data.answer,
             confidence=parsed.data.confidence,
@@ -221,11 +173,13 @@ class ClientCore:
         )
 
     def parse_health(self, status: int, headers: Mapping[str, str], body: bytes) -> HealthStatus:
+        """`/health`'s answer as a `HealthStatus`."""
         parsed = _parse(HealthResponse, status, headers, body)
         return HealthStatus(parsed.status, parsed.version, parsed.uptime_seconds)
 
     @staticmethod
     def raise_for_status(status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise the `HTTPStatusError` subclass for an error status, from PRSM's error body."""
         if status < 400:
             return
         code: str | None = None
@@ -273,6 +227,7 @@ class EventReader:
                 yield chunk
 
     def finish(self) -> None:
+        """The stream ended: `TransportError` if it never sent its final event."""
         if not self.done:
             raise TransportError("the stream ended before its final event")
 

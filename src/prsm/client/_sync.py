@@ -7,7 +7,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-import tenacity
 
 from prsm import tracing
 from prsm.client._core import (
@@ -18,13 +17,14 @@ from prsm.client._core import (
     HealthStatus,
     PreparedRequest,
     QueryResult,
-    RetryPolicy,
     StreamChunk,
 )
 from prsm.client.oauth import ClientCredentials
-from prsm.client.tls import ClientTLS, check_scheme, dropped_hint, tls_failure
+from prsm.client.tls import ClientTLS, check_scheme
+from prsm.client.transport_errors import from_httpx
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, TimeoutError, TLSError, TransportError, UsageError
+from prsm.errors import UsageError
+from prsm.resilience.retry import RetryPolicy
 
 T = TypeVar("T")
 Parser = Callable[[int, Mapping[str, str], bytes], T]
@@ -65,6 +65,7 @@ class PRSMClient:
 
     @property
     def base_url(self) -> str:
+        """The API's base URL this client calls."""
         return self._core.base_url
 
     def query(
@@ -138,12 +139,7 @@ class PRSMClient:
         return self._retrying(lambda: self._attempt(request, parse))
 
     def _retrying(self, attempt_once: Callable[[], T]) -> T:
-        if self._core.retry.retries == 0:  # no retry machinery for a single attempt
-            return attempt_once()
-        for attempt in tenacity.Retrying(**self._core.retry.tenacity_options()):
-            with attempt:
-                return attempt_once()
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return self._core.retry.run_sync(attempt_once)
 
     def _authorized(self, request: PreparedRequest) -> dict[str, str]:
         """The request's headers, with a current token when the client uses OAuth2."""
@@ -187,17 +183,10 @@ class PRSMClient:
         return response.status_code, response.headers, response.content
 
     def _transport_error(self, request: PreparedRequest, exc: httpx.TransportError) -> Exception:
-        if tls_failure(exc):
-            return TLSError(f"TLS with {request.url} failed: {exc}")
-        if isinstance(exc, httpx.RemoteProtocolError):
-            return ConnectError(f"cannot reach {request.url}: {exc}{dropped_hint(request.url)}")
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return ConnectError(f"cannot reach {request.url}: {exc}")
-        if isinstance(exc, httpx.TimeoutException):
-            return TimeoutError(f"no answer from {request.url} within {self._core.timeout:g}s")
-        return TransportError(f"{request.method} {request.url} failed: {exc}")
+        return from_httpx(exc, request.method, request.url, self._core.timeout)
 
     def close(self) -> None:
+        """Close the connection pool; `with` does it."""
         self._http.close()
 
     def __enter__(self) -> PRSMClient:

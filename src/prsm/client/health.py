@@ -21,6 +21,8 @@ DEGRADED_AFTER_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
+    """What a health check found: the instance's state, when, how fast, and what it said."""
+
     status: HealthState
     timestamp: datetime
     response_time_ms: float | None = None

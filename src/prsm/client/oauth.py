@@ -29,6 +29,10 @@ DEFAULT_SCOPE = "read:ai write:ai"
 
 
 class ClientCredentials:
+    """OAuth2 client credentials: a cached bearer token for every request, refreshed
+    `refresh_margin` seconds before it expires, once for all concurrent callers (tasks or
+    threads). Pass it as `auth=` to any client."""
+
     def __init__(
         self,
         token_url: str,

@@ -1,8 +1,9 @@
 """`ServiceClient`: calls PRSM over a discovered set of instances.
 
-The pipeline, in go-kit's order: discovery → cached instance set (last good set kept) →
-outlier ejection → balancer → failover to another instance within one overall deadline →
-a circuit breaker per instance, and one for the service around it all.
+The pipeline, in go-kit's order and built from `prsm.resilience`'s pieces: a breaker for the
+service → one overall deadline → failover (`prsm.resilience.failover`) over the pool
+(discovery, cached instance set with the last good set kept, outlier ejection, balancer) → a
+breaker per instance → the instance's `AsyncPRSMClient`.
 
 >>> async with ServiceClient(StaticDiscovery(["http://a:8000", "http://b:8000"]),
 ...                          api_key="...") as prsm:                       # doctest: +SKIP
@@ -11,8 +12,7 @@ a circuit breaker per instance, and one for the service around it all.
 
 from __future__ import annotations
 
-import asyncio
-import builtins
+import functools
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -25,16 +25,17 @@ from prsm.client._core import (
     DEFAULT_TIMEOUT,
     HealthStatus,
     QueryResult,
-    RetryPolicy,
     StreamChunk,
 )
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
-from prsm.errors import ConnectError, HTTPStatusError, PRSMError, TimeoutError
+from prsm.errors import HTTPStatusError, TimeoutError
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
-from prsm.resilience.outcomes import Outcome, classify, fails_over, target_failed
+from prsm.resilience.failover import failover
+from prsm.resilience.handler import Handler, Middleware, chain, time_limit
+from prsm.resilience.retry import RetryPolicy
 from prsm.sd import Discovery, Instance
 from prsm.sd.balance import Balancer
 from prsm.sd.outliers import OutlierDetector
@@ -42,19 +43,7 @@ from prsm.sd.pool import Pool
 
 T = TypeVar("T")
 Call = Callable[[AsyncPRSMClient], Awaitable[T]]
-SLOW_DOWN_WAIT = 1.0
-"""Seconds to wait after a 429 that came without Retry-After."""
-
-
-def _instance_failed(exc: BaseException) -> bool:
-    """What counts against an instance and sends the call to another: it was unreachable,
-    its breaker was open, or it answered 408/502/503/504 (`prsm.resilience.outcomes`)."""
-    return target_failed(classify(exc))
-
-
-def _retry_after(exc: PRSMError) -> float:
-    retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
-    return SLOW_DOWN_WAIT if retry_after is None else retry_after
+"""One request, as what to do with an instance's client."""
 
 
 class ServiceClient:
@@ -92,7 +81,6 @@ class ServiceClient:
         self._pool = Pool(
             service,
             discovery,
-            is_failure=_instance_failed,
             balancer=balancer,
             outliers=outliers,
             breaker=breaker,
@@ -106,16 +94,26 @@ class ServiceClient:
         self._headers = dict(headers or {})
         self._auth = auth  # one token provider for every instance: one refresh for all
         self._tls = tls
-        self._clients: dict[str, tuple[AsyncPRSMClient, Any]] = {}
-        self.breaker = CircuitBreaker(
-            service, self._pool.breaker_config, clock=clock, is_failure=_instance_failed
+        self._endpoints: dict[str, Handler[Call[Any], Any]] = {}
+        self._clients: list[AsyncPRSMClient] = []
+        self.breaker = CircuitBreaker(service, self._pool.breaker_config, clock=clock)
+        past_deadline = functools.partial(
+            TimeoutError, f"no answer from {service!r} within the {self._deadline:g}s deadline"
+        )
+        guarded: Middleware[Call[Any], Any] = chain(
+            self.breaker, time_limit(self._deadline, past_deadline)
+        )
+        self._pipeline = guarded(
+            failover(self._pool, self._endpoint, attempts=attempts, service=repr(service))
         )
 
     @property
     def instances(self) -> list[Instance]:
+        """The instances the pool currently knows (ejected ones included)."""
         return self._pool.instances
 
     async def start(self) -> None:
+        """Start discovery (the first lookup, then its refreshes); `async with` does it."""
         await self._pool.start()
 
     async def query(
@@ -145,7 +143,7 @@ class ServiceClient:
         status, tokens, model = "error", 0, "unknown"
         try:
             with tracing.query_span(prompt, user_id, self.service) as span:
-                result = await self.breaker.call(self._failover, ask)
+                result: QueryResult = await self._pipeline(ask)
                 span.answered(result.usage.tokens, result.confidence)
         except HTTPStatusError as exc:
             status = str(exc.status_code)
@@ -188,75 +186,51 @@ class ServiceClient:
                 correlation_id=cid,
             )
 
-        chunks = await self.breaker.call(self._failover, begin)
+        chunks: AsyncIterator[StreamChunk] = await self._pipeline(begin)
         async for chunk in chunks:
             yield chunk
 
     async def health(self) -> HealthStatus:
         """`GET /health` from one instance, through the same failover and breakers."""
-        return await self.breaker.call(self._failover, AsyncPRSMClient.health)
+        health: HealthStatus = await self._pipeline(AsyncPRSMClient.health)
+        return health
 
-    async def _failover(self, call: Call[T]) -> T:
-        try:
-            async with asyncio.timeout(self._deadline):
-                return await self._tries(call)
-        except builtins.TimeoutError as exc:
-            if isinstance(exc, PRSMError):  # one instance's own timeout, already ours
-                raise
-            raise TimeoutError(
-                f"no answer from {self.service!r} within the {self._deadline:g}s deadline"
-            ) from None
+    def _endpoint(self, instance: Instance) -> Handler[Call[Any], Any]:
+        """Sends a call to one instance: its own client, its breaker and ejection (the pool),
+        counted in `prsm_active_connections` while it runs."""
+        known = self._endpoints.get(instance.id)
+        if known is not None:
+            return known
+        client = AsyncPRSMClient(
+            instance.url,
+            api_key=self._api_key,
+            timeout=self._timeout,
+            retries=RetryPolicy(retries=0),  # failover does the retrying
+            headers=self._headers,
+            auth=self._auth,
+            tls=self._tls,
+        )
+        self._clients.append(client)
+        connections = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
+        pool = self._pool
 
-    async def _tries(self, call: Call[T]) -> T:
-        """Up to `attempts` tries: a failed instance sends the call to another, a 429 waits
-        for its Retry-After and tries again; anything else is final."""
-        pool, tried = self._pool, set[str]()
-        last: PRSMError | None = None
-        for attempt in range(1, self._attempts + 1):
-            instance = pool.pick(tried)
-            if instance is None:
-                break
-            tried.add(instance.id)
-            client, connections = self._client(instance)
+        async def send(call: Call[Any]) -> Any:
             connections.inc()
             try:
                 return await pool.call(instance, call, client)
-            except PRSMError as exc:
-                outcome = classify(exc)
-                if attempt == self._attempts:
-                    raise
-                if outcome is Outcome.SLOW_DOWN:
-                    tried.discard(instance.id)  # the caller's budget, not the instance's fault
-                    await asyncio.sleep(_retry_after(exc))
-                elif not fails_over(outcome, idempotent=False):
-                    raise
-                last = exc
             finally:
                 connections.dec()
-        raise last or ConnectError(f"no instance of {self.service!r} to call")
 
-    def _client(self, instance: Instance) -> tuple[AsyncPRSMClient, Any]:
-        """The instance's client and its `prsm_active_connections` gauge."""
-        known = self._clients.get(instance.id)
-        if known is None:
-            client = AsyncPRSMClient(
-                instance.url,
-                api_key=self._api_key,
-                timeout=self._timeout,
-                retries=RetryPolicy(retries=0),  # failover does the retrying, elsewhere
-                headers=self._headers,
-                auth=self._auth,
-                tls=self._tls,
-            )
-            gauge = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
-            known = self._clients[instance.id] = (client, gauge)
-        return known
+        self._endpoints[instance.id] = send
+        return send
 
     async def aclose(self) -> None:
+        """Stop discovery and close every instance's client; `async with` does it."""
         await self._pool.aclose()
-        for client, _ in self._clients.values():
+        for client in self._clients:
             await client.aclose()
         self._clients.clear()
+        self._endpoints.clear()
 
     async def __aenter__(self) -> ServiceClient:
         await self.start()

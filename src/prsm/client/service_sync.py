@@ -49,10 +49,12 @@ class SyncServiceClient:
 
     @property
     def service(self) -> str:
+        """The name of the service called (metrics and traces)."""
         return self._client.service
 
     @property
     def instances(self) -> list[Instance]:
+        """The instances the pool currently knows."""
         return self._client.instances
 
     def query(
@@ -117,6 +119,7 @@ class SyncServiceClient:
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
     def close(self) -> None:
+        """Close the client and stop its background event loop."""
         if self._closed:
             return
         try:

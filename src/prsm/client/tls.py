@@ -48,6 +48,8 @@ class ClientTLS:
 
     @property
     def context(self) -> ssl.SSLContext:
+        """The `ssl.SSLContext` built from the files: server verification and host name checks
+        on."""
         return self._context
 
     @classmethod

@@ -33,6 +33,7 @@ def new_correlation_id() -> str:
 
 
 def incoming_correlation_id(scope: Scope) -> str:
+    """The request's `X-Correlation-ID` when it is a sane token, else a new one."""
     for name, value in scope["headers"]:
         if name == _HEADER and _VALID_ID.fullmatch(value):
             return str(value.decode())
@@ -40,10 +41,14 @@ def incoming_correlation_id(scope: Scope) -> str:
 
 
 class CorrelationMiddleware:
+    """Pure-ASGI middleware: every request gets a correlation id (in `scope["state"]`, on the
+    response, in every log line)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Set the correlation id for this request, and add it to the response's headers."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

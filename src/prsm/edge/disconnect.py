@@ -38,6 +38,7 @@ class DisconnectHook:
         self.callback: Callable[[], None] | None = None
 
     def fire(self) -> None:
+        """Signal that the caller went away."""
         if self.callback is not None:
             self.callback()
 

@@ -34,7 +34,8 @@ class Drainable(Protocol):
     """What a drain closes and waits for: the API's `Admission`, the gateway."""
 
     @property
-    def in_flight(self) -> int: ...
+    def in_flight(self) -> int:
+        """Requests (or queries) now running."""
 
     def close(self, error: ServiceUnavailableError) -> None:
         """Refuse new work with `error`; work already taken goes on."""
@@ -67,6 +68,7 @@ class Drain:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.begin)
 
     def begin(self) -> None:
+        """Start draining: readiness turns 503 at once; after the grace, new work is refused."""
         if self._task is not None:  # a second SIGTERM: stop now
             log.warning("second SIGTERM: stopping without waiting for queries in flight")
             self._task.cancel()
@@ -75,6 +77,8 @@ class Drain:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="prsm-drain")
 
     async def run(self) -> None:
+        """Drain: wait for the grace, then for work in flight up to the timeout, then stop the
+        server."""
         self.draining = True
         log.info(
             "draining",

@@ -41,10 +41,12 @@ def error_payload(error: errors.HTTPStatusError, cid: str | None) -> dict[str, A
 
 
 def error_body(error: errors.HTTPStatusError, cid: str | None) -> bytes:
+    """The JSON body of an error answer (PRSM's shape)."""
     return json.dumps(error_payload(error, cid)).encode()
 
 
 def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, str]:
+    """The headers of an error answer: content type, correlation id, `Retry-After` when set."""
     headers = {"content-type": "application/json"}
     if cid:
         headers[CORRELATION_HEADER.lower()] = cid

@@ -57,6 +57,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     @staticmethod
     def limits_in_force() -> HttpSettings:
+        """The HTTP bounds this process enforces (set once at start by `prsm serve` or `prsm
+        gateway`)."""
         if GuardedHttpProtocol._limits is None:
             GuardedHttpProtocol._limits = load_settings().http
         return GuardedHttpProtocol._limits
@@ -78,11 +80,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- connection ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the request-head timer for the new connection."""
         lingering = _LingeringTransport(transport, self)
         super().connection_made(lingering)  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the connection's timers."""
         self._disarm()
         cycle = self.cycle
         super().connection_lost(exc)
@@ -92,6 +96,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 hook.fire()  # the request's work stops: nobody is left to answer
 
     def data_received(self, data: bytes) -> None:
+        """Feed bytes to the parser, dropping them while lingering after an early answer."""
         if self._lingering_on is not None:
             self._linger_left -= len(data)
             if self._linger_left < 0:
@@ -108,6 +113,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(_too_large(self.limits.max_header_bytes), "header_too_large")
 
     def send_400_response(self, msg: str) -> None:
+        """Answer a malformed request with PRSM's JSON error, not uvicorn's plain text."""
         if self._pending is not None:  # parsing stopped by a refusal, not by a bad request
             error, self._pending = self._pending, None
             self._refuse(error, error.code)
@@ -117,16 +123,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- parser callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        """A new request: reset the head's byte and header counts."""
         super().on_message_begin()
         if self._timer is None:  # a pipelined request, or the next one on a kept-alive connection
             self._arm(self.limits.header_timeout_seconds, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
+        """Count the request target against the head's byte limit."""
         self._parsed_head += len(url)
         self._check_head_size()
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Count each header against the head's limits (bytes and number): 431 past them."""
         self._header_count += 1
         self._parsed_head += len(name) + len(value) + 4
         if self._header_count > self.limits.max_headers:
@@ -146,6 +155,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             raise _Refused()
 
     def on_headers_complete(self) -> None:
+        """The head is complete: stop its timer, start the body's if one is declared."""
         self._in_head = False
         self._disarm()
         self.scope.setdefault("extensions", {})[EXTENSION] = DisconnectHook()  # type: ignore[assignment]
@@ -156,6 +166,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         # Between requests uvicorn's keep-alive timeout watches the idle connection.
+        """The request is complete: stop the body timer."""
         self._disarm()
         self._body_unread = False
         self._in_head, self._head_bytes, self._header_count, self._parsed_head = True, 0, 0, 0
@@ -224,6 +235,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     @property
     def lingering(self) -> bool:
+        """Whether the connection is reading and dropping a body it already answered."""
         return self._lingering_on is not None
 
     def linger(self, transport: asyncio.Transport) -> None:

@@ -17,7 +17,8 @@ __all__ = ["Engine", "FixedEngine", "Generation", "load_engine"]
 async def load_engine(settings: EngineSettings) -> Engine:
     """The configured engine, loaded and ready to generate."""
     if settings.kind == "fixed":
-        return FixedEngine(settings.fixed_answer, delay=settings.fixed_delay_seconds)
+        model = settings.model_name or "fixed"
+        return FixedEngine(settings.fixed_answer, delay=settings.fixed_delay_seconds, model=model)
     if settings.kind == "openai":
         from prsm.engines.openai import OpenAIEngine
 

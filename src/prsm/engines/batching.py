@@ -49,6 +49,8 @@ TOP_P = 0.95
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
+    """How one sequence samples its tokens: temperature, top-p, seed, stop strings."""
+
     temperature: float
     repeat_penalty: float
     seed: int
@@ -93,6 +95,7 @@ class Sequence:
 
     @property
     def generating(self) -> bool:
+        """Whether the sequence is past its prompt and producing tokens."""
         return self.prefilled == len(self.prompt)
 
 
@@ -148,9 +151,11 @@ class BatchDecoder:
 
     @property
     def active(self) -> int:
+        """Sequences in the batch now."""
         return len(self._active)
 
     def submit(self, sequence: Sequence) -> None:
+        """Queue a sequence; the decode loop takes it into the batch when a slot is free."""
         self._inbox.put(sequence)
 
     def slots_holding_cells(self) -> list[int]:

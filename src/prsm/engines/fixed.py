@@ -38,6 +38,7 @@ class FixedEngine:
 
     @property
     def model(self) -> str:
+        """The model name reported in answers (`fixed` unless given)."""
         return self._model
 
     async def generate(
@@ -48,6 +49,7 @@ class FixedEngine:
         options: Options = DEFAULT_OPTIONS,
         on_text: TextSink | None = None,
     ) -> Generation:
+        """The fixed answer, word by word over `delay` seconds (or the configured error)."""
         text = prompt if isinstance(prompt, str) else "\n".join(m.content for m in prompt)
         self.calls.append(text)
         words = self.answer.split()
@@ -75,4 +77,4 @@ class FixedEngine:
         )
 
     async def aclose(self) -> None:
-        return None
+        """Nothing to release."""

@@ -71,6 +71,7 @@ class LlamaEngine:
 
     @classmethod
     async def load(cls, settings: EngineSettings) -> LlamaEngine:
+        """Load the configured GGUF (converting its weights if asked) and start the decode loop."""
         return await asyncio.to_thread(cls._load_sync, settings)
 
     @classmethod
@@ -84,6 +85,7 @@ class LlamaEngine:
 
     @property
     def model(self) -> str:
+        """The model name reported in answers (the file's stem unless `engine.model_name`)."""
         return self._model
 
     @property
@@ -108,6 +110,8 @@ class LlamaEngine:
         options: Options = DEFAULT_OPTIONS,
         on_text: TextSink | None = None,
     ) -> Generation:
+        """Generate the answer in the shared batch: the prompt through the chat template, tokens
+        until a stop, the context's end or `max_tokens`."""
         loaded = self._loaded
         messages = conversation(prompt, loaded.system_prompt)
         prompt_tokens = await asyncio.to_thread(loaded.prompt_tokens, messages)
@@ -175,6 +179,7 @@ class LlamaEngine:
         return on_token
 
     async def aclose(self) -> None:
+        """Stop the decode loop and free the model."""
         await asyncio.to_thread(self._loaded.close)
 
 
@@ -198,11 +203,13 @@ class LoadedModel:
     decoder: BatchDecoder
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The tokens of `messages` rendered with the model's chat template."""
         turns = [{"role": m.role, "content": m.content} for m in messages]
         text = self.formatter(messages=turns).prompt
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def text(self, tokens: list[int]) -> str:
+        """The text of `tokens`."""
         return str(self.llm.detokenize(tokens).decode("utf-8", errors="replace").strip())
 
     def piece(self, token: int) -> bytes:
@@ -210,11 +217,13 @@ class LoadedModel:
         return bytes(self.llm.detokenize([token]))
 
     def close(self) -> None:
+        """Free the model and its context."""
         self.decoder.close()
         self.llm.close()
 
 
 def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
+    """Load the model file with the engine's settings (threads, context, batch sizes)."""
     import llama_cpp
     from llama_cpp import llama_chat_format
 

@@ -53,6 +53,7 @@ class OpenAIEngine:
 
     @property
     def model(self) -> str:
+        """The served model's name (from the backend's model list unless `engine.model_name`)."""
         return self._model
 
     async def generate(
@@ -137,6 +138,7 @@ class OpenAIEngine:
         return data
 
     async def aclose(self) -> None:
+        """Close the HTTP session to the backend."""
         await self._session.close()
 
 

@@ -15,6 +15,9 @@ TextSink = Callable[[str], None]
 
 
 class StreamedText:
+    """Decodes generated tokens to text as they come, holding back what may be the start of a stop
+    string or an unfinished UTF-8 character."""
+
     def __init__(self, stops: Sequence[str] = (), on_text: TextSink | None = None) -> None:
         self._stops = tuple(s for s in stops if s)
         self._on_text = on_text

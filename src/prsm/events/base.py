@@ -10,11 +10,14 @@ from prsm.events.schema import QueryEvent
 class EventSink(Protocol):
     """Takes events from the query path. `emit` never blocks and never raises."""
 
-    def emit(self, event: QueryEvent) -> None: ...
+    def emit(self, event: QueryEvent) -> None:
+        """Queue an event for publishing; never blocks, never raises."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Start publishing in the background."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Publish what is buffered, then stop."""
 
 
 class MemoryEventSink:
@@ -24,10 +27,11 @@ class MemoryEventSink:
         self.events: list[QueryEvent] = []
 
     def emit(self, event: QueryEvent) -> None:
+        """Keep the event in `events`."""
         self.events.append(event)
 
     async def start(self) -> None:
-        return None
+        """Nothing to start."""
 
     async def aclose(self) -> None:
-        return None
+        """Nothing to stop."""

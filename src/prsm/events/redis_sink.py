@@ -75,6 +75,8 @@ class RedisEventSink:
         show_zero(DROPPED, (service, "buffer_full"), (service, "shutdown"))
 
     def emit(self, event: QueryEvent) -> None:
+        """Buffer the event for the publisher task; when the buffer is full, drop it and count
+        it."""
         try:
             self._buffer.put_nowait(event)
         except asyncio.QueueFull:
@@ -83,6 +85,7 @@ class RedisEventSink:
         self._buffered.inc()
 
     async def start(self) -> None:
+        """Start the publisher task."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="prsm-event-publisher")
 

@@ -21,6 +21,8 @@ NO_USAGE = Usage(tokens=0, prompt_tokens=0, completion_tokens=0)
 
 
 class EventError(Contract):
+    """A failed query's error in its event: code, message and HTTP status."""
+
     code: str
     message: str
     status: int

@@ -29,11 +29,16 @@ from prsm.events.schema import QueryEvent
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
+    """One event read from the stream, with the id to acknowledge it by."""
+
     id: str
     event: QueryEvent
 
 
 class EventStreamConsumer:
+    """Reads the durable event stream in a consumer group: at least once, acknowledged, with what a
+    crashed consumer left claimable."""
+
     def __init__(
         self,
         redis: aioredis.Redis,

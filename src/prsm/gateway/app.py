@@ -12,7 +12,7 @@ breaker is open, 429 when a limit is spent.
 from __future__ import annotations
 
 import asyncio
-import builtins
+import functools
 import hashlib
 import json
 import logging
@@ -30,19 +30,26 @@ from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.errors import OPENAI_PREFIX, send_error_reply
 from prsm.edge.sse import error_event
 from prsm.errors import (
+    CircuitOpenError,
+    ConnectError,
+    ConnectionLostError,
     GatewayTimeoutError,
     HTTPStatusError,
     NotFoundError,
     PayloadTooLargeError,
+    PRSMError,
     RateLimitedError,
     ServiceUnavailableError,
+    TimeoutError,
+    TLSError,
     error_for_status,
 )
 from prsm.gateway.config import GatewayConfig, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
-from prsm.gateway.upstream import ConnectFailed, ConnectionLost, UpstreamPool, UpstreamResponse
-from prsm.resilience.breaker import CircuitOpenError
-from prsm.resilience.outcomes import Outcome, fails_over
+from prsm.gateway.upstream import BufferedResponse, HTTPTransport, Transport, UpstreamResponse
+from prsm.resilience.failover import failover
+from prsm.resilience.handler import Handler, Middleware, time_limit
+from prsm.sd import Instance
 from prsm.sd.pool import Pool
 
 log = logging.getLogger("prsm.gateway")
@@ -81,32 +88,29 @@ _RETRY_SOON = (b"retry-after", b"1")
 """On the gateway's own 5xx answers: another instance may answer a moment later."""
 
 
-class UpstreamStatus(Exception):
-    """An upstream answered with a status the route retries on; holds the open response."""
+class UpstreamAnswered(HTTPStatusError):
+    """An upstream answered with a status the route retries on (502, 503, 504 in its
+    `retry_on`); holds the answer, buffered, to pass on if no other instance does better."""
 
-    def __init__(self, response: UpstreamResponse) -> None:
-        super().__init__(f"upstream answered {response.status}")
+    def __init__(self, response: UpstreamResponse | None, status: int) -> None:
+        super().__init__(f"upstream answered {status}", status_code=status)
         self.response = response
 
 
-class Unsent(Exception):
-    """The request never reached the upstream (connection refused, DNS, TLS)."""
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One request as the gateway forwards it; `replayable` says a second copy does no harm."""
+
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    replayable: bool
 
 
-class Dropped(Exception):
-    """The connection failed after the request may have been sent (reset, closed)."""
-
-
-class TryTimeout(Exception):
-    """No response headers within the per-try timeout."""
-
-
-UPSTREAM_FAILURES = (Unsent, Dropped, TryTimeout, UpstreamStatus)
-"""What counts against an instance (its breaker, its ejection) and may go on to another."""
-
-
-def _upstream_failure(exc: BaseException) -> bool:
-    return isinstance(exc, UPSTREAM_FAILURES)
+Pipeline = Handler[UpstreamRequest, UpstreamResponse]
+_HELD_ERROR_BODY = 64 * 1024
+"""Most bytes of an upstream's retried error answer held to pass on if it is the last."""
 
 
 class Gateway:
@@ -119,13 +123,13 @@ class Gateway:
         *,
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.pools = {
             name: Pool(
                 name,
                 pool.make_discovery(),
-                is_failure=_upstream_failure,
                 balancer=pool.make_balancer(),
                 outliers=pool.make_outliers(),
                 breaker=pool.make_breaker(),
@@ -139,7 +143,8 @@ class Gateway:
         # Traffic splitting and fault injection, not secrets.
         self._rng = rng or random.Random(config.seed)  # noqa: S311
         self.limiter = limiter or RateLimiter(config)
-        self._upstreams: dict[str, UpstreamPool] = {}
+        self.transport = transport or HTTPTransport()
+        self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._source = config.source_service.encode()
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -149,21 +154,22 @@ class Gateway:
         self._attempts: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
+        """Start discovery for every pool."""
         for pool in self.pools.values():
             await pool.start()
 
     async def aclose(self) -> None:
+        """Stop discovery and close every upstream connection."""
         for pool in self.pools.values():
             await pool.aclose()
-        for upstream in self._upstreams.values():
-            await upstream.aclose()
-        self._upstreams.clear()
+        await self.transport.aclose()
 
     def ready(self) -> bool:
         """Some pool has an instance that is known and not ejected."""
         return any(pool.healthy() for pool in self.pools.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Proxy one HTTP request (other scope types are ignored), counted in flight."""
         if scope["type"] != "http":
             return
         self.in_flight += 1
@@ -258,117 +264,90 @@ class Gateway:
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
         answer = Answer(send, cid, scope["path"], limit_headers)
-        tries = self._tries(route, pool, scope["method"], upstream_path, outgoing, body, answer)
+        request = UpstreamRequest(
+            scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
+        )
+        forwarded = self._forward(self._pipeline(route, pool), request, answer)
         try:
-            return await until_disconnected(tries, receive, scope)
+            return await until_disconnected(forwarded, receive, scope)
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE
 
-    async def _tries(
-        self,
-        route: Route,
-        pool: Pool,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        answer: Answer,
-    ) -> int:
+    def _pipeline(self, route: Route, pool: Pool) -> Pipeline:
+        """The route's tries on the pool, built once from `prsm.resilience`'s pieces: the
+        route's deadline (until the response headers) → failover over the pool → the
+        instance's breaker and ejection (`Pool.call`) → the per-try timeout → the transport."""
+        key = (route.prefix, pool.service)
+        pipeline = self._pipelines.get(key)
+        if pipeline is not None:
+            return pipeline
         retries = route.retries
-        may_resend = (
-            method in IDEMPOTENT
-            or retries.non_idempotent
-            or any(name.lower() in IDEMPOTENCY_HEADERS for name, _ in headers)
+        per_try: Middleware[UpstreamRequest, UpstreamResponse] = time_limit(
+            retries.per_try_timeout, _no_headers_in(retries.per_try_timeout)
         )
-        tried: set[str] = set()
-        failure: BaseException | None = None
-        last_status: UpstreamStatus | None = None
-        response: UpstreamResponse | None = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + route.timeout  # the route's timeout runs until the headers
-        for _ in range(retries.attempts):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                failure = TryTimeout()
-                break
-            instance = pool.pick(tried)
-            if instance is None:
-                break
-            tried.add(instance.id)
-            if last_status is not None:
-                last_status.response.release()
-                last_status = None
-            try:
-                response = await pool.call(
-                    instance,
-                    self._send_upstream,
-                    instance.url,
-                    method,
-                    path,
-                    headers,
-                    body,
-                    min(retries.per_try_timeout, remaining),
-                    retries.retry_on,
-                    may_resend,
+        send = functools.partial(self._send_upstream, retry_on=retries.retry_on)
+
+        def endpoint(instance: Instance) -> Pipeline:
+            to_instance = per_try(functools.partial(send, instance.url))
+
+            async def call(request: UpstreamRequest) -> UpstreamResponse:
+                return await pool.call(instance, to_instance, request)
+
+            return call
+
+        def count(instance: Instance, exc: BaseException | None) -> None:
+            self._attempt(pool.service, _attempt_outcome(exc))
+
+        tries = failover(
+            pool,
+            endpoint,
+            attempts=retries.attempts,
+            idempotent=_may_resend,
+            allowed=functools.partial(_route_allows, retries.retry_on),
+            on_try=count,
+            service=repr(pool.service),
+        )
+        within_deadline: Middleware[UpstreamRequest, UpstreamResponse] = time_limit(
+            route.timeout, _no_headers_in(route.timeout)
+        )
+        pipeline = self._pipelines[key] = within_deadline(tries)
+        return pipeline
+
+    async def _forward(self, pipeline: Pipeline, request: UpstreamRequest, answer: Answer) -> int:
+        """The request through the route's pipeline, and the answer relayed to the caller."""
+        try:
+            response = await pipeline(request)
+        except UpstreamAnswered as exc:
+            if exc.response is None:
+                return await answer.unavailable()
+            # The upstream's own answer says more than ours would.
+            return await self._relay(exc.response, answer)
+        except PRSMError as exc:
+            if isinstance(exc, TimeoutError):
+                slow = GatewayTimeoutError(
+                    "the AI service did not answer in time", code="upstream_timeout", retry_after=1
                 )
-            except CircuitOpenError as exc:
-                failure = exc
-                self._attempt(pool.service, "breaker_open")
-                continue
-            except UPSTREAM_FAILURES as exc:
-                failure = exc
-                self._attempt(pool.service, type(exc).__name__.lower())
-                if isinstance(exc, UpstreamStatus):
-                    last_status = exc
-                if not _may_retry(exc, retries.retry_on, may_resend):
-                    break
-                continue
-            self._attempt(pool.service, "ok")
-            return await self._relay(response, answer)
-        if last_status is not None:  # the upstream's own answer says more than ours would
-            return await self._relay(last_status.response, answer)
-        if isinstance(failure, TryTimeout):
-            slow = GatewayTimeoutError(
-                "the AI service did not answer in time", code="upstream_timeout", retry_after=1
-            )
-            return await answer.error(slow)
-        if isinstance(failure, CircuitOpenError):
-            closed = ServiceUnavailableError(UNAVAILABLE, code="circuit_open", retry_after=1)
-            return await answer.error(closed)
-        if answer.path.startswith(OPENAI_PREFIX):
-            failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
-            return await answer.error(failed)
-        # The specification's gateway answer, kept for its routes.
-        payload = {"error": UNAVAILABLE, "correlationId": answer.cid}
-        await send_json(answer.send, 502, payload, answer.cid, [*answer.extra, _RETRY_SOON])
-        return 502
+                return await answer.error(slow)
+            if isinstance(exc, CircuitOpenError):
+                closed = ServiceUnavailableError(UNAVAILABLE, code="circuit_open", retry_after=1)
+                return await answer.error(closed)
+            return await answer.unavailable()
+        return await self._relay(response, answer)
 
     async def _send_upstream(
-        self,
-        origin: str,
-        method: str,
-        target: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        per_try: float,
-        retry_on: Collection[str],
-        replayable: bool,
+        self, origin: str, request: UpstreamRequest, *, retry_on: Collection[str]
     ) -> UpstreamResponse:
-        upstream = self._upstreams.get(origin)
-        if upstream is None:
-            upstream = self._upstreams[origin] = UpstreamPool(origin)
-        try:
-            async with asyncio.timeout(per_try):
-                response = await upstream.send(method, target, headers, body, replayable=replayable)
-        except builtins.TimeoutError:
-            raise TryTimeout() from None
-        except ConnectFailed as exc:
-            raise Unsent(str(exc)) from None
-        except ConnectionLost as exc:
-            raise Dropped(str(exc)) from None
+        response = await self.transport.send(
+            origin,
+            request.method,
+            request.target,
+            request.headers,
+            request.body,
+            replayable=request.replayable,
+        )
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
-            raise UpstreamStatus(response)
+            raise UpstreamAnswered(await _held(response), response.status)
         return response
 
     async def _relay(self, response: UpstreamResponse, answer: Answer) -> int:
@@ -394,7 +373,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             rest = b"" if events is None else events.rest()
             await send({"type": "http.response.body", "body": rest})
-        except ConnectionLost:
+        except ConnectionLostError:
             log.warning("upstream closed mid-response", extra={"status": status})
             if events is not None:
                 await send({"type": "http.response.body", "body": _cut_stream_event(answer)})
@@ -480,16 +459,6 @@ _NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
 _NOT_RELAYED = (HOP_BY_HOP - {b"content-length"}) | {_CID}  # the upstream's length is right
 
 
-_OUTCOMES: dict[type[BaseException], tuple[Outcome, str]] = {
-    Unsent: (Outcome.UNSENT, "connect-failure"),
-    Dropped: (Outcome.UNCERTAIN, "reset"),
-    TryTimeout: (Outcome.UNCERTAIN, ""),
-    # Any upstream, not only PRSM: what a status means for a request it received is unknown,
-    # so a POST that got one is not sent again unless the route says it may be.
-    UpstreamStatus: (Outcome.UNCERTAIN, ""),
-}
-
-
 _NO_BUFFERING = (b"x-accel-buffering", b"no")
 
 
@@ -535,14 +504,70 @@ def _cut_stream_event(answer: Answer) -> bytes:
     return error_event(cut, answer.cid, answer.path)
 
 
-def _may_retry(exc: BaseException, retry_on: Collection[str], may_resend: bool) -> bool:
-    """Whether a failed try may go on to another instance: the shared classifier
-    (`prsm.resilience.outcomes`), narrowed by the route's `retry_on` (statuses are filtered
-    by it before they become `UpstreamStatus`)."""
-    outcome, token = _OUTCOMES[type(exc)]
-    if token and token not in retry_on:
-        return False
-    return fails_over(outcome, idempotent=may_resend)
+def _replayable(route: Route, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a second copy of the request does no harm: an idempotent method, an
+    `Idempotency-Key`, or a route that says so (`non_idempotent: true`)."""
+    return (
+        scope["method"] in IDEMPOTENT
+        or route.retries.non_idempotent
+        or any(name.lower() in IDEMPOTENCY_HEADERS for name, _ in headers)
+    )
+
+
+def _may_resend(request: UpstreamRequest) -> bool:
+    return request.replayable
+
+
+_RETRY_ON_TOKENS: dict[type[BaseException], str] = {
+    ConnectError: "connect-failure",
+    TLSError: "connect-failure",
+    ConnectionLostError: "reset",
+}
+
+
+def _route_allows(retry_on: Collection[str], exc: BaseException) -> bool:
+    """The route's `retry_on` narrows what the classifier allows: connection failures and
+    resets go on to another instance only if listed (statuses are filtered before they are
+    raised, in `_send_upstream`)."""
+    token = _RETRY_ON_TOKENS.get(type(exc))
+    return token is None or token in retry_on
+
+
+_ATTEMPT_OUTCOMES: dict[type[BaseException], str] = {
+    CircuitOpenError: "breaker_open",
+    ConnectError: "connect_failure",
+    TLSError: "tls_refused",
+    ConnectionLostError: "reset",
+    TimeoutError: "timeout",
+    UpstreamAnswered: "retried_status",
+}
+
+
+def _attempt_outcome(exc: BaseException | None) -> str:
+    """The `outcome` label of `prsm_gateway_upstream_attempts_total` for one try."""
+    return "ok" if exc is None else _ATTEMPT_OUTCOMES.get(type(exc), "error")
+
+
+def _no_headers_in(seconds: float) -> Callable[[], TimeoutError]:
+    return functools.partial(TimeoutError, f"no response headers within {seconds:g}s")
+
+
+async def _held(response: UpstreamResponse) -> UpstreamResponse | None:
+    """A retried error answer read into memory (the connection is free for the next try), or
+    None if it is too long to hold."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.chunks():
+            size += len(chunk)
+            if size > _HELD_ERROR_BODY:
+                return None
+            parts.append(chunk)
+    except ConnectionLostError:
+        return None
+    finally:
+        response.release()
+    return BufferedResponse(response.status, response.headers, b"".join(parts))
 
 
 def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
@@ -608,7 +633,18 @@ class Answer:
     extra: list[tuple[bytes, bytes]]
 
     async def error(self, error: HTTPStatusError) -> int:
+        """Answer with the error's JSON body (the API's shape for the caller's path)."""
         return await send_error_reply(self.send, error, self.cid, self.path, self.extra)
+
+    async def unavailable(self) -> int:
+        """502: no upstream answered. OpenAI's error shape on `/v1`; elsewhere the
+        specification's gateway body, `{error: "AI service temporarily unavailable"}`."""
+        if self.path.startswith(OPENAI_PREFIX):
+            failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
+            return await self.error(failed)
+        payload = {"error": UNAVAILABLE, "correlationId": self.cid}
+        await send_json(self.send, 502, payload, self.cid, [*self.extra, _RETRY_SOON])
+        return 502
 
 
 async def send_json(
@@ -618,6 +654,7 @@ async def send_json(
     cid: str,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    """Send a whole JSON answer with the correlation id (and `extra` headers)."""
     body = json.dumps(payload).encode()
     headers = [_JSON, (b"content-length", str(len(body)).encode()), (_CID, cid.encode())]
     if extra:

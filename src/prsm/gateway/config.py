@@ -42,15 +42,21 @@ RETRY_ON = Literal["connect-failure", "reset", "502", "503", "504"]
 
 
 class Strict(BaseModel):
+    """The base of every gateway config model: frozen, and an unknown key is an error."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StaticSource(Strict):
+    """A fixed list of instance URLs."""
+
     kind: Literal["static"]
     urls: list[str] = Field(min_length=1)
 
 
 class DnsSource(Strict):
+    """Instances from DNS: A/AAAA records on `port`, or SRV records (ports and weights)."""
+
     kind: Literal["dns"]
     name: str
     port: int | None = None
@@ -60,6 +66,8 @@ class DnsSource(Strict):
 
 
 class ConsulSource(Strict):
+    """Instances from Consul's health API (passing instances of `service`)."""
+
     kind: Literal["consul"]
     service: str
     address: str = "http://127.0.0.1:8500"
@@ -68,6 +76,8 @@ class ConsulSource(Strict):
 
 
 class KubernetesSource(Strict):
+    """Instances from a Kubernetes Service's EndpointSlices (ready endpoints only)."""
+
     kind: Literal["kubernetes"]
     service: str
     namespace: str | None = None
@@ -80,12 +90,18 @@ Source = Annotated[
 
 
 class OutlierSettings(Strict):
+    """Outlier ejection: after `consecutive_failures` in a row, an instance is left out for
+    `base_ejection_seconds` (longer each time), never more than `max_ejection_share` of the
+    pool."""
+
     consecutive_failures: int = Field(default=5, ge=1)
     base_ejection_seconds: float = Field(default=30.0, gt=0)
     max_ejection_share: float = Field(default=0.5, ge=0, le=1)
 
 
 class BreakerSettings(Strict):
+    """The circuit breaker each instance of the pool gets."""
+
     error_threshold: float = Field(default=0.5, gt=0, le=1)
     minimum_calls: int = Field(default=20, ge=1)
     window_seconds: float = Field(default=10.0, gt=0)
@@ -94,6 +110,8 @@ class BreakerSettings(Strict):
 
 
 class PoolConfig(Strict):
+    """A set of upstream instances: how they are found, balanced, ejected and guarded."""
+
     discovery: Source
     balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
     outliers: OutlierSettings = Field(default_factory=OutlierSettings)
@@ -101,6 +119,7 @@ class PoolConfig(Strict):
     refresh_seconds: float = Field(default=30.0, gt=0)
 
     def make_discovery(self) -> Discovery:
+        """The discovery backend the `discovery` section names."""
         source = self.discovery
         if isinstance(source, StaticSource):
             return StaticDiscovery(source.urls)
@@ -121,9 +140,11 @@ class PoolConfig(Strict):
         return KubernetesDiscovery.in_cluster(source.service)
 
     def make_balancer(self) -> Balancer:
+        """The balancer the `balancer` key names."""
         return LeastOutstanding() if self.balancer == "least_outstanding" else RoundRobin()
 
     def make_outliers(self) -> OutlierDetector:
+        """The outlier detector for the `outliers` section."""
         o = self.outliers
         return OutlierDetector(
             consecutive_failures=o.consecutive_failures,
@@ -132,6 +153,7 @@ class PoolConfig(Strict):
         )
 
     def make_breaker(self) -> BreakerConfig:
+        """The per-instance breaker configuration for the `breaker` section."""
         b = self.breaker
         return BreakerConfig(
             error_threshold=b.error_threshold,
@@ -144,6 +166,9 @@ class PoolConfig(Strict):
 
 
 class Retries(Strict):
+    """How a route tries again: attempts in all, a timeout per try, what is retried (narrowing
+    what `prsm.resilience.outcomes` allows)."""
+
     attempts: int = Field(default=3, ge=1, le=10)
     """Tries in all, the first included, each on a different instance when there is one."""
     per_try_timeout: float = Field(default=30.0, gt=0)
@@ -154,6 +179,8 @@ class Retries(Strict):
 
 
 class Sticky(Strict):
+    """Keeps a caller on one side of a split, by a header's or a cookie's value."""
+
     header: str | None = None
     cookie: str | None = None
 
@@ -165,21 +192,29 @@ class Sticky(Strict):
 
 
 class Delay(Strict):
+    """Injected delay: `percent` of requests wait `seconds` first."""
+
     percent: float = Field(ge=0, le=100)
     seconds: float = Field(gt=0)
 
 
 class Abort(Strict):
+    """Injected abort: `percent` of requests are answered with `status` at once."""
+
     percent: float = Field(ge=0, le=100)
     status: int = Field(default=503, ge=400, le=599)
 
 
 class Fault(Strict):
+    """Fault injection on a route (Istio's `fault`): a delay, an abort, or both."""
+
     delay: Delay | None = None
     abort: Abort | None = None
 
 
 class RateLimit(Strict):
+    """A per-client rate limit on a route."""
+
     limit: str
     """`limits` notation: `1000/15 minutes`, `10/second`, `100 per minute`."""
     key: Literal["ip", "api_key", "user"] = "ip"
@@ -202,6 +237,9 @@ class RateLimit(Strict):
 
 
 class Route(Strict):
+    """A path prefix and where it goes: one pool or a weighted split, with its retries, timeout,
+    rate limit and faults."""
+
     prefix: str = Field(pattern=r"^/")
     rewrite: str | None = Field(default=None, pattern=r"^/")
     """Replaces `prefix` in the upstream path: `/api/ai` → `/api/v1`."""
@@ -227,10 +265,14 @@ class Route(Strict):
 
     @property
     def pools(self) -> list[str]:
+        """The pools the route sends to."""
         return [self.pool] if self.pool is not None else list(self.split or {})
 
 
 class GatewayConfig(Strict):
+    """The whole gateway: pools, routes (longest prefix first), limits and the rate limiter's
+    storage."""
+
     pools: dict[str, PoolConfig] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
     source_service: str = "api-gateway"
@@ -279,6 +321,8 @@ def load_gateway_config(path: Path | str, redis_url: str | None = None) -> Gatew
 def parse_gateway_config(
     data: Any, source: str = "gateway config", redis_url: str | None = None
 ) -> GatewayConfig:
+    """A `GatewayConfig` from a parsed YAML mapping; `ConfigError` naming `source` and every
+    problem."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top")
     if redis_url and not data.get("redis_url"):

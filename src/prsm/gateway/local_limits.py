@@ -20,6 +20,9 @@ SWEEP_EVERY = 10_000
 
 
 class LoopStorage(Storage, MovingWindowSupport):
+    """In-process storage for the `limits` library, for one event loop: no lock and no thread
+    (the gateway's default when no Redis is configured)."""
+
     STORAGE_SCHEME = ["prsm-loop"]  # noqa: RUF012 - the library's class attribute
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -31,10 +34,12 @@ class LoopStorage(Storage, MovingWindowSupport):
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        """The errors this storage raises."""
         return ValueError
 
     # fixed windows
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add `amount` to a fixed window's counter, starting the window if it expired."""
         self._tick()
         now = self._now()
         counter = self._counters.get(key)
@@ -44,15 +49,18 @@ class LoopStorage(Storage, MovingWindowSupport):
         return int(counter[0])
 
     def get(self, key: str) -> int:
+        """A fixed window's count now."""
         counter = self._counters.get(key)
         return int(counter[0]) if counter is not None and counter[1] > self._now() else 0
 
     def get_expiry(self, key: str) -> float:
+        """When a fixed window's counter expires."""
         counter = self._counters.get(key)
         return counter[1] if counter is not None else self._now()
 
     # moving windows
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """Admit `amount` into a moving window if it stays within `limit`."""
         self._tick()
         if amount > limit:
             return False
@@ -64,6 +72,7 @@ class LoopStorage(Storage, MovingWindowSupport):
         return True
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        """The moving window's oldest entry time and its count."""
         now = self._now()
         times = self._prune(key, expiry, now)
         return (times[0] if times else now), len(times)
@@ -89,14 +98,17 @@ class LoopStorage(Storage, MovingWindowSupport):
 
     # the rest of the storage interface
     def check(self) -> bool:
+        """Always reachable."""
         return True
 
     def reset(self) -> int | None:
+        """Forget every counter and window."""
         count = len(self._counters) + len(self._windows)
         self._counters.clear()
         self._windows.clear()
         return count
 
     def clear(self, key: str) -> None:
+        """Forget one key's counter and window."""
         self._counters.pop(key, None)
         self._windows.pop(key, None)

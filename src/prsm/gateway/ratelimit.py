@@ -34,12 +34,15 @@ from prsm.keys import RATE_LIMIT_PREFIX
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A rate limit's verdict: allowed or not, and what the caller is told."""
+
     allowed: bool
     limit: int
     remaining: int
     reset_seconds: int
 
     def headers(self) -> list[tuple[bytes, bytes]]:
+        """The `RateLimit-*` headers (and `Retry-After` when refused) for the answer."""
         headers = [
             (b"ratelimit-limit", str(self.limit).encode()),
             (b"ratelimit-remaining", str(self.remaining).encode()),
@@ -51,6 +54,8 @@ class Decision:
 
 
 class RateLimiter:
+    """Checks routes' rate limits per client, in memory or in Redis (shared by replicas)."""
+
     def __init__(self, config: GatewayConfig) -> None:
         self._items: dict[str, limits.RateLimitItem] = {}
         self._strategies: dict[str, Strategy] = {}

@@ -96,6 +96,7 @@ class ReloadingGateway:
         self.drain = Drain(drain_seconds, _drain_bound(drain_seconds, config), self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Lifespan, draining, or the current gateway."""
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and self.drain.draining:
@@ -117,16 +118,19 @@ class ReloadingGateway:
 
     @property
     def in_flight(self) -> int:
+        """Requests being proxied now."""
         return self.current.in_flight
 
     def close(self, error: ServiceUnavailableError) -> None:
+        """Refuse new requests with `error` from now on."""
         self._closed = error
 
     async def idle(self) -> None:
+        """Wait until no request is in flight."""
         await self.current.idle.wait()
 
     def refuse_waiting(self, error: ServiceUnavailableError) -> None:
-        return None  # a proxied request is never waiting: it is in flight or not taken
+        """Nothing to do: a proxied request is never waiting, it is in flight or not taken."""
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -14,8 +14,10 @@ job can make the cluster call its own internal services. Here:
   cannot be switched in between; redirects are not followed;
 - a callback that cannot be delivered is logged and counted; it never fails the job (which
   would run the query again);
-- delivery is retried with backoff on connection errors, 429 and 5xx. It is at least once:
-  `X-PRSM-Job-ID` lets a receiver drop duplicates.
+- delivery is at least once (`X-PRSM-Job-ID` lets a receiver drop duplicates), so it is
+  retried with backoff on whatever `prsm.resilience.outcomes` allows for an idempotent
+  request: connection errors, timeouts, 408, 429 (after its `Retry-After`) and 5xx; never a
+  refused TLS certificate, a redirect or another 4xx.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import tenacity
 from aiohttp.abc import AbstractResolver, ResolveResult
 from prometheus_client import Counter
 
+from prsm.client._core import parse_retry_after
+from prsm.client.transport_errors import from_aiohttp
 from prsm.contracts import CORRELATION_HEADER
-from prsm.errors import UsageError
+from prsm.errors import UsageError, error_for_status
 from prsm.metrics import show_zero
-from prsm.resilience.outcomes import classify_status, retryable
+from prsm.resilience.retry import RetryPolicy
 
 log = logging.getLogger("prsm.callbacks")
 
@@ -90,6 +93,8 @@ def verify_signature(
 
 
 def parse_networks(entries: Iterable[str]) -> list[Network]:
+    """`jobs.callback_allow` entries (`127.0.0.0/8`, `10.1.2.3`, `::1`) as networks;
+    `ConfigError` names a bad one."""
     try:
         return [ipaddress.ip_network(entry, strict=False) for entry in entries]
     except ValueError as exc:
@@ -207,16 +212,11 @@ class _AllowListResolver(AbstractResolver):
         await self._inner.close()
 
 
-class CallbackRefusedError(Exception):
-    """The receiver answered with a status that trying again cannot change (3xx, 4xx)."""
-
-
-class _Retryable(Exception):
-    """A delivery attempt that may succeed later (connection error, 429, 5xx)."""
-
-
 class CallbackSender:
-    """Delivers callbacks. Use as `async with CallbackSender(...) as sender:`."""
+    """Delivers callbacks. Use as `async with CallbackSender(...) as sender:`.
+
+    `attempts` tries in all, waits from `backoff` seconds doubling up to 30 s; or a whole
+    `retry` policy instead of those two."""
 
     def __init__(
         self,
@@ -226,14 +226,18 @@ class CallbackSender:
         timeout: float = 10.0,
         attempts: int = 5,
         backoff: float = 0.5,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not secret:
             raise UsageError("callbacks need a secret: set PRSM_JOBS__CALLBACK_SECRET")
         self._secret = secret
         self._networks = networks
         self._timeout = timeout
-        self._attempts = attempts
-        self._backoff = backoff
+        # At least once: receivers drop duplicates by X-PRSM-Job-ID, so a delivery is
+        # idempotent and `prsm.resilience.outcomes` decides what is tried again.
+        self._retry = retry or RetryPolicy(
+            retries=attempts - 1, backoff_initial=backoff, backoff_max=30
+        )
         self._session: aiohttp.ClientSession | None = None
         show_zero(CALLBACKS, ("delivered",), ("failed",))
 
@@ -257,17 +261,9 @@ class CallbackSender:
         job whose answer it carries."""
         try:
             target = await check_target(url, self._networks)
-            retrying = tenacity.AsyncRetrying(
-                stop=tenacity.stop_after_attempt(self._attempts),
-                wait=tenacity.wait_exponential_jitter(
-                    multiplier=self._backoff, max=30, jitter=self._backoff
-                ),
-                retry=tenacity.retry_if_exception_type(_Retryable),
-                reraise=True,
+            await self._retry.run(
+                lambda: self._post(target, payload, job_id, correlation_id), idempotent=True
             )
-            async for attempt in retrying:
-                with attempt:
-                    await self._post(target, payload, job_id, correlation_id)
         except Exception as exc:
             CALLBACKS.labels("failed").inc()
             log.error(
@@ -298,9 +294,9 @@ class CallbackSender:
             ) as response:
                 if response.status < 300:
                     return
-                # At least once: receivers drop duplicates by X-PRSM-Job-ID.
-                if retryable(classify_status(response.status), idempotent=True):
-                    raise _Retryable(f"{url} answered {response.status}")
-                raise CallbackRefusedError(f"{url} answered {response.status}; not retried")
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise _Retryable(f"{url}: {exc}") from exc
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise from_aiohttp(exc, "POST", url, self._timeout) from exc
+        raise error_for_status(
+            response.status, f"{url} answered {response.status}", retry_after=retry_after
+        )

@@ -70,6 +70,8 @@ class SweepSafeQueue(RedisQueue):
         self._list_active = redis.register_script(self._LIST_ACTIVE)
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        """Put back what a dead worker held (crash-safe: the job stays in the active list until
+        one transaction re-queues it); the keys of the jobs swept."""
         id_jobs = await self._list_active(
             keys=[self._sweep, self._active, self._unmarked], args=[lock]
         )

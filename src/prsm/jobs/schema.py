@@ -32,6 +32,8 @@ class QueryJobData(_Strict):
 
 
 class BatchItem(_Strict):
+    """One query of a batch job, with the id its result is reported under."""
+
     id: str = Field(min_length=1, max_length=256)
     prompt: Prompt
     user_id: UserId
@@ -104,12 +106,16 @@ JOB_REQUEST: TypeAdapter[JobRequest] = TypeAdapter(
 
 
 class JobAccepted(Contract):
+    """The answer to a job submission: its id, queue and status."""
+
     job_id: str
     status_url: str
     correlation_id: str
 
 
 class JobErrorInfo(Contract):
+    """Why a job failed: a code and a message."""
+
     code: str
     message: str
 

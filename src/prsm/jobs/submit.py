@@ -65,6 +65,8 @@ class JobService:
         caller: str,
         idempotency_key: str | None = None,
     ) -> JobAccepted:
+        """Queue `request` for `caller`; the same idempotency key (or `requestId`) returns the
+        first job, another body with it is 409."""
         callback_url = None
         if request.callback_url is not None:
             try:

@@ -72,6 +72,7 @@ class JobArgumentsRedacted(logging.Filter):
     logged here, so jobs are shown by function and key only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Replace job arguments in SAQ's log records by the job's function and key."""
         if isinstance(record.args, tuple):
             record.args = tuple(_redacted(a) for a in record.args)
         return True
@@ -101,6 +102,7 @@ class RedisOutageLog(logging.Filter):
         self.down = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the first record of a Redis outage, drop the rest until it ends."""
         failure = record.exc_info[1] if record.exc_info else None
         if not isinstance(failure, RedisError | OSError | TimeoutError):
             return True
@@ -147,6 +149,8 @@ class _Worker(Worker[Context]):
 
 @dataclass
 class WorkerContext:
+    """What a worker's job functions use: settings, Redis, the API client, the callback sender."""
+
     settings: Settings
     redis: aioredis.Redis
     client: AsyncPRSMClient
@@ -172,6 +176,8 @@ class JobRunner:
         correlation_id: str,
         owner: str = "",
     ) -> dict[str, Any]:
+        """One query job: ask the API, store the response, call back; failures as `_attempt`
+        decides."""
         job = saq_ctx["job"]
         query = QueryJobData.model_validate(data)
         request_id = query.request_id or job.key
@@ -263,11 +269,12 @@ class JobRunner:
             except TimeoutError:
                 raise JobTimeoutError(f"the job ran longer than {limit} s") from None
         except Exception as exc:
-            # Jobs are at least once, so the request counts as idempotent; what is not a PRSM
-            # error (a lost Redis connection, a bug) may pass and is tried again too.
-            # A job that ran out of time may have done its work: uncertain, and so tried again.
+            # Jobs are at least once, so the request counts as idempotent: the classifier's
+            # decision for an idempotent request stands (a lost Redis connection is uncertain,
+            # and tried again; a refused certificate or a bug is final). A job that ran out of
+            # time may have done its work: uncertain, and so tried again.
             outcome = Outcome.UNCERTAIN if isinstance(exc, JobTimeoutError) else classify(exc)
-            permanent = isinstance(exc, PRSMError) and not retryable(outcome, idempotent=True)
+            permanent = not retryable(outcome, idempotent=True)
             if permanent:
                 job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
             code = getattr(exc, "code", None) or type(exc).__name__
@@ -345,49 +352,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     if settings.jobs.metrics_port:
         start_http_server(settings.jobs.metrics_port, addr=settings.jobs.metrics_host)
     redis = connect_redis(settings.redis_url)
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    client = AsyncPRSMClient(
-        base_url=settings.base_url,
-        api_key=api_key,
-        timeout=settings.timeout,
-        retries=RetryPolicy(retries=settings.retries),
-        tls=ClientTLS.from_env(),
-    )
-    sender = CallbackSender(
-        settings.jobs.callback_secret.get_secret_value().encode(),
-        parse_networks(settings.jobs.callback_allow),
-        timeout=settings.jobs.callback_timeout_seconds,
-        attempts=settings.jobs.callback_attempts,
-    )
+    client, sender = _api_client(settings), _callback_sender(settings)
     async with sender, client:
         runner = JobRunner(WorkerContext(settings, redis, client, sender))
-        functions = [("run_query", runner.run_query), ("run_batch", runner.run_batch)]
         queues = open_queues(redis)
-        # SAQ's defaults but for the sweep (60 s), which decides how soon a lost job re-runs.
-        timers: PartialTimersDict = {
-            "schedule": 1,
-            "worker_info": 10,
-            "sweep": settings.jobs.sweep_seconds,
-            "abort": 1,
-        }
-        workers = [
-            _Worker(
-                queue,
-                functions,
-                concurrency=CONCURRENCY[t],
-                timers=timers,
-                shutdown_grace_period_s=settings.jobs.shutdown_grace_seconds,
-                # Idle loops wake this often, so a stopping worker with nothing running exits
-                # at once instead of waiting out the grace in a blocked dequeue.
-                dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
-            )
-            for t, queue in queues.items()
-        ]
-        if stop is None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+        workers = [_queue_worker(settings, runner, t, queue) for t, queue in queues.items()]
+        stop = stop or _stop_on_signals()
         tasks = [asyncio.create_task(w.start()) for w in workers]
         tasks.append(asyncio.create_task(_watch_depths(queues)))
         log.info("worker started", extra={"queues": {t: CONCURRENCY[t] for t in queues}})
@@ -400,3 +370,58 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await redis.aclose()
+
+
+def _api_client(settings: Settings) -> AsyncPRSMClient:
+    """The client a worker asks the API with."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    return AsyncPRSMClient(
+        base_url=settings.base_url,
+        api_key=api_key,
+        timeout=settings.timeout,
+        retries=RetryPolicy(retries=settings.retries),
+        tls=ClientTLS.from_env(),
+    )
+
+
+def _callback_sender(settings: Settings) -> CallbackSender:
+    secret = settings.jobs.callback_secret
+    assert secret is not None, "checked by run_worker"
+    return CallbackSender(
+        secret.get_secret_value().encode(),
+        parse_networks(settings.jobs.callback_allow),
+        timeout=settings.jobs.callback_timeout_seconds,
+        attempts=settings.jobs.callback_attempts,
+    )
+
+
+def _queue_worker(
+    settings: Settings, runner: JobRunner, job_type: JobType, queue: Queue
+) -> _Worker:
+    """The SAQ worker for one queue, at that queue's concurrency."""
+    # SAQ's defaults but for the sweep (60 s), which decides how soon a lost job re-runs.
+    timers: PartialTimersDict = {
+        "schedule": 1,
+        "worker_info": 10,
+        "sweep": settings.jobs.sweep_seconds,
+        "abort": 1,
+    }
+    return _Worker(
+        queue,
+        [("run_query", runner.run_query), ("run_batch", runner.run_batch)],
+        concurrency=CONCURRENCY[job_type],
+        timers=timers,
+        shutdown_grace_period_s=settings.jobs.shutdown_grace_seconds,
+        # Idle loops wake this often, so a stopping worker with nothing running exits at once
+        # instead of waiting out the grace in a blocked dequeue.
+        dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
+    )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -29,8 +29,9 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from prometheus_client import Counter, Gauge
 
-from prsm.errors import HTTPStatusError, TransportError
+from prsm.errors import CircuitOpenError
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+from prsm.resilience.outcomes import counts_against_target
 from prsm.resilience.window import RollingWindow
 
 log = logging.getLogger("prsm.breaker")
@@ -40,6 +41,8 @@ T = TypeVar("T")
 
 
 class State(StrEnum):
+    """A breaker's state: closed (calls pass), open (refused), half-open (trial calls)."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -56,22 +59,6 @@ CALLS = Counter(
     "Calls through circuit breakers, by outcome",
     ("breaker", "outcome"),
 )
-
-
-class CircuitOpenError(TransportError):
-    """The breaker refused the call: the request was never sent."""
-
-    def __init__(self, name: str, retry_in: float) -> None:
-        super().__init__(f"circuit {name!r} is open; next trial in {retry_in:.1f}s")
-        self.name = name
-        self.retry_in = retry_in
-
-
-def counts_as_failure(exc: BaseException) -> bool:
-    """The default: transport errors, timeouts and 5xx count; a caller's 4xx does not."""
-    if isinstance(exc, HTTPStatusError):
-        return exc.status_code >= 500
-    return isinstance(exc, TransportError | TimeoutError | OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +90,8 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class BreakerStats:
+    """A breaker's state and the counts of its window, at one moment."""
+
     name: str
     state: State
     calls: int
@@ -126,7 +115,7 @@ class CircuitBreaker:
         config: BreakerConfig | None = None,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        is_failure: Callable[[BaseException], bool] = counts_as_failure,
+        is_failure: Callable[[BaseException], bool] = counts_against_target,
         fallback: Callable[[BaseException], Any] | None = None,
     ) -> None:
         self.name = name
@@ -160,6 +149,7 @@ class CircuitBreaker:
         self._hooks.append(hook)
 
     def stats(self) -> BreakerStats:
+        """The state and the window's counts now."""
         counts = self._window.counts()
         return BreakerStats(
             name=self.name,

@@ -7,13 +7,18 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """A monotonic clock: what breakers, ejection and token caches measure time by."""
+
     def monotonic(self) -> float:
         """Seconds from an arbitrary start; never goes backwards."""
         ...
 
 
 class SystemClock:
+    """The real clock (`time.monotonic`)."""
+
     def monotonic(self) -> float:
+        """Seconds on the system's monotonic clock."""
         return time.monotonic()
 
 
@@ -29,9 +34,11 @@ class ManualClock:
         self._now = start
 
     def monotonic(self) -> float:
+        """Seconds on this clock."""
         return self._now
 
     def advance(self, seconds: float) -> None:
+        """Move the clock forward, as time passing would."""
         if seconds < 0:
             raise ValueError("a clock does not go backwards")
         self._now += seconds

@@ -17,16 +17,20 @@ class _Bucket:
 
 @dataclass(frozen=True, slots=True)
 class WindowCounts:
+    """Calls in a rolling window: how many, how many failed, how many were slow."""
+
     calls: int
     failures: int
     slow: int
 
     @property
     def failure_rate(self) -> float:
+        """Failed calls as a share of all calls (0 with none)."""
         return self.failures / self.calls if self.calls else 0.0
 
     @property
     def slow_rate(self) -> float:
+        """Slow calls as a share of all calls (0 with none)."""
         return self.slow / self.calls if self.calls else 0.0
 
 
@@ -50,12 +54,14 @@ class RollingWindow:
         return bucket
 
     def record(self, *, failure: bool, slow: bool) -> None:
+        """Count one call in the current bucket."""
         bucket = self._current()
         bucket.calls += 1
         bucket.failures += failure
         bucket.slow += slow
 
     def counts(self) -> WindowCounts:
+        """The counts over the window's live buckets."""
         oldest = self._clock.monotonic() - self._width * len(self._buckets)
         live = [b for b in self._buckets if b.start > oldest]
         return WindowCounts(
@@ -65,5 +71,6 @@ class RollingWindow:
         )
 
     def reset(self) -> None:
+        """Forget every call."""
         for bucket in self._buckets:
             bucket.start, bucket.calls, bucket.failures, bucket.slow = float("-inf"), 0, 0, 0

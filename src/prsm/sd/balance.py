@@ -16,13 +16,17 @@ from prsm.sd.base import Instance
 
 
 class Balancer(Protocol):
+    """Chooses an instance for each try and hears when calls start and finish."""
+
     def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
         """An instance not in `exclude` (ids); raises LookupError when none is left."""
         ...
 
-    def started(self, instance: Instance) -> None: ...
+    def started(self, instance: Instance) -> None:
+        """A call to `instance` started."""
 
-    def finished(self, instance: Instance) -> None: ...
+    def finished(self, instance: Instance) -> None:
+        """A call to `instance` finished."""
 
 
 def _candidates(instances: Sequence[Instance], exclude: Collection[str]) -> list[Instance]:
@@ -33,10 +37,13 @@ def _candidates(instances: Sequence[Instance], exclude: Collection[str]) -> list
 
 
 class RoundRobin:
+    """Smooth weighted round robin (nginx's): weights 5, 1, 1 pick a a b a c a a."""
+
     def __init__(self) -> None:
         self._current: dict[str, int] = {}
 
     def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
+        """The next instance by weight, skipping `exclude`; `LookupError` when none is left."""
         candidates = _candidates(instances, exclude)
         total = 0
         best: Instance | None = None
@@ -51,21 +58,26 @@ class RoundRobin:
         return best
 
     def started(self, instance: Instance) -> None:
-        return None
+        """Nothing to count."""
 
     def finished(self, instance: Instance) -> None:
-        return None
+        """Nothing to count."""
 
 
 class LeastOutstanding:
+    """Power of two choices: of two random instances, the one with fewer calls in flight."""
+
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()  # noqa: S311 - balancing, not security
         self._outstanding: dict[str, int] = {}
 
     def outstanding(self, instance: Instance) -> int:
+        """Calls to `instance` in flight now."""
         return self._outstanding.get(instance.id, 0)
 
     def pick(self, instances: Sequence[Instance], exclude: Collection[str] = ()) -> Instance:
+        """The less busy of two random instances not in `exclude`; `LookupError` when none is
+        left."""
         candidates = _candidates(instances, exclude)
         if len(candidates) == 1:
             return candidates[0]
@@ -74,7 +86,9 @@ class LeastOutstanding:
         return a if self.outstanding(a) / a.weight <= self.outstanding(b) / b.weight else b
 
     def started(self, instance: Instance) -> None:
+        """Count a call in flight."""
         self._outstanding[instance.id] = self.outstanding(instance) + 1
 
     def finished(self, instance: Instance) -> None:
+        """Count a call finished."""
         self._outstanding[instance.id] = max(0, self.outstanding(instance) - 1)

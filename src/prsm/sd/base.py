@@ -27,4 +27,5 @@ class Discovery(Protocol):
     """Finds a service's instances. `fetch` raises when the source cannot be read; the
     instance cache then keeps the last good answer."""
 
-    async def fetch(self) -> list[Instance]: ...
+    async def fetch(self) -> list[Instance]:
+        """The instances now; raises when the source cannot be asked."""

@@ -23,6 +23,9 @@ REFRESH_FAILURES = Counter(
 
 
 class InstanceCache:
+    """A service's instances as last discovered, refreshed in the background; the last good set
+    is kept when discovery fails or answers nothing (go-kit's Endpointer)."""
+
     def __init__(self, service: str, discovery: Discovery, *, refresh_seconds: float = 30.0):
         self.service = service
         self._discovery = discovery
@@ -32,6 +35,7 @@ class InstanceCache:
 
     @property
     def instances(self) -> list[Instance]:
+        """The last good set of instances."""
         return self._instances
 
     async def refresh(self) -> bool:
@@ -70,6 +74,7 @@ class InstanceCache:
                 await asyncio.sleep(min(self._refresh_seconds, 5.0))
 
     async def aclose(self) -> None:
+        """Stop refreshing and close the discovery source."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -19,6 +19,9 @@ WEIGHT_TAG = "weight="
 
 
 class ConsulDiscovery:
+    """Instances from Consul: the passing ones of a service, followed with blocking queries;
+    weights from a `weight=<n>` tag or Consul's `Weights.Passing`."""
+
     blocking = True
     """`fetch` long-polls: the instance cache calls it again at once, not on a timer."""
 
@@ -44,6 +47,7 @@ class ConsulDiscovery:
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self) -> list[Instance]:
+        """The passing instances, after waiting (a blocking query) for the set to change."""
         params = {"passing": "true"}
         if self._tag:
             params["tag"] = self._tag
@@ -81,6 +85,7 @@ class ConsulDiscovery:
         )
 
     async def aclose(self) -> None:
+        """Close the HTTP session to Consul."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -16,6 +16,9 @@ from prsm.sd.base import Instance
 
 
 class DnsDiscovery:
+    """Instances from DNS: A/AAAA records on a given port, or SRV records (ports and weights,
+    lowest priority first)."""
+
     def __init__(
         self,
         name: str,
@@ -40,6 +43,7 @@ class DnsDiscovery:
         self._resolver.lifetime = timeout
 
     async def fetch(self) -> list[Instance]:
+        """The instances the records name now."""
         if not self._srv:
             assert self._port is not None
             return [Instance(self._url(a, self._port)) for a in await self._addresses(self.name)]

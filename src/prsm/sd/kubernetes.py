@@ -35,6 +35,9 @@ class _Expired(Exception):
 
 
 class KubernetesDiscovery:
+    """Instances from a Kubernetes Service's EndpointSlices: listed, then watched, ready
+    endpoints only; a `prsm.io/weight` label sets weights."""
+
     blocking = True
     """`fetch` waits on a watch: the instance cache calls it again at once."""
 
@@ -89,6 +92,7 @@ class KubernetesDiscovery:
         return cls(service, api_url=f"https://{host}:{port}", **options)
 
     async def fetch(self) -> list[Instance]:
+        """The ready endpoints, after waiting for the watch to report a change."""
         if self._version is None:
             await self._list()
             return self._instances()
@@ -193,6 +197,7 @@ class KubernetesDiscovery:
             self._watch = None
 
     async def aclose(self) -> None:
+        """Stop watching and close the HTTP session."""
         await self._close_watch()
         if self._session is not None:
             await self._session.close()

@@ -16,6 +16,10 @@ class _Health:
 
 
 class OutlierDetector:
+    """Envoy's outlier ejection: an instance failing `consecutive_failures` times in a row is
+    left out for a while, longer each time, never more than `max_ejection_share` of the pool
+    at once."""
+
     def __init__(
         self,
         *,
@@ -38,6 +42,7 @@ class OutlierDetector:
         return {i for i, h in self._hosts.items() if h.ejected_until > now}
 
     def success(self, instance_id: str) -> None:
+        """A try on the instance succeeded: its run of failures starts again."""
         self._hosts.setdefault(instance_id, _Health()).consecutive_failures = 0
 
     def failure(self, instance_id: str, pool_size: int) -> bool:

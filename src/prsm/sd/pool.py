@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
+from prsm.resilience.outcomes import counts_against_target
 from prsm.sd import Discovery, Instance, InstanceCache
 from prsm.sd.balance import Balancer, RoundRobin
 from prsm.sd.outliers import OutlierDetector
@@ -19,12 +20,14 @@ T = TypeVar("T")
 
 
 class Pool:
+    """A service's instances as a caller sees them: discovered and cached, outliers left out,
+    balanced, each behind its own circuit breaker (`pick`, then `call`)."""
+
     def __init__(
         self,
         service: str,
         discovery: Discovery,
         *,
-        is_failure: Callable[[BaseException], bool],
         balancer: Balancer | None = None,
         outliers: OutlierDetector | None = None,
         breaker: BreakerConfig | None = None,
@@ -36,18 +39,20 @@ class Pool:
         self.outliers = outliers or OutlierDetector(clock=clock)
         self.breaker_config = breaker or BreakerConfig(call_timeout=None)
         self._cache = InstanceCache(service, discovery, refresh_seconds=refresh_seconds)
-        self._is_failure = is_failure
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
 
     @property
     def instances(self) -> list[Instance]:
+        """The instances the cache holds now."""
         return self._cache.instances
 
     async def start(self) -> None:
+        """Start discovery (the first lookup, then refreshes)."""
         await self._cache.start()
 
     async def aclose(self) -> None:
+        """Stop discovery."""
         await self._cache.aclose()
 
     def pick(self, exclude: Collection[str] = ()) -> Instance | None:
@@ -62,13 +67,13 @@ class Pool:
             return None
 
     def breaker(self, instance: Instance) -> CircuitBreaker:
+        """The instance's circuit breaker (made on first use)."""
         breaker = self._breakers.get(instance.id)
         if breaker is None:
             breaker = self._breakers[instance.id] = CircuitBreaker(
                 f"{self.service}:{instance.id}",
                 self.breaker_config,
                 clock=self._clock,
-                is_failure=self._is_failure,
             )
         return breaker
 
@@ -76,12 +81,13 @@ class Pool:
         self, instance: Instance, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """One try on `instance`: through its breaker, counted by the balancer while it runs,
-        and for outlier ejection by how it ended (`is_failure` decides what a failure is)."""
+        and for outlier ejection by how it ended (what counts as the instance's failure is
+        `prsm.resilience.outcomes.counts_against_target`'s decision)."""
         self.balancer.started(instance)
         try:
             result = await self.breaker(instance).call(fn, *args, **kwargs)
         except BaseException as exc:
-            if self._is_failure(exc):
+            if counts_against_target(exc):
                 self.outliers.failure(instance.id, len(self.instances))
             raise
         finally:

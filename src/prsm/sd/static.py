@@ -15,6 +15,7 @@ class StaticDiscovery:
         self._instances = [i if isinstance(i, Instance) else Instance(i) for i in instances]
 
     async def fetch(self) -> list[Instance]:
+        """The configured instances."""
         return list(self._instances)
 
     def __repr__(self) -> str:

@@ -50,14 +50,18 @@ class Admission:
 
     @property
     def in_flight(self) -> int:
+        """Queries generating now."""
         return self.concurrency - self._free
 
     @property
     def waiting(self) -> int:
+        """Queries waiting for a slot now."""
         return len(self._waiters)
 
     @asynccontextmanager
     async def slot(self, priority: Priority = "normal") -> AsyncIterator[None]:
+        """Hold a generating slot for the block, waiting in priority order; 503 `saturated` when
+        the queue is full or the wait too long."""
         await self.acquire(priority)
         try:
             yield

@@ -56,6 +56,8 @@ class Principal:
 
 
 class ApiKeyAuth:
+    """API keys, looked up by SHA-256 digest and compared in constant time against every key."""
+
     def __init__(self, keys: list[ApiKey]) -> None:
         self._keys = [
             (hashlib.sha256(k.key.get_secret_value().encode()).digest(), k.tier) for k in keys
@@ -64,6 +66,7 @@ class ApiKeyAuth:
     def lookup(self, token: str) -> Principal | None:
         # Every key is compared whatever the earlier results: the time taken says nothing
         # about which key, or how much of one, matched.
+        """The principal a key belongs to, or None."""
         digest = hashlib.sha256(token.encode()).digest()
         found: str | None = None
         for known, tier in self._keys:
@@ -75,11 +78,16 @@ class ApiKeyAuth:
 
 
 class JwtAuth:
+    """OAuth2 JWTs: signature from the issuer's keys, `iss`, `aud` and `exp` checked, scopes
+    read."""
+
     def __init__(self, settings: OAuthSettings) -> None:
         self._settings = settings
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
 
     async def verify(self, token: str) -> Principal:
+        """The principal a valid token stands for; 401 (or 503 when keys cannot be fetched)
+        otherwise."""
         settings = self._settings
         try:
             if self._jwks is not None:
@@ -139,6 +147,8 @@ class Authenticator:
     async def authenticate(
         self, authorization: str | None, peer: PeerIdentity | None = None
     ) -> Principal:
+        """Who the caller is: a client certificate's identity, an API key or a JWT; 401/403
+        otherwise."""
         if self._tls is not None and peer is not None:
             allowed = self._tls.allowed_clients
             if allowed and not peer.is_one_of(allowed):

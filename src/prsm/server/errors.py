@@ -6,11 +6,12 @@ their stack trace, which never reaches a client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -20,6 +21,7 @@ from prsm.edge.errors import as_http_error, error_reply
 from prsm.logs import correlation_id
 
 log = logging.getLogger("prsm.server")
+T = TypeVar("T")
 
 
 def error_response(exc: BaseException, path: str) -> Response:
@@ -38,6 +40,15 @@ def validation_error(problems: Sequence[Any]) -> errors.HTTPStatusError:
     if any(p.get("type") == "json_invalid" for p in problems):
         return errors.BadRequestError("request body is not valid JSON", code="invalid_json")
     return errors.ValidationError(describe_problems(problems), code="validation_error")
+
+
+def parsed_body(validate: Callable[[bytes], T], raw: bytes) -> T:
+    """`validate(raw)` (a pydantic `model_validate_json` or `TypeAdapter.validate_json`), its
+    failure raised as `validation_error`'s 400 or 422."""
+    try:
+        return validate(raw)
+    except PydanticValidationError as exc:
+        raise validation_error(exc.errors()) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:

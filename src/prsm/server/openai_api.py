@@ -12,9 +12,8 @@ code}}`, a validation failure as 400 `invalid_request_error`).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +35,8 @@ PREFIX = OPENAI_PREFIX.rstrip("/")
 
 
 class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`: whether the last chunk carries usage."""
+
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
@@ -77,6 +78,8 @@ class _Request(BaseModel):
 
 
 class TextPart(BaseModel):
+    """A text part of a message's content."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
@@ -84,6 +87,8 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One message of a chat: its role and its content (text, or text parts)."""
+
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
@@ -91,6 +96,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
     def message(self) -> Message:
+        """The message as the engine takes it."""
         text = self.content if isinstance(self.content, str) else "".join(
             part.text for part in self.content
         )  # fmt: skip
@@ -98,11 +104,15 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(_Request):
+    """OpenAI's chat completions request."""
+
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_completion_tokens: TokenLimit = None
 
 
 class CompletionRequest(_Request):
+    """OpenAI's (legacy) completions request."""
+
     prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=1)] = Field(
         description="One prompt per request (a list holds exactly one)."
     )
@@ -110,6 +120,8 @@ class CompletionRequest(_Request):
 
 
 def parse(model: type[_Request], raw: bytes) -> Any:
+    """The request body as `model`; OpenAI's 400 `invalid_request_error` naming the field
+    otherwise."""
     try:
         return model.model_validate_json(raw)
     except PydanticValidationError as exc:
@@ -117,6 +129,7 @@ def parse(model: type[_Request], raw: bytes) -> Any:
 
 
 def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
+    """The query a chat completions request asks."""
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
         user_id=body.user or principal.key_id,
@@ -129,6 +142,8 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
 
 
 def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
+    """The query a completions request asks (one chat turn: the served model is an instruct
+    model)."""
     return Ask(
         prompt=body.prompt if isinstance(body.prompt, str) else body.prompt[0],
         user_id=body.user or principal.key_id,
@@ -144,6 +159,7 @@ def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
 
 
 def usage(generation: Generation) -> dict[str, Any]:
+    """OpenAI's `usage` object for a generation."""
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
@@ -157,6 +173,7 @@ def _finish(generation: Generation) -> str:
 
 
 def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
+    """A generation as OpenAI's `chat.completion`."""
     message = {"role": "assistant", "content": generation.text}
     choice = {"index": 0, "message": message, "finish_reason": _finish(generation),
               "logprobs": None}  # fmt: skip
@@ -168,6 +185,7 @@ def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
 
 
 def text_completion(generation: Generation, cid: str) -> dict[str, Any]:
+    """A generation as OpenAI's `text_completion`."""
     choice = {"index": 0, "text": generation.text, "finish_reason": _finish(generation),
               "logprobs": None}  # fmt: skip
     return _envelope("text_completion", "cmpl", generation.model, cid) | {
@@ -223,6 +241,8 @@ _REF = "#/components/schemas/{model}"
 
 
 class ErrorDetail(BaseModel):
+    """OpenAI's error object."""
+
     message: str
     type: str
     param: str | None
@@ -248,6 +268,8 @@ class Completion(BaseModel):
 
 
 class ModelList(BaseModel):
+    """OpenAI's model list."""
+
     object: Literal["list"]
     data: list[dict[str, Any]]
 
@@ -286,17 +308,28 @@ _FAILED: dict[int | str, dict[str, Any]] = {
 # -- routes ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueryPath:
-    """What the OpenAI routes share with `POST /api/v1/query` (built in `create_app`)."""
+class QueryPath(Protocol):
+    """What the OpenAI routes share with `POST /api/v1/query` (`ApiServices` is one)."""
 
-    caller: Callable[[Request], Awaitable[Principal]]
-    answer: Callable[[Ask, Principal, Request], Awaitable[Generation | Response]]
-    stream: Callable[[Ask, Principal, Request, StreamFormat], Awaitable[Response]]
-    served_model: Callable[[], str]
+    async def authorized(self, request: Request, scope: str) -> Principal:
+        """The caller, if it holds `scope`; 401 or 403 otherwise."""
+
+    async def answer(
+        self, ask: Ask, principal: Principal, request: Request
+    ) -> Generation | Response:
+        """The whole answer, or the response already sent when the caller left."""
+
+    async def stream(
+        self, ask: Ask, principal: Principal, request: Request, events: StreamFormat
+    ) -> Response:
+        """The answer as server-sent events in the format `events` gives."""
+
+    def served_model(self) -> str:
+        """The served model's name."""
 
 
 def openai_routes(path: QueryPath) -> APIRouter:
+    """The router with OpenAI's chat completions, completions and model list."""
     router = APIRouter(prefix=PREFIX, tags=["openai"])
 
     async def run(
@@ -321,8 +354,7 @@ def openai_routes(path: QueryPath) -> APIRouter:
     async def chat_completions(request: Request) -> Response:
         """OpenAI's chat completions: messages in, the assistant's answer out (streamed with
         `stream: true`)."""
-        principal = await path.caller(request)
-        principal.require(READ)
+        principal = await path.authorized(request, READ)
         body = parse(ChatRequest, await request.body())
         return await run(request, principal, chat_ask(body, principal), body, chat=True)
 
@@ -335,8 +367,7 @@ def openai_routes(path: QueryPath) -> APIRouter:
     async def completions(request: Request) -> Response:
         """OpenAI's (legacy) completions: one prompt in, its completion out. The served model
         is an instruct model: the prompt is answered as one chat turn."""
-        principal = await path.caller(request)
-        principal.require(READ)
+        principal = await path.authorized(request, READ)
         body = parse(CompletionRequest, await request.body())
         return await run(request, principal, completion_ask(body, principal), body, chat=False)
 
@@ -348,7 +379,7 @@ def openai_routes(path: QueryPath) -> APIRouter:
     )
     async def models(request: Request) -> Response:
         """The served model."""
-        (await path.caller(request)).require(READ)
+        await path.authorized(request, READ)
         model = {"id": path.served_model(), "object": "model", "created": 0, "owned_by": "prsm"}
         return JSONResponse({"object": "list", "data": [model]})
 

@@ -20,6 +20,7 @@ APP_FACTORY = "prsm.server.app:create_app_from_env"
 
 
 def dev_key_path(settings: Settings) -> Path:
+    """Where `prsm serve` keeps the API key it made for a run without keys."""
     return settings.state_dir / DEV_KEY_FILE
 
 
@@ -35,6 +36,7 @@ def make_dev_key(settings: Settings) -> str:
 
 
 def read_dev_key(settings: Settings) -> str | None:
+    """The API key a previous run made, if there is one."""
     try:
         return dev_key_path(settings).read_text().strip() or None
     except OSError:

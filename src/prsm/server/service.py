@@ -56,6 +56,7 @@ class Ask:
 
     @classmethod
     def from_query(cls, request: QueryRequest) -> Ask:
+        """The query a `POST /api/v1/query` body asks."""
         return cls(
             prompt=request.prompt,
             user_id=request.user_id,
@@ -68,6 +69,7 @@ class Ask:
 
     @property
     def prompt_chars(self) -> int:
+        """The prompt's length in characters (logged instead of the prompt)."""
         if isinstance(self.prompt, str):
             return len(self.prompt)
         return sum(len(m.content) for m in self.prompt)
@@ -84,6 +86,16 @@ def query_response(generation: Generation, cid: str) -> QueryResponse:
         ),
         correlation_id=cid,
     )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How one query is going: filled in as it runs, recorded when it ends."""
+
+    started: float
+    model: str
+    generation: Generation | None = None
+    failure: HTTPStatusError | None = None
 
 
 class QueryService:
@@ -117,6 +129,7 @@ class QueryService:
         metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
     async def start(self) -> None:
+        """Load the engine in the background and start the event sink."""
         if self._events is not None:
             await self._events.start()
         self._loading = asyncio.create_task(self._load(), name="prsm-engine-load")
@@ -139,10 +152,12 @@ class QueryService:
         )
 
     async def wait_loaded(self) -> None:
+        """Wait until the engine has loaded (or failed to)."""
         if self._loading is not None:
             await self._loading
 
     async def stop(self) -> None:
+        """Stop taking queries, close the engine and flush the events."""
         if self._loading is not None:
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)
@@ -160,6 +175,7 @@ class QueryService:
         return results
 
     def engine_check(self) -> CheckResult:
+        """Whether the engine is loaded, loading or failed, for readiness."""
         if self.engine is not None:
             engine = CheckResult(ok=True, detail=f"{self.engine.model} loaded")
         elif self.load_error is not None:
@@ -172,72 +188,94 @@ class QueryService:
         self, ask: Ask, principal: Principal, cid: str, on_text: TextSink | None = None
     ) -> Generation:
         """Generate the answer to `ask`, passing its text to `on_text` as it comes; counted,
-        logged and published as an event whether it succeeds, fails or is cancelled."""
-        started = time.perf_counter()
-        status = "500"
-        tokens = 0
-        model = self.engine.model if self.engine is not None else "none"
-        generation: Generation | None = None
-        failure: HTTPStatusError | None = None
-        try:
-            engine = self.ready_engine()
-            if ask.model is not None and ask.model != engine.model:
-                raise NotFoundError(
-                    f"model {ask.model!r} is not served here; this instance serves "
-                    f"{engine.model!r}",
-                    code="unknown_model",
-                )
+        logged and published as an event whether it succeeds, fails or is cancelled.
+
+        The generation is the endpoint; around it, from the outside: recording (metrics,
+        event, log line), the served-model check, admission (concurrency and queue), the
+        engine's time limit."""
+        async with self._recorded(ask, principal, cid) as outcome:
+            engine = self._engine_for(ask)
             max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
-            timeout = self.settings.engine.timeout_seconds
-            async with self._admitted(ask.priority):
-                try:
-                    async with asyncio.timeout(timeout):
-                        generation = await self._generate(engine, ask, max_tokens, started, on_text)
-                except TimeoutError:
-                    metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
-                    raise GatewayTimeoutError(
-                        f"the engine did not answer within {timeout:g}s", code="engine_timeout"
-                    ) from None
-            status, tokens = "200", generation.total_tokens
+            async with self._admitted(ask.priority), self._time_limited():
+                outcome.generation = await self._generate(
+                    engine, ask, max_tokens, outcome.started, on_text
+                )
+        return outcome.generation
+
+    def _engine_for(self, ask: Ask) -> Engine:
+        """The ready engine, if it serves the model `ask` names (404 `unknown_model` if not)."""
+        engine = self.ready_engine()
+        if ask.model is not None and ask.model != engine.model:
+            raise NotFoundError(
+                f"model {ask.model!r} is not served here; this instance serves {engine.model!r}",
+                code="unknown_model",
+            )
+        return engine
+
+    @asynccontextmanager
+    async def _time_limited(self) -> AsyncIterator[None]:
+        """The engine's time limit: past it, the generation is cancelled and this is 504."""
+        timeout = self.settings.engine.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                yield
+        except TimeoutError:
+            metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
+            raise GatewayTimeoutError(
+                f"the engine did not answer within {timeout:g}s", code="engine_timeout"
+            ) from None
+
+    @asynccontextmanager
+    async def _recorded(self, ask: Ask, principal: Principal, cid: str) -> AsyncIterator[_Outcome]:
+        """How the query ended, recorded once it has: its event, metrics and log line."""
+        model = self.engine.model if self.engine is not None else "none"
+        outcome = _Outcome(started=time.perf_counter(), model=model)
+        try:
+            yield outcome
         except Exception as exc:
-            failure = as_http_error(exc)
-            status = str(failure.status_code)
+            outcome.failure = as_http_error(exc)
             raise
         except asyncio.CancelledError:  # the caller went away, or the server is stopping
-            failure = HTTPStatusError(
+            outcome.failure = HTTPStatusError(
                 "the query was cancelled before its answer was complete",
                 status_code=CLIENT_GONE,
                 code="cancelled",
             )
-            status = str(CLIENT_GONE)
             raise
         finally:
-            duration = time.perf_counter() - started
-            if self._events is not None:
-                self._events.emit(self._event(ask, cid, duration, generation, failure, model))
-            metrics.record_query(
-                service=self._service,
-                method=ask.operation,
-                status=status,
-                user_tier=principal.tier,
-                duration=duration,
-                tokens=tokens,
-                model=model,
-            )
-            log.info(
-                "query %s",
-                "answered" if status == "200" else "failed",
-                extra={
-                    "userId": ask.user_id,
-                    "keyId": principal.key_id,
-                    "status": int(status),
-                    "priority": ask.priority,
-                    "promptChars": ask.prompt_chars,
-                    "tokens": tokens,
-                    "latencyMs": round(duration * 1000, 2),
-                },
-            )
-        return generation
+            self._record(ask, principal, cid, outcome)
+
+    def _record(self, ask: Ask, principal: Principal, cid: str, outcome: _Outcome) -> None:
+        duration = time.perf_counter() - outcome.started
+        generation, failure = outcome.generation, outcome.failure
+        status = "200" if generation is not None else "500"
+        if failure is not None:
+            status = str(failure.status_code)
+        tokens = generation.total_tokens if generation is not None else 0
+        if self._events is not None:
+            self._events.emit(self._event(ask, cid, duration, generation, failure, outcome.model))
+        metrics.record_query(
+            service=self._service,
+            method=ask.operation,
+            status=status,
+            user_tier=principal.tier,
+            duration=duration,
+            tokens=tokens,
+            model=outcome.model,
+        )
+        log.info(
+            "query %s",
+            "answered" if status == "200" else "failed",
+            extra={
+                "userId": ask.user_id,
+                "keyId": principal.key_id,
+                "status": int(status),
+                "priority": ask.priority,
+                "promptChars": ask.prompt_chars,
+                "tokens": tokens,
+                "latencyMs": round(duration * 1000, 2),
+            },
+        )
 
     async def _generate(
         self,
@@ -316,6 +354,7 @@ class QueryService:
         )
 
     def ready_engine(self) -> Engine:
+        """The loaded engine; 503 `not_ready` while it loads or after it failed."""
         if self.engine is not None:
             return self.engine
         detail = self.engine_check().detail

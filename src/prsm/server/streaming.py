@@ -113,6 +113,7 @@ class EventStream(Response):
         self._on_gone = on_gone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the events as they come; the connection closing stops the answer."""
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
             await until_disconnected(self._send_all(send), receive, scope)

@@ -41,6 +41,7 @@ class PeerIdentity:
         return self.common_name or (self.alt_names[0] if self.alt_names else self.subject)
 
     def is_one_of(self, allowed: list[str]) -> bool:
+        """Whether the identity (URI name or CN) is one of `allowed`."""
         names = {self.common_name, *self.alt_names} - {None}
         return any(name in allowed for name in names)
 
@@ -51,6 +52,7 @@ class PeerCertProtocol(GuardedHttpProtocol):
     _tls: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Keep the peer's verified certificate for the connection's requests."""
         super().connection_made(transport)
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         if ssl_object is None:
@@ -67,6 +69,7 @@ class PeerCertProtocol(GuardedHttpProtocol):
         }
 
     def on_message_begin(self) -> None:
+        """Put the peer's identity in each request's scope."""
         super().on_message_begin()
         if self._tls is not None:
             self.scope.setdefault("extensions", {})["tls"] = self._tls  # type: ignore[assignment]

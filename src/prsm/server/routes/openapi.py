@@ -1,0 +1,67 @@
+"""What the routes' OpenAPI documentation shares: the error responses, bearer auth, and the
+models the hand-written request bodies refer to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from prsm.contracts import ErrorResponse, QueryRequest
+from prsm.jobs.schema import JOB_REQUEST
+from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
+
+BEARER = "bearerAuth"
+"""The security scheme's name."""
+
+_REF = "#/components/schemas/{model}"
+QUERY_SCHEMA = QueryRequest.model_json_schema(by_alias=True, ref_template=_REF)
+JOB_SCHEMA = JOB_REQUEST.json_schema(by_alias=True, ref_template=_REF)
+# Models the request bodies refer to; they join the OpenAPI components (see customise_openapi).
+_BODY_DEFS = {
+    **QUERY_SCHEMA.pop("$defs", {}),
+    **JOB_SCHEMA.pop("$defs", {}),
+    **OPENAI_SCHEMA_DEFINITIONS,
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed JSON",
+        401: "Missing or invalid API key or token",
+        403: "The token lacks the scope (read:ai for queries, write:ai for jobs)",
+        404: "No such job or batch",
+        409: "The Idempotency-Key was used for another job",
+        413: "Body larger than the configured limit",
+        422: "The body breaks the contract (empty prompt, unknown field, prompt too long...)",
+        503: "The engine is saturated or not ready, or the job queue's Redis is away; see "
+        "Retry-After",
+        504: "The engine did not answer in time",
+    }.items()
+}
+"""The error answers of PRSM's own routes, for their `responses`."""
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body with `schema`, for a route's `openapi_extra`."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def customise_openapi(app: FastAPI) -> None:
+    """Bearer auth and the models the hand-written request bodies refer to."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {})
+        for name, definition in _BODY_DEFS.items():
+            components.setdefault("schemas", {}).setdefault(name, definition)
+        schemes = components.setdefault("securitySchemes", {})
+        schemes[BEARER] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer <key>`.",
+        }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

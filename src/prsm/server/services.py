@@ -1,0 +1,186 @@
+"""`ApiServices`: the one object every route of the API receives.
+
+It holds what a request needs beyond its own body — the query service, the job service, who
+the caller is, the shared gauges — so that each route module is a plain function of it
+(`prsm.server.routes`), readable and testable on its own, and `create_app` only wires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from redis.asyncio import Redis
+from starlette.responses import Response
+
+from prsm import metrics
+from prsm.config import Settings
+from prsm.contracts import CheckResult
+from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
+from prsm.edge.drain import Drain
+from prsm.engines import Engine, Generation
+from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from prsm.events import EventSink
+from prsm.events.redis_sink import RedisEventSink
+from prsm.jobs.submit import JobService
+from prsm.redis_client import connect_redis
+from prsm.server.auth import Authenticator, Principal
+from prsm.server.readiness import ReadinessCheck, redis_check
+from prsm.server.service import Ask, QueryService
+from prsm.server.streaming import AnswerStream, EventStream, StreamFormat
+from prsm.server.tls import peer_identity
+
+log = logging.getLogger("prsm.server")
+
+
+@dataclass(eq=False)
+class ApiServices:
+    """The API's services, built once per app by `build_services`."""
+
+    settings: Settings
+    queries: QueryService
+    drain: Drain
+    auth: Authenticator
+    jobs: JobService | None = None
+    redis: Redis | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        name = self.settings.service_name
+        self._connections = metrics.ACTIVE_CONNECTIONS.labels(name, self.settings.instance_id)
+        self._gone = metrics.QUERIES_CANCELLED.labels(name, "client_gone")
+
+    async def caller(self, request: Request) -> Principal:
+        """Who sent the request (API key, OAuth2 token or client certificate); a refusal is
+        logged and counted, then raised."""
+        try:
+            return await self.auth.authenticate(
+                request.headers.get("authorization"), peer_identity(request.scope)
+            )
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            metrics.AUTH_FAILURES.labels(self.settings.service_name, exc.code).inc()
+            client = request.client.host if request.client else "unknown"
+            log.warning(
+                "authentication refused",
+                extra={"code": exc.code, "clientIp": client, "path": request.url.path},
+            )
+            raise
+
+    async def authorized(self, request: Request, scope: str) -> Principal:
+        """The caller, if it holds `scope` (`read:ai`, `write:ai`); 401 or 403 otherwise."""
+        principal = await self.caller(request)
+        principal.require(scope)
+        return principal
+
+    def job_service(self) -> JobService:
+        """The job service; 503 `jobs_unavailable` on an instance without Redis."""
+        if self.jobs is None:
+            raise ServiceUnavailableError(
+                "jobs need Redis: this instance runs without PRSM_REDIS_URL",
+                code="jobs_unavailable",
+            )
+        return self.jobs
+
+    def served_model(self) -> str:
+        """The name of the model the engine serves."""
+        return self.queries.ready_engine().model
+
+    async def answer(
+        self, ask: Ask, principal: Principal, request: Request
+    ) -> Generation | Response:
+        """The whole answer; if the caller leaves first, the generation stops and this is the
+        499 nobody reads (the access log does)."""
+        self._connections.inc()
+        try:
+            return await until_disconnected(
+                self.queries.answer(ask, principal, request.scope["state"]["correlation_id"]),
+                request.receive,
+                request.scope,
+            )
+        except ClientGone:
+            self._gone.inc()
+            return Response(status_code=CLIENT_GONE)
+        finally:
+            self._connections.dec()
+
+    async def stream(
+        self, ask: Ask, principal: Principal, request: Request, events: StreamFormat
+    ) -> Response:
+        """The answer as server-sent events, once its first text exists (a failure before is
+        an ordinary error response)."""
+        cid = request.scope["state"]["correlation_id"]
+        stream = AnswerStream(lambda on_text: self.queries.answer(ask, principal, cid, on_text))
+        self._connections.inc()
+        try:
+            await until_disconnected(stream.started(), request.receive, request.scope)
+        except ClientGone:
+            self._connections.dec()
+            self._gone.inc()
+            return Response(status_code=CLIENT_GONE)
+        except BaseException:
+            self._connections.dec()
+            raise
+        return EventStream(self._frames(events(stream)), self._gone.inc)
+
+    async def _frames(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            self._connections.dec()
+
+    async def start(self) -> None:
+        """Load the engine and start what runs beside requests."""
+        await self.queries.start()
+
+    async def stop(self) -> None:
+        """Stop the query service and close Redis."""
+        await self.queries.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def build_services(
+    settings: Settings, engine: Engine | None = None, events: EventSink | None = None
+) -> ApiServices:
+    """The services for one app: `engine` instead of the configured one when given; with
+    `settings.redis_url`, events to Redis (or to `events`), jobs, and Redis in readiness."""
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    checks: dict[str, ReadinessCheck] = {}
+    if redis is not None:
+        checks["redis"] = redis_check(redis)
+        events = events or RedisEventSink(
+            redis,
+            service=settings.service_name,
+            buffer_size=settings.events.buffer_size,
+            stream_maxlen=settings.events.stream_maxlen,
+            user_metrics_ttl=settings.events.user_metrics_ttl_seconds,
+        )
+    draining: list[Drain] = []
+
+    async def not_draining() -> CheckResult:
+        if draining[0].draining:
+            return CheckResult(ok=False, detail="shutting down: finishing queries in flight")
+        return CheckResult(ok=True)
+
+    async def given() -> Engine:
+        assert engine is not None
+        return engine
+
+    checks["drain"] = not_draining
+    queries = QueryService(settings, given if engine is not None else None, events, checks)
+    drain = Drain(
+        settings.server.drain_seconds, settings.server.drain_timeout_seconds, queries.admission
+    )
+    draining.append(drain)
+    return ApiServices(
+        settings=settings,
+        queries=queries,
+        drain=drain,
+        auth=Authenticator(settings.api_keys, settings.oauth, settings.tls),
+        jobs=JobService(redis, settings.jobs) if redis is not None else None,
+        redis=redis,
+    )
