@@ -9,9 +9,10 @@ makes and propagates spans but exports nothing; `OTEL_SDK_DISABLED=true` wins); 
 SDK client never installs anything: it traces into whatever tracer provider the application
 set up.
 
-The API's server spans (one per request, continuing the caller's `traceparent`, with
-FastAPI's endpoint spans under it) come from FastAPI's native telemetry, which follows the
-installed provider; the engine span under them comes from here.
+The API's server spans (one per request, continuing the caller's `traceparent`) come from
+`server_span` for the routes `prsm.server.direct` serves (the query, the OpenAI routes, job
+submission, the probes) and from FastAPI's native telemetry for the others; the engine span
+under them comes from here.
 
 Off costs nothing: with no tracer provider installed, `active()` is False and no span object
 is made, no header injected; FastAPI's telemetry is off too.
@@ -185,8 +186,8 @@ def _record_error(span: trace.Span, exc: BaseException) -> None:
 
 @contextlib.contextmanager
 def server_span(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Iterator[trace.Span]:
-    """A SERVER span for one proxied request, continuing the caller's `traceparent` (the
-    gateway's; the API's come from FastAPI). Call only when `active()`.
+    """A SERVER span for one request, continuing the caller's `traceparent` (the gateway's, and
+    the API's direct routes'). Call only when `active()`.
 
     The name says method and route; attributes cost more than the rest of the span in the
     SDK (bench/gateway_throughput.py), so only the status is added, by the caller. The span is

@@ -1,6 +1,7 @@
 """`ServiceClient`: calls PRSM over a discovered set of instances.
 
-The pipeline, in go-kit's order and built from `prsm.resilience`'s pieces: a breaker for the
+The pipeline, in go-kit's order and built from `prsm.resilience`'s pieces: for queries, the
+client metrics and the `prsm.query` span (`prsm.client.instrument`) → a breaker for the
 service → one overall deadline → failover (`prsm.resilience.failover`) over the pool
 (discovery, cached instance set with the last good set kept, outlier ejection, balancer) → a
 breaker per instance → the instance's `AsyncPRSMClient`.
@@ -13,13 +14,12 @@ breaker per instance → the instance's `AsyncPRSMClient`.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from prsm import metrics, tracing
+from prsm import metrics
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import (
     DEFAULT_TIMEOUT,
@@ -27,10 +27,11 @@ from prsm.client._core import (
     QueryResult,
     StreamChunk,
 )
+from prsm.client.instrument import ServiceCall, measured, traced
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS
 from prsm.contracts import Priority
-from prsm.errors import HTTPStatusError, TimeoutError
+from prsm.errors import TimeoutError
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
 from prsm.resilience.failover import failover
@@ -94,18 +95,22 @@ class ServiceClient:
         self._headers = dict(headers or {})
         self._auth = auth  # one token provider for every instance: one refresh for all
         self._tls = tls
-        self._endpoints: dict[str, Handler[Call[Any], Any]] = {}
+        self._endpoints: dict[str, Handler[ServiceCall, Any]] = {}
         self._clients: list[AsyncPRSMClient] = []
         self.breaker = CircuitBreaker(service, self._pool.breaker_config, clock=clock)
         past_deadline = functools.partial(
             TimeoutError, f"no answer from {service!r} within the {self._deadline:g}s deadline"
         )
-        guarded: Middleware[Call[Any], Any] = chain(
+        guarded: Middleware[ServiceCall, Any] = chain(
             self.breaker, time_limit(self._deadline, past_deadline)
         )
         self._pipeline = guarded(
             failover(self._pool, self._endpoint, attempts=attempts, service=repr(service))
         )
+        instrumented: Middleware[ServiceCall, Any] = chain(
+            measured(service, user_tier), traced(service)
+        )
+        self._queries = instrumented(self._pipeline)
 
     @property
     def instances(self) -> list[Instance]:
@@ -139,28 +144,8 @@ class ServiceClient:
                 correlation_id=cid,
             )
 
-        started = time.perf_counter()
-        status, tokens, model = "error", 0, "unknown"
-        try:
-            with tracing.query_span(prompt, user_id, self.service) as span:
-                result: QueryResult = await self._pipeline(ask)
-                span.answered(result.usage.tokens, result.confidence)
-        except HTTPStatusError as exc:
-            status = str(exc.status_code)
-            raise
-        else:
-            status, tokens, model = "200", result.usage.tokens, result.model or "unknown"
-            return result
-        finally:
-            metrics.record_query(
-                service=self.service,
-                method="query",
-                status=status,
-                user_tier=self.user_tier,
-                duration=time.perf_counter() - started,
-                tokens=tokens,
-                model=model,
-            )
+        result: QueryResult = await self._queries(ServiceCall(ask, prompt, user_id))
+        return result
 
     async def stream(
         self,
@@ -186,16 +171,16 @@ class ServiceClient:
                 correlation_id=cid,
             )
 
-        chunks: AsyncIterator[StreamChunk] = await self._pipeline(begin)
+        chunks: AsyncIterator[StreamChunk] = await self._pipeline(ServiceCall(begin))
         async for chunk in chunks:
             yield chunk
 
     async def health(self) -> HealthStatus:
         """`GET /health` from one instance, through the same failover and breakers."""
-        health: HealthStatus = await self._pipeline(AsyncPRSMClient.health)
+        health: HealthStatus = await self._pipeline(ServiceCall(AsyncPRSMClient.health))
         return health
 
-    def _endpoint(self, instance: Instance) -> Handler[Call[Any], Any]:
+    def _endpoint(self, instance: Instance) -> Handler[ServiceCall, Any]:
         """Sends a call to one instance: its own client, its breaker and ejection (the pool),
         counted in `prsm_active_connections` while it runs."""
         known = self._endpoints.get(instance.id)
@@ -214,10 +199,10 @@ class ServiceClient:
         connections = metrics.ACTIVE_CONNECTIONS.labels(self.service, instance.id)
         pool = self._pool
 
-        async def send(call: Call[Any]) -> Any:
+        async def send(call: ServiceCall) -> Any:
             connections.inc()
             try:
-                return await pool.call(instance, call, client)
+                return await pool.call(instance, call.send, client)
             finally:
                 connections.dec()
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,17 +37,24 @@ from prsm.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PRSMError,
-    RateLimitedError,
     ServiceUnavailableError,
     TimeoutError,
     TLSError,
     error_for_status,
 )
 from prsm.gateway.config import GatewayConfig, Route
-from prsm.gateway.ratelimit import RateLimiter, client_key
+from prsm.gateway.ratelimit import RateLimiter
+from prsm.gateway.steps import (
+    Exchange,
+    RouteHandler,
+    counted,
+    faulted,
+    rate_limited,
+    traced,
+)
 from prsm.gateway.upstream import BufferedResponse, HTTPTransport, Transport, UpstreamResponse
 from prsm.resilience.failover import failover
-from prsm.resilience.handler import Handler, Middleware, time_limit
+from prsm.resilience.handler import Handler, Middleware, chain, time_limit
 from prsm.sd import Instance
 from prsm.sd.pool import Pool
 
@@ -109,6 +115,8 @@ class UpstreamRequest:
 
 
 Pipeline = Handler[UpstreamRequest, UpstreamResponse]
+_MOST_ENDPOINTS = 1024
+"""Per-instance handlers kept for one route and pool before they are built afresh."""
 _HELD_ERROR_BODY = 64 * 1024
 """Most bytes of an upstream's retried error answer held to pass on if it is the last."""
 
@@ -144,6 +152,7 @@ class Gateway:
         self._rng = rng or random.Random(config.seed)  # noqa: S311
         self.limiter = limiter or RateLimiter(config)
         self.transport = transport or HTTPTransport()
+        self._route_handlers = {route.prefix: self._route_handler(route) for route in self._routes}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._source = config.source_service.encode()
         self.in_flight = 0
@@ -192,14 +201,8 @@ class Gateway:
                 return
             await self._own_endpoint(path, cid, send)
             return
-        started = time.perf_counter()
-        if tracing.active():
-            with tracing.server_span(scope["method"], route.prefix, scope["headers"]) as span:
-                status = await self._proxy(route, scope, receive, send, cid)
-                span.set_attribute("http.response.status_code", status)
-        else:
-            status = await self._proxy(route, scope, receive, send, cid)
-        self._count(route.prefix, status, time.perf_counter() - started)
+        exchange = Exchange(route, scope, receive, send, cid, dict(scope["headers"]))
+        await self._route_handlers[route.prefix](exchange)
 
     def _match(self, path: str) -> Route | None:
         for route in self._routes:
@@ -234,36 +237,36 @@ class Gateway:
             missing = NotFoundError(f"no route for {path}", code="no_route")
             await send_error_reply(send, missing, cid, path)
 
-    async def _proxy(
-        self, route: Route, scope: Scope, receive: Receive, send: Send, cid: str
-    ) -> int:
-        headers = dict(scope["headers"])
+    def _route_handler(self, route: Route) -> RouteHandler:
+        """The route's steps (`prsm.gateway.steps`), outermost first: its metrics, its span,
+        its rate limit and its faults when it has them; then the forwarding."""
+        steps: list[Middleware[Exchange, int]] = [counted(self._count), traced]
         if route.rate_limit is not None:
-            peer = self._peer(scope, headers)
-            who = client_key(route.rate_limit.key, headers, peer)
-            budget = route.rate_limit.budget or route.prefix
-            decision = await self.limiter.hit(route.rate_limit, budget, who)
-            if not decision.allowed:
-                metrics.GATEWAY_RATE_LIMITED.labels(route.prefix).inc()
-                refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
-                return await send_error_reply(send, refused, cid, scope["path"], decision.headers())
-            limit_headers = decision.headers()
-        else:
-            limit_headers = []
+            steps.append(rate_limited(self.limiter, route.rate_limit, self._peer))
         if route.fault is not None:
-            aborted = await self._inject_fault(route, send, cid, scope["path"])
-            if aborted:
-                return aborted
+            steps.append(faulted(route.fault, self._rng))
+        return chain(*steps)(self._forward_exchange)
+
+    async def _forward_exchange(self, exchange: Exchange) -> int:
+        """Read the body, choose the pool, and forward through the route's tries."""
+        route, scope, receive, send, cid = (
+            exchange.route,
+            exchange.scope,
+            exchange.receive,
+            exchange.send,
+            exchange.cid,
+        )
+        headers = exchange.headers
         body = await _read_body(receive, self.config.max_body_bytes)
         if body is None:
             too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
-            return await send_error_reply(send, too_large, cid, scope["path"])
+            return await exchange.refuse(too_large)
         if body is _GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, cid)
         pool = self.pools[self._choose_pool(route, headers)]
-        answer = Answer(send, cid, scope["path"], limit_headers)
+        answer = Answer(send, cid, scope["path"], exchange.extra)
         request = UpstreamRequest(
             scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
         )
@@ -287,13 +290,20 @@ class Gateway:
             retries.per_try_timeout, _no_headers_in(retries.per_try_timeout)
         )
         send = functools.partial(self._send_upstream, retry_on=retries.retry_on)
+        endpoints: dict[str, Pipeline] = {}  # per instance: built once, not per try
 
         def endpoint(instance: Instance) -> Pipeline:
+            known = endpoints.get(instance.url)
+            if known is not None:
+                return known
             to_instance = per_try(functools.partial(send, instance.url))
 
             async def call(request: UpstreamRequest) -> UpstreamResponse:
                 return await pool.call(instance, to_instance, request)
 
+            if len(endpoints) >= _MOST_ENDPOINTS:  # instances come and go: never grow without bound
+                endpoints.clear()
+            endpoints[instance.url] = call
             return call
 
         def count(instance: Instance, exc: BaseException | None) -> None:
@@ -397,11 +407,12 @@ class Gateway:
         out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
         return out
 
-    def _peer(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+    def _peer(self, exchange: Exchange) -> str:
         """The client's IP; behind `trusted_proxies` proxies, read from X-Forwarded-For."""
+        scope = exchange.scope
         peer = scope["client"][0] if scope.get("client") else "unknown"
         hops = self.config.trusted_proxies
-        forwarded = headers.get(b"x-forwarded-for")
+        forwarded = exchange.headers.get(b"x-forwarded-for")
         if hops and forwarded:
             chain = [part.strip() for part in forwarded.decode("latin-1").split(",")]
             if len(chain) >= hops:
@@ -422,18 +433,6 @@ class Gateway:
                     return name
                 point -= weight
         return self._rng.choices(names, weights)[0]
-
-    async def _inject_fault(self, route: Route, send: Send, cid: str, path: str) -> int:
-        fault = route.fault
-        assert fault is not None
-        if fault.abort is not None and self._rng.random() * 100 < fault.abort.percent:
-            aborted = error_for_status(
-                fault.abort.status, "aborted by fault injection", code="fault_injected"
-            )
-            return await send_error_reply(send, aborted, cid, path)
-        if fault.delay is not None and self._rng.random() * 100 < fault.delay.percent:
-            await asyncio.sleep(fault.delay.seconds)
-        return 0
 
     def _attempt(self, pool: str, outcome: str) -> None:
         key = (pool, outcome)

@@ -21,6 +21,7 @@ from prsm.edge.correlation import CorrelationMiddleware
 from prsm.engines import Engine
 from prsm.events import EventSink
 from prsm.logs import configure_logging
+from prsm.server.direct import DirectRoutes, direct_routes
 from prsm.server.errors import install_error_handlers
 from prsm.server.openai_api import openai_routes
 from prsm.server.routes.jobs import job_routes
@@ -55,10 +56,15 @@ def create_app(
     app.state.service = services.queries
     install_error_handlers(app)
     customise_openapi(app)
-    app.include_router(query_routes(services))
-    app.include_router(job_routes(services))
-    app.include_router(probe_routes(services))
-    app.include_router(openai_routes(services))
+    routers = [
+        query_routes(services),
+        job_routes(services),
+        probe_routes(services),
+        openai_routes(services),
+    ]
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(DirectRoutes, routes=direct_routes(routers))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     return app
