@@ -131,3 +131,36 @@ async def test_a_stream_cut_mid_event_ends_with_an_error_event_not_half_an_event
     assert "Par" not in answer.text
     assert "event: error" in answer.text
     assert "upstream_cut" in answer.text
+
+
+class _DiesAfterHeaders:
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers = [(b"content-type", b"application/json"), (b"content-length", b"40")]
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        raise ConnectionLostError("the upstream died after its headers")
+        yield b""  # an async generator
+
+    def release(self) -> None:
+        """Nothing to give back."""
+
+
+async def test_an_upstream_dying_between_headers_and_body_fails_the_try_not_the_caller() -> None:
+    """A short body is read whole within the try: a GET goes on to the other instance; a POST
+    that may not be resent gets the gateway's 502, never a 200 cut short."""
+
+    async def a_dies(request: SentRequest) -> UpstreamResponse:
+        if request.origin == A:
+            return _DiesAfterHeaders()
+        return await ok(request)
+
+    routes = [{"prefix": "/", "pool": "p"}]
+    transport = MemoryTransport(a_dies)
+    gets = await call(Gateway(config(routes, p=[A, B]), transport=transport), *[("GET", "/")] * 2)
+    assert [r.status_code for r in gets] == [200, 200]
+    assert {r.text for r in gets} == {f"{B} GET /"}
+    posts = await call(
+        Gateway(config(routes, p=[A, B]), transport=MemoryTransport(a_dies)), *[("POST", "/")] * 2
+    )
+    assert sorted(r.status_code for r in posts) == [200, 502]

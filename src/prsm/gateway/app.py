@@ -119,6 +119,8 @@ _MOST_ENDPOINTS = 1024
 """Per-instance handlers kept for one route and pool before they are built afresh."""
 _HELD_ERROR_BODY = 64 * 1024
 """Most bytes of an upstream's retried error answer held to pass on if it is the last."""
+_WHOLE_BODY = 64 * 1024
+"""Responses declaring at most this many bytes are read whole within the try."""
 
 
 class Gateway:
@@ -358,6 +360,11 @@ class Gateway:
         )
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
             raise UpstreamAnswered(await _held(response), response.status)
+        if _small(response):
+            # Read whole within the try, before the caller sees a byte: an upstream that dies
+            # between its headers and its body fails this try (and the next instance may
+            # answer), instead of a response cut short at the caller. nginx buffers likewise.
+            return await _whole(response)
         return response
 
     async def _relay(self, response: UpstreamResponse, answer: Answer) -> int:
@@ -553,17 +560,36 @@ def _no_headers_in(seconds: float) -> Callable[[], TimeoutError]:
 
 async def _held(response: UpstreamResponse) -> UpstreamResponse | None:
     """A retried error answer read into memory (the connection is free for the next try), or
-    None if it is too long to hold."""
+    None if it is too long to hold or breaks off."""
+    try:
+        return await _whole(response, _HELD_ERROR_BODY)
+    except (ConnectionLostError, _TooLong):
+        return None
+
+
+def _small(response: UpstreamResponse) -> bool:
+    """Whether the response declares a body short enough to read whole before relaying it."""
+    for name, value in response.headers:
+        if name.lower() == b"content-length":
+            return value.isdigit() and int(value) <= _WHOLE_BODY
+    return False
+
+
+class _TooLong(Exception):
+    """A body longer than the most that is held."""
+
+
+async def _whole(response: UpstreamResponse, limit: int = _WHOLE_BODY) -> UpstreamResponse:
+    """The response with its body read into memory and its connection given back; raises
+    `ConnectionLostError` if the body breaks off."""
     parts: list[bytes] = []
     size = 0
     try:
         async for chunk in response.chunks():
             size += len(chunk)
-            if size > _HELD_ERROR_BODY:
-                return None
+            if size > limit:
+                raise _TooLong()
             parts.append(chunk)
-    except ConnectionLostError:
-        return None
     finally:
         response.release()
     return BufferedResponse(response.status, response.headers, b"".join(parts))
