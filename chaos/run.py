@@ -446,12 +446,16 @@ def verdict(run: Run, stack: Stack, final: dict[str, str]) -> list[str]:
 
 
 def answers_at_the_api(stack: Stack) -> Counter[str]:
-    """How many times each of the run's queries was answered, from the APIs' logs."""
+    """How many times each of the run's queries reached an engine, from the APIs' logs (a
+    query refused before it got an engine slot — 503 while draining or saturated, a 4xx —
+    logs `admitted: false` and ran nowhere; a line without the field counts as a run)."""
     answered: Counter[str] = Counter()
     for api in stack.apis:
         for entry in api.log_lines():
             cid = str(entry.get("correlationId", ""))
-            if str(entry.get("message", "")).startswith("query ") and cid[:2] in ("q-", "s-"):
+            message = str(entry.get("message", ""))
+            ran = entry.get("admitted", True) is not False
+            if message.startswith("query ") and cid[:2] in ("q-", "s-") and ran:
                 answered[cid] += 1
     return answered
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
+import pytest
 
 from prsm.config import load_settings
 from prsm.engines import FixedEngine
@@ -74,3 +76,26 @@ async def test_unreachable_redis_fails_readiness_but_not_queries(tmp_path: Path)
     assert ready["checks"]["engine"]["ok"] is True
     started = response.extensions["started"]  # the startup probe: a Redis outage restarts nothing
     assert (started.status_code, started.json()["status"]) == (200, "started")
+
+
+async def test_the_query_log_line_says_whether_the_engine_was_reached(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`admitted: true` for an answered query; `admitted: false` for one refused before it had
+    an engine slot (here: a model this instance does not serve), so a query retried elsewhere
+    after such a refusal is not mistaken for one that ran twice."""
+    settings = load_settings(api_keys=API_KEY, engine={"kind": "fixed"})
+    app = create_app(settings, FixedEngine("one two", model="fx"))
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    with caplog.at_level(logging.INFO, logger="prsm.query"):
+        async with app.router.lifespan_context(app):
+            await app.state.service.wait_loaded()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                ok = await client.post("/api/v1/query", json=QUERY, headers=headers)
+                other = await client.post(
+                    "/api/v1/query", json=QUERY | {"model": "other"}, headers=headers
+                )
+    assert (ok.status_code, other.status_code) == (200, 404)
+    lines = [r for r in caplog.records if r.getMessage().startswith("query ")]
+    assert [(r.status, r.admitted) for r in lines] == [(200, True), (404, False)]  # type: ignore[attr-defined]

@@ -94,6 +94,8 @@ class _Outcome:
 
     started: float
     model: str
+    admitted: bool = False
+    """Whether it got an engine slot (a refused or queued-out query never reached the engine)."""
     generation: Generation | None = None
     failure: HTTPStatusError | None = None
 
@@ -197,6 +199,7 @@ class QueryService:
             engine = self._engine_for(ask)
             max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
             async with self._admitted(ask.priority), self._time_limited():
+                outcome.admitted = True
                 outcome.generation = await self._generate(
                     engine, ask, max_tokens, outcome.started, on_text
                 )
@@ -273,6 +276,7 @@ class QueryService:
                 "priority": ask.priority,
                 "promptChars": ask.prompt_chars,
                 "tokens": tokens,
+                "admitted": outcome.admitted,
                 "latencyMs": round(duration * 1000, 2),
             },
         )
