@@ -25,6 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	cd bench && ../$(BIN)/python engine_quality.py
 	cd bench && ../$(BIN)/python engine_speed.py
 	cd bench && ../$(BIN)/python api_throughput.py
 	cd bench && ../$(BIN)/python jobs_throughput.py
