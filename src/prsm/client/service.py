@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from prsm import metrics
 from prsm.client._async import AsyncPRSMClient
@@ -41,10 +41,6 @@ from prsm.sd import Discovery, Instance
 from prsm.sd.balance import Balancer
 from prsm.sd.outliers import OutlierDetector
 from prsm.sd.pool import Pool
-
-T = TypeVar("T")
-Call = Callable[[AsyncPRSMClient], Awaitable[T]]
-"""One request, as what to do with an instance's client."""
 
 
 class ServiceClient:

@@ -159,10 +159,9 @@ def build_services(
             stream_maxlen=settings.events.stream_maxlen,
             user_metrics_ttl=settings.events.user_metrics_ttl_seconds,
         )
-    draining: list[Drain] = []
 
-    async def not_draining() -> CheckResult:
-        if draining[0].draining:
+    async def not_draining() -> CheckResult:  # `drain` is made below, before any request
+        if drain.draining:
             return CheckResult(ok=False, detail="shutting down: finishing queries in flight")
         return CheckResult(ok=True)
 
@@ -175,7 +174,6 @@ def build_services(
     drain = Drain(
         settings.server.drain_seconds, settings.server.drain_timeout_seconds, queries.admission
     )
-    draining.append(drain)
     return ApiServices(
         settings=settings,
         queries=queries,
