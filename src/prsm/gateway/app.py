@@ -117,10 +117,9 @@ class UpstreamRequest:
 Pipeline = Handler[UpstreamRequest, UpstreamResponse]
 _MOST_ENDPOINTS = 1024
 """Per-instance handlers kept for one route and pool before they are built afresh."""
-_HELD_ERROR_BODY = 64 * 1024
-"""Most bytes of an upstream's retried error answer held to pass on if it is the last."""
-_WHOLE_BODY = 64 * 1024
-"""Responses declaring at most this many bytes are read whole within the try."""
+_HELD_BODY = 64 * 1024
+"""Most bytes of an upstream's body read whole within a try: a response declaring no more,
+and a retried error answer held to pass on if it is the last."""
 
 
 class Gateway:
@@ -251,30 +250,22 @@ class Gateway:
 
     async def _forward_exchange(self, exchange: Exchange) -> int:
         """Read the body, choose the pool, and forward through the route's tries."""
-        route, scope, receive, send, cid = (
-            exchange.route,
-            exchange.scope,
-            exchange.receive,
-            exchange.send,
-            exchange.cid,
-        )
-        headers = exchange.headers
-        body = await _read_body(receive, self.config.max_body_bytes)
+        route, scope, headers = exchange.route, exchange.scope, exchange.headers
+        body = await _read_body(exchange.receive, self.config.max_body_bytes)
         if body is None:
             too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
-            return await exchange.refuse(too_large)
+            return await exchange.error(too_large)
         if body is _GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
-        outgoing = self._upstream_headers(scope, headers, cid)
+        outgoing = self._upstream_headers(scope, headers, exchange.cid)
         pool = self.pools[self._choose_pool(route, headers)]
-        answer = Answer(send, cid, scope["path"], exchange.extra)
         request = UpstreamRequest(
             scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
         )
-        forwarded = self._forward(self._pipeline(route, pool), request, answer)
+        forwarded = self._forward(self._pipeline(route, pool), request, exchange)
         try:
-            return await until_disconnected(forwarded, receive, scope)
+            return await until_disconnected(forwarded, exchange.receive, scope)
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE
@@ -326,26 +317,28 @@ class Gateway:
         pipeline = self._pipelines[key] = within_deadline(tries)
         return pipeline
 
-    async def _forward(self, pipeline: Pipeline, request: UpstreamRequest, answer: Answer) -> int:
+    async def _forward(
+        self, pipeline: Pipeline, request: UpstreamRequest, exchange: Exchange
+    ) -> int:
         """The request through the route's pipeline, and the answer relayed to the caller."""
         try:
             response = await pipeline(request)
         except UpstreamAnswered as exc:
             if exc.response is None:
-                return await answer.unavailable()
+                return await _unavailable(exchange)
             # The upstream's own answer says more than ours would.
-            return await self._relay(exc.response, answer)
+            return await self._relay(exc.response, exchange)
         except PRSMError as exc:
             if isinstance(exc, TimeoutError):
                 slow = GatewayTimeoutError(
                     "the AI service did not answer in time", code="upstream_timeout", retry_after=1
                 )
-                return await answer.error(slow)
+                return await exchange.error(slow)
             if isinstance(exc, CircuitOpenError):
                 closed = ServiceUnavailableError(UNAVAILABLE, code="circuit_open", retry_after=1)
-                return await answer.error(closed)
-            return await answer.unavailable()
-        return await self._relay(response, answer)
+                return await exchange.error(closed)
+            return await _unavailable(exchange)
+        return await self._relay(response, exchange)
 
     async def _send_upstream(
         self, origin: str, request: UpstreamRequest, *, retry_on: Collection[str]
@@ -367,17 +360,17 @@ class Gateway:
             return await _whole(response)
         return response
 
-    async def _relay(self, response: UpstreamResponse, answer: Answer) -> int:
+    async def _relay(self, response: UpstreamResponse, exchange: Exchange) -> int:
         """Stream the upstream's response: headers, then each chunk as it arrives.
 
         An event stream is passed on whole events at a time, so that if the upstream breaks
         off, the stream still ends with a well-formed error event in its API's format (and
         counts as 502). Any other body cut short is cut short for the caller too.
         """
-        send = answer.send
+        send = exchange.send
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
-        headers.append((_CID, answer.cid.encode()))
-        headers.extend(answer.extra)
+        headers.append((_CID, exchange.cid.encode()))
+        headers.extend(exchange.extra)
         events = _WholeEvents() if _is_event_stream(headers) else None
         if events is not None and not any(k.lower() == _NO_BUFFERING[0] for k, _ in headers):
             headers.append(_NO_BUFFERING)  # passed on event by event: proxies in front must too
@@ -393,7 +386,7 @@ class Gateway:
         except ConnectionLostError:
             log.warning("upstream closed mid-response", extra={"status": status})
             if events is not None:
-                await send({"type": "http.response.body", "body": _cut_stream_event(answer)})
+                await send({"type": "http.response.body", "body": _cut_stream_event(exchange)})
             return 502
         finally:
             response.release()
@@ -505,9 +498,9 @@ def _end_after(data: bytes, separator: bytes) -> int:
     return found + len(separator) if found >= 0 else 0
 
 
-def _cut_stream_event(answer: Answer) -> bytes:
+def _cut_stream_event(exchange: Exchange) -> bytes:
     cut = error_for_status(502, "the AI service broke off the stream", code="upstream_cut")
-    return error_event(cut, answer.cid, answer.path)
+    return error_event(cut, exchange.cid, exchange.path)
 
 
 def _replayable(route: Route, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -562,7 +555,7 @@ async def _held(response: UpstreamResponse) -> UpstreamResponse | None:
     """A retried error answer read into memory (the connection is free for the next try), or
     None if it is too long to hold or breaks off."""
     try:
-        return await _whole(response, _HELD_ERROR_BODY)
+        return await _whole(response, _HELD_BODY)
     except (ConnectionLostError, _TooLong):
         return None
 
@@ -571,7 +564,7 @@ def _small(response: UpstreamResponse) -> bool:
     """Whether the response declares a body short enough to read whole before relaying it."""
     for name, value in response.headers:
         if name.lower() == b"content-length":
-            return value.isdigit() and int(value) <= _WHOLE_BODY
+            return value.isdigit() and int(value) <= _HELD_BODY
     return False
 
 
@@ -579,7 +572,7 @@ class _TooLong(Exception):
     """A body longer than the most that is held."""
 
 
-async def _whole(response: UpstreamResponse, limit: int = _WHOLE_BODY) -> UpstreamResponse:
+async def _whole(response: UpstreamResponse, limit: int = _HELD_BODY) -> UpstreamResponse:
     """The response with its body read into memory and its connection given back; raises
     `ConnectionLostError` if the body breaks off."""
     parts: list[bytes] = []
@@ -647,29 +640,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Where and how one proxied request is answered: its ASGI `send`, correlation id, the
-    caller's path (which decides the error shape) and headers every answer carries."""
-
-    send: Send
-    cid: str
-    path: str
-    extra: list[tuple[bytes, bytes]]
-
-    async def error(self, error: HTTPStatusError) -> int:
-        """Answer with the error's JSON body (the API's shape for the caller's path)."""
-        return await send_error_reply(self.send, error, self.cid, self.path, self.extra)
-
-    async def unavailable(self) -> int:
-        """502: no upstream answered. OpenAI's error shape on `/v1`; elsewhere the
-        specification's gateway body, `{error: "AI service temporarily unavailable"}`."""
-        if self.path.startswith(OPENAI_PREFIX):
-            failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
-            return await self.error(failed)
-        payload = {"error": UNAVAILABLE, "correlationId": self.cid}
-        await send_json(self.send, 502, payload, self.cid, [*self.extra, _RETRY_SOON])
-        return 502
+async def _unavailable(exchange: Exchange) -> int:
+    """502: no upstream answered. OpenAI's error shape on `/v1`; elsewhere the specification's
+    gateway body, `{error: "AI service temporarily unavailable"}`."""
+    if exchange.path.startswith(OPENAI_PREFIX):
+        failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
+        return await exchange.error(failed)
+    payload = {"error": UNAVAILABLE, "correlationId": exchange.cid}
+    await send_json(exchange.send, 502, payload, exchange.cid, [*exchange.extra, _RETRY_SOON])
+    return 502
 
 
 async def send_json(

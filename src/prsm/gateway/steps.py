@@ -14,7 +14,7 @@ from typing import Any
 
 from prsm import metrics, tracing
 from prsm.edge.errors import send_error_reply
-from prsm.errors import RateLimitedError, error_for_status
+from prsm.errors import HTTPStatusError, RateLimitedError, error_for_status
 from prsm.gateway.config import Fault, RateLimit, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
 from prsm.resilience.handler import Handler, Middleware
@@ -38,10 +38,17 @@ class Exchange:
     headers: dict[bytes, bytes]
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def refuse(self, error: Any, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-        """Answer with `error`'s JSON body (the API's shape for the caller's path)."""
-        path = self.scope["path"]
-        return await send_error_reply(self.send, error, self.cid, path, headers or self.extra)
+    @property
+    def path(self) -> str:
+        """The caller's path (it decides the shape of an error: OpenAI's on `/v1`)."""
+        return str(self.scope["path"])
+
+    async def error(
+        self, error: HTTPStatusError, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> int:
+        """Answer with `error`'s JSON body (the API's shape for the caller's path), with
+        `headers` or else the `extra` ones."""
+        return await send_error_reply(self.send, error, self.cid, self.path, headers or self.extra)
 
 
 RouteHandler = Handler[Exchange, int]
@@ -91,7 +98,7 @@ def rate_limited(
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(exchange.route.prefix).inc()
                 refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
-                return await exchange.refuse(refused, decision.headers())
+                return await exchange.error(refused, decision.headers())
             exchange.extra.extend(decision.headers())
             return await handler(exchange)
 
@@ -109,7 +116,7 @@ def faulted(fault: Fault, rng: random.Random) -> Middleware[Exchange, int]:
             if fault.abort is not None and rng.random() * 100 < fault.abort.percent:
                 message = "aborted by fault injection"
                 aborted = error_for_status(fault.abort.status, message, code="fault_injected")
-                return await exchange.refuse(aborted)
+                return await exchange.error(aborted)
             if fault.delay is not None and rng.random() * 100 < fault.delay.percent:
                 await asyncio.sleep(fault.delay.seconds)
             return await handler(exchange)
