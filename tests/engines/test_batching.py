@@ -191,16 +191,18 @@ async def test_two_hundred_mixed_queries_with_cancellations_leave_nothing_behind
 
 
 def test_a_prompt_beginning_like_the_cached_one_computes_only_the_rest() -> None:
-    """One slot: after a first question, the next (same system prompt) takes exactly the shared
-    tokens from the prompt cache and answers as a model without the cache does; the same prompt
-    again computes only its last token; idle, the slot keeps only the prompt's cells."""
+    """One slot, warmed at load with the system prompt: a first question and the next take
+    exactly the shared tokens from the prompt cache and answer as a model without the cache
+    does; the same prompt again computes only its last token; idle, the slot keeps only the
+    prompt's cells."""
     cached = load_model(default_model_path(), EngineSettings(max_batch=1))
     plain = load_model(default_model_path(), EngineSettings(max_batch=1, prompt_cache=False))
     try:
         first, second = tokens_of(cached, PROMPTS[0]), tokens_of(cached, PROMPTS[4])
         shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
         assert 10 < shared < len(second) - 3  # the system prompt, not the question
-        assert submit(cached, PROMPTS[0], 16)[1].finished().cached_tokens == 0
+        assert cached.decoder.cached_prompt_tokens() == shared
+        assert submit(cached, PROMPTS[0], 16)[1].finished().cached_tokens == shared
         with_cache = submit(cached, PROMPTS[4], 32)[1].finished()
         without = submit(plain, PROMPTS[4], 32)[1].finished()
         assert with_cache.cached_tokens == shared
@@ -281,3 +283,45 @@ def test_new_questions_take_the_lowest_free_slots() -> None:
         model.close()
     assert sorted(sequence.slot for sequence, _ in warm) == list(range(6))
     assert [sequence.slot for sequence, _ in new] == [0, 1, 2]
+
+
+def test_every_slot_starts_with_the_system_prompt_computed() -> None:
+    """Loaded, each slot already holds the prompt all queries begin with, so the first queries
+    answered together each take it from the cache instead of computing it."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=3))
+    try:
+        prompts = [tokens_of(model, question) for question in PROMPTS[:3]]
+        shared = next(i for i, (a, b) in enumerate(zip(*prompts[:2], strict=False)) if a != b)
+        assert model.decoder.cached_prompt_tokens() == 3 * shared
+        firsts = [submit(model, question, 4)[1] for question in PROMPTS[:3]]
+        assert [recorder.finished().cached_tokens for recorder in firsts] == [shared] * 3
+    finally:
+        model.close()
+
+
+def test_a_sequence_moves_down_into_a_gap_and_keeps_its_answer() -> None:
+    """Sequences in the middle of the batch finish first: the ones above move down into the
+    freed slots, so every step decodes one consecutive run of ids (one pass), and each moved
+    sequence's answer is, token for token, its answer alone."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=8))
+    batch = model.decoder._batch
+    runs: dict[int, list[int]] = {}
+
+    def record(_token: int) -> None:  # on the decode thread, between two steps
+        runs[model.decoder.steps] = sorted(batch.seq_id[i][0] for i in range(batch.n_tokens))
+
+    limits = [40, 3, 40, 7, 40, 1, 40, 12]
+    try:
+        requests = list(zip(PROMPTS, limits, strict=True))
+        alone = [submit(model, p, n)[1].finished().tokens for p, n in requests]
+        together = [submit(model, p, n) for p, n in requests]
+        for sequence, _ in together:
+            sequence.on_token = record
+        answers = [recorder.finished().tokens for _, recorder in together]
+    finally:
+        model.close()
+    assert answers == alone
+    assert any(sequence.slot != i for i, (sequence, _) in enumerate(together))  # moved
+    generating = [run for run in runs.values() if len(set(run)) == len(run)]
+    assert len(generating) > 20
+    assert all(run == list(range(run[0], run[0] + len(run))) for run in generating)

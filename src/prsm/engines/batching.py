@@ -19,7 +19,9 @@ A free slot keeps the KV cells of the last prompt it held (the prompt cache). A 
 whose prompt begins the same way (the system prompt, the earlier turns of a conversation)
 starts after the shared part instead of computing it again; the rest of the slot's cells are
 dropped then. Each slot's cells are its own (llama.cpp's per-sequence KV streams), so sharing
-needs no copying and attention never reads another sequence's cells.
+needs no copying and attention never reads another sequence's cells. Before the first query,
+every slot computes the prompt all queries begin with (the system prompt), so the first
+`max_batch` queries find it cached as later ones do.
 
 The event loop never waits on this thread: results come back through callbacks that the
 engine turns into futures and queues with `call_soon_threadsafe`.
@@ -115,6 +117,7 @@ class BatchDecoder:
         threads: int,
         prefill_chunk: int = 256,
         prompt_cache: bool = True,
+        warm_prompt: list[int] | None = None,
         is_end: Callable[[int], bool],
     ) -> None:
         self._lib = llama_cpp
@@ -146,6 +149,8 @@ class BatchDecoder:
         self._active: list[Sequence] = []
         self.steps = 0
         """Decodes run so far (read by tests to reason in steps rather than seconds)."""
+        if prompt_cache and warm_prompt:
+            self._warm(warm_prompt[: context_per_sequence - 1])
         self._thread = threading.Thread(target=self._run, name="prsm-llama-batch", daemon=True)
         self._thread.start()
 
@@ -179,6 +184,26 @@ class BatchDecoder:
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
 
+    def _warm(self, prompt: list[int]) -> None:
+        """Compute `prompt` into every slot's cache (before the decode thread starts), in as
+        few decodes as the batch allows."""
+        n = 0
+        for slot in range(self.max_batch):
+            for position, token in enumerate(prompt):
+                self._put(n, token, position, slot, output=False)
+                n += 1
+                if n == self._capacity:
+                    self._decode(n)
+                    n = 0
+            self._cached[slot] = list(prompt)
+        if n:
+            self._decode(n)
+
+    def _decode(self, tokens: int) -> None:
+        self._batch.n_tokens = tokens
+        if self._lib.llama_decode(self._ctx, self._batch) != 0:
+            raise RuntimeError("llama_decode failed (KV cache full?)")
+
     # --- the decode thread ---
 
     def _run(self) -> None:
@@ -189,6 +214,7 @@ class BatchDecoder:
             if not self._active:
                 continue
             try:
+                self._close_gaps()
                 self._step()
             except Exception as exc:  # a failed decode fails the sequences in it, not the thread
                 log.exception("batch decode failed")
@@ -237,7 +263,7 @@ class BatchDecoder:
         slot's cells past the shared part."""
         limit = len(sequence.prompt) - 1
         shares = {
-            free: _shared_length(self._cached[free], sequence.prompt, limit)
+            free: shared_length(self._cached[free], sequence.prompt, limit)
             for free in self._free_slots
         }
         slot = min(shares, key=lambda free: (-shares[free], free))
@@ -249,6 +275,27 @@ class BatchDecoder:
         self._cached[slot] = []
         sequence.slot = slot
         sequence.prefilled = sequence.cached = shared
+
+    def _close_gaps(self) -> None:
+        """With no query waiting for a slot, move the running sequence in the highest slot down
+        into a free slot between the running ones, until their ids are one consecutive run:
+        llama.cpp decodes one pass per run, and a gap cost a quarter of a step at 7 of 8
+        sequences. The move copies the sequence's KV cells; the slots' prompt caches follow."""
+        lib, memory = self._lib, self._memory
+        while self._free_slots:
+            top = self._active[-1]
+            gaps = [free for free in self._free_slots if self._active[0].slot < free < top.slot]
+            if not gaps:
+                return
+            slot = min(gaps)
+            lib.llama_memory_seq_rm(memory, slot, -1, -1)
+            lib.llama_memory_seq_cp(memory, top.slot, slot, -1, -1)
+            lib.llama_memory_seq_rm(memory, top.slot, -1, -1)
+            self._free_slots.remove(slot)
+            self._free_slots.append(top.slot)
+            self._cached[slot], self._cached[top.slot] = [], []
+            top.slot = slot
+            self._active.sort(key=lambda running: running.slot)
 
     def _sampler(self, sampling: SamplingParams) -> Any:
         lib = self._lib
@@ -272,17 +319,16 @@ class BatchDecoder:
             self._retire(sequence, None)
 
     def _step(self) -> None:
-        self._fill_batch()
-        if self._lib.llama_decode(self._ctx, self._batch) != 0:
-            raise RuntimeError("llama_decode failed (KV cache full?)")
+        self._decode(self._fill_batch())
         self.steps += 1
         for sequence in list(self._active):
             if sequence.output_index >= 0:
                 self._advance(sequence)
 
-    def _fill_batch(self) -> None:
+    def _fill_batch(self) -> int:
         """One token of every generating sequence and the next prompt chunks, in slot order
-        (the batch holds `prefill_chunk + max_batch` tokens, so everything fits)."""
+        (the batch holds `prefill_chunk + max_batch` tokens, so everything fits); returns the
+        batch's token count."""
         n = 0
         prefill_budget = self.prefill_chunk
         for sequence in self._active:
@@ -304,7 +350,7 @@ class BatchDecoder:
                 n += 1
             prefill_budget -= stop - start
             sequence.prefilled = stop
-        self._batch.n_tokens = n
+        return n
 
     def _put(self, index: int, token: int, position: int, slot: int, *, output: bool) -> None:
         batch = self._batch
@@ -371,8 +417,10 @@ class BatchDecoder:
         )
 
 
-def _shared_length(cached: list[int], prompt: list[int], limit: int) -> int:
+def shared_length(cached: list[int], prompt: list[int], limit: int | None = None) -> int:
     """How many leading tokens `prompt` shares with `cached`, at most `limit`."""
+    if limit is None:
+        limit = min(len(cached), len(prompt))
     for shared, (ours, theirs) in enumerate(zip(cached, prompt, strict=False)):
         if shared == limit or ours != theirs:
             return shared

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import importlib.util
 import logging
 import tempfile
@@ -27,7 +28,7 @@ from prsm.engines.base import (
     Prompt,
     conversation,
 )
-from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence
+from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence, shared_length
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import ConfigError
@@ -207,9 +208,7 @@ class LoadedModel:
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         """The tokens of `messages` rendered with the model's chat template."""
-        turns = [{"role": m.role, "content": m.content} for m in messages]
-        text = self.formatter(messages=turns).prompt
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return render(self.llm, self.formatter, messages)
 
     def text(self, tokens: list[int]) -> str:
         """The text of `tokens`."""
@@ -223,6 +222,20 @@ class LoadedModel:
         """Free the model and its context."""
         self.decoder.close()
         self.llm.close()
+
+
+def render(llm: Any, formatter: Any, messages: list[Message]) -> list[int]:
+    """The tokens of `messages` rendered with the model's chat template."""
+    turns = [{"role": m.role, "content": m.content} for m in messages]
+    text = formatter(messages=turns).prompt
+    return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def common_prefix(render: Callable[[list[Message]], list[int]], system_prompt: str) -> list[int]:
+    """The tokens every query's prompt begins with: the system prompt through the chat
+    template, up to where the user's words start."""
+    one, other = (render(conversation(question, system_prompt)) for question in "ab")
+    return one[: shared_length(one, other)]
 
 
 def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
@@ -263,6 +276,9 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
         context_per_sequence=settings.context_size,
         threads=threads,
         prompt_cache=settings.prompt_cache,
+        warm_prompt=common_prefix(
+            functools.partial(render, llm, formatter), settings.system_prompt
+        ),
         is_end=is_end,
     )
     return LoadedModel(llm, formatter, settings.system_prompt, decoder)
