@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 from tests.support import free_port, wait_until_ready  # noqa: E402
 
 API_KEY = "bench-key"
+PIDS: dict[str, int] = {}
+"""The process id of each server `run_server` started, by base URL."""
 
 
 @contextlib.contextmanager
@@ -38,6 +41,7 @@ def run_server(
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    PIDS[base] = process.pid
     try:
         wait_until_ready(base + ready_path, time.monotonic() + 120, process)
         yield base
@@ -53,6 +57,32 @@ def prsm_serve(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
     argv = [sys.executable, "-m", "prsm", "serve", "--port", "{port}"]
     settings = {"PRSM_API_KEYS": API_KEY, "PRSM_LOG_LEVEL": "warning"}
     return run_server(argv, "/ready", settings | env)
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process `pid` now, MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def peak_rss(pid: int, every: float = 0.02) -> Iterator[list[float]]:
+    """Sample `pid`'s resident memory while the block runs; the list holds the peak, MiB."""
+    peak = [rss_mib(pid)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            peak[0] = max(peak[0], rss_mib(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], rss_mib(pid))
 
 
 def wrk(url: str, *, body: bytes, connections: int, seconds: int) -> dict[str, float]:

@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
     model = args.model or default_model_path()
-    choices = get_args(EngineSettings.model_fields["weights"].annotation)
+    choices = sorted(
+        get_args(EngineSettings.model_fields["weights"].annotation), key="as_file".__ne__
+    )
     default = EngineSettings().weights
     print(f"{model.name}: {args.chunks} chunks of {args.chunk_tokens} tokens, second halves")
     print(f"{'engine.weights':16} {'perplexity':>10} {'vs file':>8} {'scored':>7} {'seconds':>8}")

@@ -98,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_ENGINE__FIXED_ANSWER": "Paris is the capital.",
-        "PRSM_ENGINE__MODEL_NAME": "SmolLM2-135M-Instruct.Q4_1",  # the served model's name
+        "PRSM_ENGINE__MODEL_NAME": "SmolLM2-135M-Instruct.Q4_1-q8_0",  # the served model's name
     }
     with prsm_serve(tmp, env=env) as api:
         config = default_config(api.base_url).model_dump(mode="json", exclude_defaults=True)

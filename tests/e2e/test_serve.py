@@ -25,7 +25,7 @@ def test_the_readme_curl_is_answered(llama_server: ServerProcess) -> None:
     assert (
         data["usage"]["tokens"] == data["usage"]["promptTokens"] + data["usage"]["completionTokens"]
     )
-    assert data["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert data["model"] == "SmolLM2-135M-Instruct.Q4_1-q8_0"
 
 
 def test_sync_sdk_against_the_real_model(llama_server: ServerProcess) -> None:

@@ -54,7 +54,7 @@ async def test_generates_an_answer_with_counts_and_confidence(engine: LlamaEngin
     assert 0 < generation.completion_tokens <= 24
     assert generation.prompt_tokens > len(PROMPT.split())  # chat template and system prompt
     assert 0.0 < generation.confidence <= 1.0
-    assert generation.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert generation.model == "SmolLM2-135M-Instruct.Q4_1-q8_0"
     assert generation.finish_reason in {"stop", "length"}
 
 
@@ -147,6 +147,18 @@ def test_weights_converted_at_load_decode_as_that_type(
         asyncio.run(engine.aclose())
 
 
-async def test_weights_as_the_file_stores_them_by_default(engine: LlamaEngine) -> None:
-    """Without `engine.weights`, the file's own type decodes."""
-    assert engine.weight_type.endswith("Q4_1")
+async def test_weights_are_q8_0_by_default(engine: LlamaEngine) -> None:
+    """Without `engine.weights`, the file is converted to Q8_0 (its quality kept: see
+    test_quality.py), and the served name says so."""
+    assert engine.weight_type.endswith("Q8_0")
+    assert engine.model == "SmolLM2-135M-Instruct.Q4_1-q8_0"
+
+
+def test_weights_as_the_file_stores_them_when_asked() -> None:
+    """`engine.weights: as_file` serves the file's own type, under the file's name."""
+    engine = LlamaEngine._load_sync(EngineSettings(weights="as_file"))
+    try:
+        assert engine.weight_type.endswith("Q4_1")
+        assert engine.model == "SmolLM2-135M-Instruct.Q4_1"
+    finally:
+        asyncio.run(engine.aclose())

@@ -164,7 +164,7 @@ def test_a_saturated_engine_is_503_server_error(saturated: ServerProcess) -> Non
 
 def test_the_real_model_streams_what_it_answers(llama_server: ServerProcess) -> None:
     """Greedy: the streamed deltas of the embedded model join to its whole answer, token by
-    token (more than one chunk)."""
+    token (more than one chunk), and the stream ends for the same reason."""
     model = client(llama_server).models.list().data[0].id
     arguments = {"model": model, "messages": MESSAGES, "max_tokens": 24, "temperature": 0}
     whole = client(llama_server).chat.completions.create(**arguments)  # type: ignore[call-overload]
@@ -174,7 +174,10 @@ def test_the_real_model_streams_what_it_answers(llama_server: ServerProcess) -> 
     ]
     assert len(pieces) > 3
     assert "".join(pieces) == whole.choices[0].message.content
-    assert "Paris" in whole.choices[0].message.content
+    reasons = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert reasons == [whole.choices[0].finish_reason]
 
 
 def test_a_continued_conversation_reports_its_cached_prompt_tokens(
