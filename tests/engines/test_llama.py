@@ -48,8 +48,12 @@ def test_default_model_is_found_without_importing_its_plugin() -> None:
 
 
 async def test_generates_an_answer_with_counts_and_confidence(engine: LlamaEngine) -> None:
-    """A real answer: text, token counts within max_tokens, a confidence in (0, 1]."""
+    """A real answer: text, token counts within max_tokens, a confidence in (0, 1], and when
+    its first token came (for the time-to-first-token metric, without streaming)."""
+    before = time.perf_counter()
     generation = await engine.generate(PROMPT, max_tokens=24)
+    assert generation.first_token_at is not None
+    assert before < generation.first_token_at < time.perf_counter()
     assert generation.text
     assert 0 < generation.completion_tokens <= 24
     assert generation.prompt_tokens > len(PROMPT.split())  # chat template and system prompt

@@ -63,6 +63,8 @@ class Generation:
     """`stop` (end of answer), `length` (hit max_tokens) or `cancelled`."""
     cached_tokens: int = 0
     """Prompt tokens taken from the engine's prompt cache instead of being computed."""
+    first_token_at: float | None = None
+    """When the first token was generated (`time.perf_counter()`), if one was."""
 
     @property
     def total_tokens(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt
@@ -59,11 +60,12 @@ class FixedEngine:
                 await asyncio.sleep(self.delay)
             raise self.error
         streamed = StreamedText(options.stop, on_text)
-        generated = 0
+        generated, first_token_at = 0, None
         for word in words[:max_tokens]:
             if pause:
                 await asyncio.sleep(pause)
             generated += 1
+            first_token_at = first_token_at or time.perf_counter()
             if streamed.add(word if generated == 1 else " " + word):
                 break
         finish = "length" if len(words) > max_tokens and not streamed.stopped else "stop"
@@ -74,6 +76,7 @@ class FixedEngine:
             confidence=self.confidence,
             model=self._model,
             finish_reason=finish,
+            first_token_at=first_token_at,
         )
 
     async def aclose(self) -> None:

@@ -128,8 +128,8 @@ class LlamaEngine:
         sequence = Sequence(prompt_tokens, max_tokens, self._sampling_for(options), on_finish)
         streamed: StreamedText | None = None
         if on_text is not None or options.stop:
-            streamed = StreamedText(options.stop, on_text)
-            sequence.on_token = self._text_feed(loop, sequence, streamed)
+            streamed = StreamedText(options.stop, _on_loop(loop, on_text))
+            sequence.on_token = self._text_feed(sequence, streamed)
         loaded.decoder.submit(sequence)
         try:
             finished = await asyncio.shield(done)
@@ -153,6 +153,7 @@ class LlamaEngine:
             model=self._model,
             finish_reason=finish_reason,
             cached_tokens=finished.cached_tokens,
+            first_token_at=finished.first_token_at,
         )
 
     def _sampling_for(self, options: Options) -> SamplingParams:
@@ -164,27 +165,34 @@ class LlamaEngine:
             top_p=base.top_p if options.top_p is None else options.top_p,
         )
 
-    def _text_feed(
-        self, loop: asyncio.AbstractEventLoop, sequence: Sequence, streamed: StreamedText
-    ) -> Callable[[int], None]:
-        """The decode thread's `on_token`: each token's bytes go to `streamed` on the event
-        loop (a character split over tokens waits for its last byte); a stop sequence takes
-        the sequence out of the batch at the next step."""
+    def _text_feed(self, sequence: Sequence, streamed: StreamedText) -> Callable[[int], None]:
+        """The decode thread's `on_token`: each token's bytes go to `streamed` there (a
+        character split over tokens waits for its last byte); a stop sequence takes the
+        sequence out of the batch at the next step. Only deltas wake the event loop."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         piece_of = self._loaded.piece
 
-        def on_loop(token: int) -> None:
+        def on_token(token: int) -> None:
             if streamed.add(decoder.decode(piece_of(token))):
                 sequence.cancelled.set()
-
-        def on_token(token: int) -> None:
-            loop.call_soon_threadsafe(on_loop, token)
 
         return on_token
 
     async def aclose(self) -> None:
         """Stop the decode loop and free the model."""
         await asyncio.to_thread(self._loaded.close)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, on_text: TextSink | None) -> TextSink | None:
+    """`on_text` called on `loop` from another thread, in order."""
+    if on_text is None:
+        return None
+    sink = on_text
+
+    def forward(delta: str) -> None:
+        loop.call_soon_threadsafe(sink, delta)
+
+    return forward
 
 
 def _settle(done: asyncio.Future[Finished], outcome: Finished | BaseException) -> None:

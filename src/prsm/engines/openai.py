@@ -7,8 +7,10 @@ is asked again without, and its answers report confidence 0, logged once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import time
 from typing import Any
 
 import aiohttp
@@ -82,7 +84,8 @@ class OpenAIEngine:
         streamed = StreamedText((), on_text)
         streamed.add(generation.text)
         streamed.finish()
-        return generation
+        # Asked whole: its first token reaches PRSM with the rest.
+        return dataclasses.replace(generation, first_token_at=time.perf_counter())
 
     async def _complete(self, body: dict[str, Any]) -> Generation:
         if self._logprobs:

@@ -289,18 +289,10 @@ class QueryService:
         started: float,
         on_text: TextSink | None,
     ) -> Generation:
-        """One generation in its span, timed: to its first text, and per token after it."""
-        first: list[float] = []
-
-        def timed(delta: str) -> None:
-            if not first:
-                first.append(time.perf_counter())
-            if on_text is not None:
-                on_text(delta)
-
+        """One generation in its span, timed: to its first token, and per token after it."""
         with tracing.engine_span(engine.model, max_tokens, ask.operation) as span:
             generation = await engine.generate(
-                ask.prompt, max_tokens=max_tokens, options=ask.options, on_text=timed
+                ask.prompt, max_tokens=max_tokens, options=ask.options, on_text=on_text
             )
             if span is not None:
                 span.set_attributes(
@@ -312,12 +304,13 @@ class QueryService:
                     }
                 )
         metrics.record_cached_prompt(self._service, engine.model, generation.cached_tokens)
-        if first:
+        first = generation.first_token_at
+        if first is not None:
             metrics.record_token_times(
                 self._service,
                 engine.model,
-                first=first[0] - started,
-                rest=time.perf_counter() - first[0],
+                first=first - started,
+                rest=time.perf_counter() - first,
                 tokens=generation.completion_tokens,
             )
         return generation
