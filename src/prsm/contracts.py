@@ -92,11 +92,18 @@ class QueryRequest(Contract):
 
 def describe_problems(problems: Sequence[Any]) -> str:
     """`field: problem; ...` from pydantic's error list, for error messages."""
-    parts = []
-    for problem in problems:
-        where = ".".join(str(x) for x in problem.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    parts = [f"{problem_field(p) or 'body'}: {p.get('msg', 'invalid')}" for p in problems]
     return "; ".join(parts) or "invalid request"
+
+
+def problem_field(problem: Any) -> str | None:
+    """The field a pydantic problem is about, as `messages[0].content`; None for the body."""
+    where = ""
+    for part in problem.get("loc", ()):
+        if part == "body":
+            continue
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return where or None
 
 
 class Usage(Contract):

@@ -23,6 +23,7 @@
     │   └── ServerError                 any other 5xx
     ├── EngineError               an engine could not generate
     │   ├── PromptTooLongError    prompt plus answer do not fit the context window
+    │   ├── UnenforceableSchemaError  a response format the engine cannot hold answers to
     │   └── EngineUnavailableError  the engine's backend is unreachable or failed
     └── UsageError                the library was called wrongly
         └── ConfigError           a setting is unknown or invalid
@@ -98,9 +99,12 @@ class HTTPStatusError(PRSMError):
         code: str | None = None,
         correlation_id: str | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param
+        """The request field at fault, when one is (OpenAI's `param`)."""
         if status_code is not None:
             self.status_code = status_code
         self.code = code or self.default_code
@@ -238,6 +242,10 @@ class EngineError(PRSMError):
 
 class PromptTooLongError(EngineError):
     """The prompt and the requested answer length do not fit the model's context window."""
+
+
+class UnenforceableSchemaError(EngineError):
+    """A response format's JSON Schema uses what the engine cannot enforce while decoding."""
 
 
 class EngineUnavailableError(EngineError):

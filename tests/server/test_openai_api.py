@@ -5,11 +5,13 @@ text it answers whole."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from tests.support import (
@@ -216,3 +218,106 @@ def test_a_caller_leaving_an_openai_stream_frees_the_engine(tmp_path: Path) -> N
         body = {"model": "fixed", "messages": MESSAGES, "stream": True}
         leave_after(server.base_url, "/v1/chat/completions", body, b"chat.completion.chunk")
         idle_soon(server.base_url)
+
+
+class City(pydantic.BaseModel):
+    """What `.parse()` asks the model for."""
+
+    name: str
+    country: str
+    population: int
+
+
+CITY = {"role": "user", "content": "Describe Paris."}
+
+
+def served(server: ServerProcess) -> str:
+    """The id of the model `server` serves."""
+    return client(server).models.list().data[0].id
+
+
+def test_the_official_client_parses_a_pydantic_model_from_the_real_model(
+    llama_server: ServerProcess,
+) -> None:
+    """`chat.completions.parse(response_format=City)` (json_schema, strict): the answer is
+    decoded to the schema, so the client's own parsing gives a City."""
+    completion = client(llama_server).chat.completions.parse(
+        model=served(llama_server),
+        messages=[CITY],
+        response_format=City,
+        max_tokens=120,  # type: ignore[list-item]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert isinstance(choice.message.parsed, City)
+    assert City.model_validate_json(choice.message.content or "") == choice.message.parsed
+
+
+def test_a_json_schema_answer_streams_as_the_same_json(llama_server: ServerProcess) -> None:
+    """Streamed with `response_format: json_schema`: the deltas join to JSON that validates."""
+    schema = City.model_json_schema()
+    response_format = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    chunks = client(llama_server).chat.completions.create(
+        model=served(llama_server),
+        messages=[CITY],  # type: ignore[list-item]
+        response_format=response_format,  # type: ignore[arg-type]
+        max_tokens=120,
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    City.model_validate_json(text)
+
+
+def test_json_object_mode_answers_a_json_object(llama_server: ServerProcess) -> None:
+    """`response_format: json_object` (LangChain's json_mode): a JSON object."""
+    completion = client(llama_server).chat.completions.create(
+        model=served(llama_server),
+        messages=[CITY],  # type: ignore[list-item]
+        response_format={"type": "json_object"},
+        max_tokens=120,
+    )
+    content = completion.choices[0].message.content or ""
+    if completion.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(content), dict)
+    assert content.startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("response_format", "param"),
+    [
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}},
+            "response_format.json_schema.schema",
+        ),
+        ({"type": "xml"}, "response_format"),
+        ({"type": "json_schema", "json_schema": {"name": "bad name!"}}, "response_format"),
+    ],
+)
+def test_a_response_format_that_cannot_be_honoured_is_a_400_naming_it(
+    fixed_server: ServerProcess, response_format: dict[str, object], param: str
+) -> None:
+    """A schema that cannot be enforced, an unknown type or a bad name: OpenAI's 400
+    `invalid_request_error` whose `param` points into `response_format`, before any query."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fixed_server).chat.completions.create(
+            model="fixed",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error"
+    assert str(error["param"]).startswith(param)
+
+
+def test_every_validation_error_names_its_param(fixed_server: ServerProcess) -> None:
+    """A field out of range: OpenAI's 400 names it in `param`, as OpenAI's clients show it."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fixed_server).chat.completions.create(
+            model="fixed",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=0,
+        )
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "max_tokens"

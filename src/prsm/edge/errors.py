@@ -26,6 +26,10 @@ def as_http_error(exc: BaseException) -> errors.HTTPStatusError:
         return exc
     if isinstance(exc, errors.PromptTooLongError):
         return errors.ValidationError(str(exc), code="prompt_too_long")
+    if isinstance(exc, errors.UnenforceableSchemaError):
+        return errors.ValidationError(
+            str(exc), code="unenforceable_schema", param="response_format"
+        )
     if isinstance(exc, errors.EngineUnavailableError):
         return errors.ServiceUnavailableError(str(exc), code="engine_unavailable", retry_after=1)
     if isinstance(exc, StarletteHTTPException):
@@ -73,7 +77,8 @@ def openai_error(error: errors.HTTPStatusError) -> tuple[int, dict[str, Any]]:
         kind = "server_error"
     else:
         kind = _TYPES.get(status, "invalid_request_error")
-    return status, {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
+    body = {"message": error.message, "type": kind, "param": error.param, "code": code}
+    return status, {"error": body}
 
 
 def error_reply(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.text import TextSink
 
 Role = Literal["system", "user", "assistant"]
@@ -33,6 +34,8 @@ class Options:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     """The answer ends before the first of these it would contain."""
+    response_format: ResponseFormat = TEXT
+    """The shape the answer must have (structured output)."""
 
 
 DEFAULT_OPTIONS = Options()

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from prsm.errors import PromptTooLongError
+from prsm.engines.constraints import Constraint
+from prsm.errors import EngineError, PromptTooLongError
 
 log = logging.getLogger("prsm.engine")
 
@@ -83,6 +84,8 @@ class Sequence:
     sampling: SamplingParams
     on_finish: Callable[[Finished | BaseException], None]
     on_token: Callable[[int], None] | None = None
+    constraint: Constraint | None = None
+    """The grammar the answer is held to (structured output), if any."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     # The decode thread's bookkeeping.
     slot: int = -1
@@ -375,14 +378,23 @@ class BatchDecoder:
         batch.logits[index] = output
 
     def _advance(self, sequence: Sequence) -> None:
-        index = sequence.output_index
+        index, constraint = sequence.output_index, sequence.constraint
+        logits = np.ctypeslib.as_array(
+            self._lib.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
+        )
+        log_total = _log_sum_exp(logits)  # the model's own distribution, before any mask
+        if constraint is not None:
+            constraint.restrict(logits)
         token = int(self._lib.llama_sampler_sample(sequence.sampler, self._ctx, index))
         if sequence.first_token_at is None:
             sequence.first_token_at = time.perf_counter()
-        sequence.logprob_sum += self._logprob(index, token)
+        sequence.logprob_sum += float(logits[token]) - log_total
         sequence.sampled += 1
         if self._is_end(token):
             self._retire(sequence, "stop")
+            return
+        if constraint is not None and not constraint.take(token):
+            self._retire(sequence, EngineError(f"the answer left its format: {constraint.error}"))
             return
         sequence.answer.append(token)
         sequence.pending = token
@@ -391,16 +403,10 @@ class BatchDecoder:
         room = self.context_per_sequence - len(sequence.prompt)
         if sequence.cancelled.is_set():
             self._retire(sequence, None)
+        elif constraint is not None and constraint.complete:
+            self._retire(sequence, "stop")
         elif len(sequence.answer) >= min(sequence.max_tokens, room):
             self._retire(sequence, "length")
-
-    def _logprob(self, index: int, token: int) -> float:
-        """log P(token) under the model's own distribution at batch position `index`."""
-        pointer = self._lib.llama_get_logits_ith(self._ctx, index)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-        peak = float(logits.max())
-        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
-        return float(logits[token]) - log_total
 
     def _free_cells(self, sequence: Sequence) -> None:
         """Free `sequence`'s KV cells, keeping its prompt's as its slot's prompt cache."""
@@ -432,6 +438,11 @@ class BatchDecoder:
                 first_token_at=sequence.first_token_at,
             )
         )
+
+
+def _log_sum_exp(logits: np.ndarray) -> float:
+    peak = float(logits.max())
+    return peak + math.log(float(np.exp(logits - peak).sum()))
 
 
 def shared_length(cached: list[int], prompt: list[int], limit: int | None = None) -> int:

@@ -29,6 +29,7 @@ from prsm.engines.base import (
     conversation,
 )
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence, shared_length
+from prsm.engines.constraints import Vocabulary, grammar_for
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import ConfigError
@@ -126,6 +127,9 @@ class LlamaEngine:
             loop.call_soon_threadsafe(_settle, done, outcome)
 
         sequence = Sequence(prompt_tokens, max_tokens, self._sampling_for(options), on_finish)
+        grammar = grammar_for(options.response_format)
+        if grammar is not None:
+            sequence.constraint = await asyncio.to_thread(loaded.vocabulary.constraint, grammar)
         streamed: StreamedText | None = None
         if on_text is not None or options.stop:
             streamed = StreamedText(options.stop, _on_loop(loop, on_text))
@@ -213,6 +217,7 @@ class LoadedModel:
     formatter: Any
     system_prompt: str
     decoder: BatchDecoder
+    vocabulary: Vocabulary
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         """The tokens of `messages` rendered with the model's chat template."""
@@ -289,7 +294,9 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
         ),
         is_end=is_end,
     )
-    return LoadedModel(llm, formatter, settings.system_prompt, decoder)
+    return LoadedModel(
+        llm, formatter, settings.system_prompt, decoder, Vocabulary(llama_cpp, vocab)
+    )
 
 
 WEIGHT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}

@@ -17,6 +17,7 @@ import aiohttp
 
 from prsm.config import EngineSettings
 from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt, conversation
+from prsm.engines.constraints import wire_format
 from prsm.engines.text import StreamedText, TextSink
 from prsm.errors import EngineUnavailableError, PromptTooLongError
 
@@ -80,6 +81,8 @@ class OpenAIEngine:
             body["top_p"] = options.top_p
         if options.stop:
             body["stop"] = list(options.stop)
+        if options.response_format.constrained:
+            body["response_format"] = wire_format(options.response_format)
         generation = await self._complete(body)
         streamed = StreamedText((), on_text)
         streamed.add(generation.text)

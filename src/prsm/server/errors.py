@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from prsm import errors
-from prsm.contracts import describe_problems
+from prsm.contracts import describe_problems, problem_field
 from prsm.edge.errors import as_http_error, error_reply
 from prsm.logs import correlation_id
 
@@ -39,7 +39,8 @@ def validation_error(problems: Sequence[Any]) -> errors.HTTPStatusError:
     """400 for a body that is not JSON, else 422 naming every broken field."""
     if any(p.get("type") == "json_invalid" for p in problems):
         return errors.BadRequestError("request body is not valid JSON", code="invalid_json")
-    return errors.ValidationError(describe_problems(problems), code="validation_error")
+    param = problem_field(problems[0]) if problems else None
+    return errors.ValidationError(describe_problems(problems), code="validation_error", param=param)
 
 
 def parsed_body(validate: Callable[[bytes], T], raw: bytes) -> T:

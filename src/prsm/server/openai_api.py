@@ -20,11 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
+from prsm import errors
 from prsm.contracts import MAX_TOKENS_LIMIT, Prompt
 from prsm.edge.errors import OPENAI_PREFIX, as_http_error
 from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
+from prsm.engines.constraints import TEXT, ResponseFormat, grammar_for
+from prsm.errors import UnenforceableSchemaError
 from prsm.server.auth import READ, Principal
 from prsm.server.errors import validation_error
 from prsm.server.service import Ask
@@ -70,7 +73,11 @@ class _Request(BaseModel):
 
     def options(self) -> Options:
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        return Options(self.temperature, self.top_p, self.seed, tuple(stops))
+        return Options(self.temperature, self.top_p, self.seed, tuple(stops), self.answer_format())
+
+    def answer_format(self) -> ResponseFormat:
+        """The shape the answer must have: free text unless the request says otherwise."""
+        return TEXT
 
     @property
     def usage_in_stream(self) -> bool:
@@ -103,11 +110,62 @@ class ChatMessage(BaseModel):
         return Message("system" if self.role == "developer" else self.role, text)
 
 
+class JsonSchema(BaseModel):
+    """OpenAI's `response_format.json_schema`: a named JSON Schema the answer must follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = Field(
+        default=None, description="Accepted; the schema is enforced while decoding either way."
+    )
+
+
+class TextFormat(BaseModel):
+    """`response_format: {"type": "text"}`: free text (the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    """`response_format: {"type": "json_object"}`: any JSON object."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    """`response_format: {"type": "json_schema", "json_schema": {...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+AnswerFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
+
 class ChatRequest(_Request):
     """OpenAI's chat completions request."""
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_completion_tokens: TokenLimit = None
+    response_format: AnswerFormat | None = Field(
+        default=None, description="Structured output, enforced while decoding."
+    )
+
+    def answer_format(self) -> ResponseFormat:
+        """`response_format` as the engine takes it."""
+        wanted = self.response_format
+        if isinstance(wanted, JsonSchemaFormat):
+            spec = wanted.json_schema
+            return ResponseFormat("json_schema", spec.schema_, spec.name)
+        return ResponseFormat("json_object") if isinstance(wanted, JsonObjectFormat) else TEXT
 
 
 class CompletionRequest(_Request):
@@ -129,15 +187,22 @@ def parse(model: type[_Request], raw: bytes) -> Any:
 
 
 def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
-    """The query a chat completions request asks."""
+    """The query a chat completions request asks; a response format that cannot be enforced
+    is refused here, before the query waits for the engine."""
+    options = body.options()
+    try:
+        grammar_for(options.response_format)
+    except UnenforceableSchemaError as exc:
+        param = "response_format.json_schema.schema"
+        raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
         user_id=body.user or principal.key_id,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         model=body.model,
-        options=body.options(),
+        options=options,
         operation="chat",
-        wire=body.model_dump(mode="json", exclude_none=True),
+        wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
     )
 
 
