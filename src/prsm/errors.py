@@ -241,7 +241,29 @@ class EngineError(PRSMError):
 
 
 class PromptTooLongError(EngineError):
-    """The prompt and the requested answer length do not fit the model's context window."""
+    """The prompt and the requested answer length do not fit the model's context window.
+
+    Built with `window`, its message is OpenAI's wording (which OpenAI's clients, LangChain
+    and litellm recognise as a context overflow)."""
+
+    def __init__(
+        self, message: str = "", *, window: int = 0, prompt_tokens: int = 0, completion: int = 0
+    ) -> None:
+        if window and not message:
+            asked = prompt_tokens + completion
+            if completion:
+                message = (
+                    f"This model's maximum context length is {window} tokens. However, you "
+                    f"requested {asked} tokens ({prompt_tokens} in the messages, {completion} in "
+                    "the completion). Please reduce the length of the messages or completion."
+                )
+            else:
+                message = (
+                    f"This model's maximum context length is {window} tokens. However, your "
+                    f"messages resulted in {prompt_tokens} tokens. Please reduce the length of "
+                    "the messages."
+                )
+        super().__init__(message)
 
 
 class UnenforceableSchemaError(EngineError):

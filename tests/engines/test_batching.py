@@ -155,7 +155,7 @@ async def test_a_prompt_too_long_is_refused_while_the_others_keep_going() -> Non
         alone = await engine.generate(PROMPTS[1], max_tokens=40)
         running = asyncio.create_task(engine.generate(PROMPTS[1], max_tokens=40))
         await until(lambda: engine.active == 1)
-        with pytest.raises(PromptTooLongError, match="context window holds 256"):
+        with pytest.raises(PromptTooLongError, match="maximum context length is 256 tokens"):
             await engine.generate("word " * 400, max_tokens=8)
         assert (await running).text == alone.text
     finally:

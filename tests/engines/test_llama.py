@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from prsm.config import EngineSettings
+from prsm.engines.base import Options
 from prsm.engines.llama import LlamaEngine, default_model_path
 from prsm.errors import ConfigError, PromptTooLongError
 
@@ -117,8 +118,12 @@ async def test_prompt_longer_than_the_context_is_refused() -> None:
     """A prompt that leaves no room in the context window raises PromptTooLongError."""
     small = await LlamaEngine.load(EngineSettings(context_size=128))
     try:
-        with pytest.raises(PromptTooLongError, match="context window"):
+        with pytest.raises(PromptTooLongError, match="maximum context length is 128 tokens"):
             await small.generate("word " * 400, max_tokens=8)
+        # Asked for a whole answer (OpenAI's semantics), prompt + max_tokens must fit.
+        whole = Options(whole_answer=True)
+        with pytest.raises(PromptTooLongError, match=r"in the messages, 1000 in the completion"):
+            await small.generate(PROMPT, max_tokens=1000, options=whole)
         # A prompt that fits still answers, with the answer clamped to the room left.
         generation = await small.generate(PROMPT, max_tokens=1000)
         assert generation.prompt_tokens + generation.completion_tokens <= 128

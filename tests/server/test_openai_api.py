@@ -321,3 +321,35 @@ def test_every_validation_error_names_its_param(fixed_server: ServerProcess) -> 
     error = refused.value.body
     assert isinstance(error, dict)
     assert error["param"] == "max_tokens"
+
+
+def test_unseeded_sampling_is_random_and_a_seed_repeats_it(llama_server: ServerProcess) -> None:
+    """As on OpenAI: at temperature 1 without a seed, three calls do not all answer alike; with
+    the same seed, two calls answer alike; every answer names what produced it."""
+    ask = {"model": served(llama_server), "messages": MESSAGES, "max_tokens": 24, "temperature": 1}
+    unseeded = [client(llama_server).chat.completions.create(**ask) for _ in range(3)]  # type: ignore[call-overload]
+    seeded = [client(llama_server).chat.completions.create(seed=7, **ask) for _ in range(2)]  # type: ignore[call-overload]
+    assert len({c.choices[0].message.content for c in unseeded}) > 1
+    assert seeded[0].choices[0].message.content == seeded[1].choices[0].message.content
+    fingerprint = seeded[0].system_fingerprint or ""
+    assert served(llama_server) in fingerprint
+    assert "llama-cpp-python-" in fingerprint
+
+
+def test_a_context_overflow_is_openai_s_context_length_exceeded(
+    llama_server: ServerProcess,
+) -> None:
+    """Prompt + max_tokens over the window: 400 `context_length_exceeded` in OpenAI's words
+    (what LangChain and litellm look for), `param: "messages"`."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(llama_server).chat.completions.create(
+            model=served(llama_server),
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=2048,
+        )
+    assert refused.value.code == "context_length_exceeded"
+    assert "maximum context length is 2048 tokens" in refused.value.message
+    assert "Please reduce the length of the messages or completion" in refused.value.message
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "messages"

@@ -63,7 +63,11 @@ def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, s
 
 OPENAI_PREFIX = "/v1/"
 _TYPES = {401: "authentication_error", 403: "permission_error"}
-_CODES = {"unknown_model": (404, "model_not_found")}
+_CODES = {
+    "unknown_model": (404, "model_not_found"),
+    "prompt_too_long": (400, "context_length_exceeded"),
+}
+_PARAMS = {"prompt_too_long": "messages"}
 
 
 def openai_error(error: errors.HTTPStatusError) -> tuple[int, dict[str, Any]]:
@@ -77,7 +81,8 @@ def openai_error(error: errors.HTTPStatusError) -> tuple[int, dict[str, Any]]:
         kind = "server_error"
     else:
         kind = _TYPES.get(status, "invalid_request_error")
-    body = {"message": error.message, "type": kind, "param": error.param, "code": code}
+    param = error.param or _PARAMS.get(error.code)
+    body = {"message": error.message, "type": kind, "param": param, "code": code}
     return status, {"error": body}
 
 

@@ -36,6 +36,9 @@ class Options:
     """The answer ends before the first of these it would contain."""
     response_format: ResponseFormat = TEXT
     """The shape the answer must have (structured output)."""
+    whole_answer: bool = False
+    """Refuse (PromptTooLongError) a prompt that leaves less room than `max_tokens`, as
+    OpenAI does, instead of cutting the answer at the window's end."""
 
 
 DEFAULT_OPTIONS = Options()

@@ -259,12 +259,8 @@ class BatchDecoder:
             sequence.on_finish(Finished([], len(sequence.prompt), 0.0, "cancelled"))
             return
         if len(sequence.prompt) >= self.context_per_sequence:
-            sequence.on_finish(
-                PromptTooLongError(
-                    f"the prompt is {len(sequence.prompt)} tokens; the context window holds "
-                    f"{self.context_per_sequence} tokens in all"
-                )
-            )
+            window, prompt = self.context_per_sequence, len(sequence.prompt)
+            sequence.on_finish(PromptTooLongError(window=window, prompt_tokens=prompt))
             return
         self._take_slot(sequence)
         sequence.sampler = self._sampler(sequence.sampling)

@@ -32,7 +32,7 @@ from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequen
 from prsm.engines.constraints import Vocabulary, grammar_for
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
-from prsm.errors import ConfigError
+from prsm.errors import ConfigError, PromptTooLongError
 
 log = logging.getLogger("prsm.engine")
 
@@ -120,6 +120,11 @@ class LlamaEngine:
         loaded = self._loaded
         messages = conversation(prompt, loaded.system_prompt)
         prompt_tokens = await asyncio.to_thread(loaded.prompt_tokens, messages)
+        window = loaded.decoder.context_per_sequence
+        if options.whole_answer and len(prompt_tokens) + max_tokens > window:
+            raise PromptTooLongError(
+                window=window, prompt_tokens=len(prompt_tokens), completion=max_tokens
+            )
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Finished] = loop.create_future()
 

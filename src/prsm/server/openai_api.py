@@ -11,8 +11,11 @@ code}}`, a validation failure as 400 `invalid_request_error`).
 
 from __future__ import annotations
 
+import functools
+import secrets
 import time
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Request
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
-from prsm import errors
+from prsm import __version__, errors
 from prsm.contracts import MAX_TOKENS_LIMIT, Prompt
 from prsm.edge.errors import OPENAI_PREFIX, as_http_error
 from prsm.edge.sse import OPENAI_DONE, error_event, sse
@@ -72,8 +75,22 @@ class _Request(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported.")
 
     def options(self) -> Options:
+        """How to sample, with OpenAI's semantics: without a `seed`, each call samples anew;
+        an explicit answer length that does not fit the window is refused, not cut."""
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        return Options(self.temperature, self.top_p, self.seed, tuple(stops), self.answer_format())
+        seed = secrets.randbelow(2**32) if self.seed is None else self.seed
+        return Options(
+            self.temperature,
+            self.top_p,
+            seed,
+            tuple(stops),
+            self.answer_format(),
+            whole_answer=self.answer_tokens() is not None,
+        )
+
+    def answer_tokens(self) -> int | None:
+        """The answer length asked for, if any."""
+        return self.max_tokens
 
     def answer_format(self) -> ResponseFormat:
         """The shape the answer must have: free text unless the request says otherwise."""
@@ -159,6 +176,10 @@ class ChatRequest(_Request):
         default=None, description="Structured output, enforced while decoding."
     )
 
+    def answer_tokens(self) -> int | None:
+        """The answer length asked for, if any."""
+        return self.max_completion_tokens or self.max_tokens
+
     def answer_format(self) -> ResponseFormat:
         """`response_format` as the engine takes it."""
         wanted = self.response_format
@@ -198,7 +219,7 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
         user_id=body.user or principal.key_id,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
+        max_tokens=body.answer_tokens(),
         model=body.model,
         options=options,
         operation="chat",
@@ -261,7 +282,15 @@ def text_completion(generation: Generation, cid: str) -> dict[str, Any]:
 
 
 def _envelope(kind: str, prefix: str, model: str, cid: str) -> dict[str, Any]:
-    return {"id": f"{prefix}-{cid}", "object": kind, "created": int(time.time()), "model": model}
+    return {"id": f"{prefix}-{cid}", "object": kind, "created": int(time.time()), "model": model,
+            "system_fingerprint": fingerprint(model)}  # fmt: skip
+
+
+@functools.cache
+def fingerprint(model: str) -> str:
+    """OpenAI's `system_fingerprint`: what answered — PRSM's and llama.cpp's versions and the
+    model with its weights — so a change of any shows in the answers."""
+    return f"prsm-{__version__}_llama-cpp-python-{version('llama-cpp-python')}_{model}"
 
 
 def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
