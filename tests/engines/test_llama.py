@@ -15,7 +15,7 @@ import pytest
 from prsm.config import EngineSettings
 from prsm.engines.base import Options
 from prsm.engines.llama import LlamaEngine, default_model_path
-from prsm.errors import ConfigError, PromptTooLongError
+from prsm.errors import ConfigError, PromptTooLongError, ValidationError
 
 PROMPT = "What is the capital of France?"
 
@@ -171,3 +171,23 @@ def test_weights_as_the_file_stores_them_when_asked() -> None:
         assert engine.model == "SmolLM2-135M-Instruct.Q4_1"
     finally:
         asyncio.run(engine.aclose())
+
+
+async def test_logit_bias_and_penalties_reach_the_sampler(engine: LlamaEngine) -> None:
+    """A +100 bias makes greedy choose that token; -100 on the token greedy chose first makes
+    it choose another; a presence penalty changes a greedy answer; a token outside the
+    vocabulary is refused naming `logit_bias`."""
+    plain = await engine.generate(PROMPT, max_tokens=24)
+    first = engine._loaded.llm.tokenize(plain.text.encode(), add_bos=False)[0]
+    forced = await engine.generate(PROMPT, max_tokens=3, options=Options(logit_bias=((42, 100.0),)))
+    assert forced.text.startswith(engine._loaded.text([42]))
+    banned = Options(logit_bias=((first, -100.0),))
+    other = await engine.generate(PROMPT, max_tokens=24, options=banned)
+    assert engine._loaded.llm.tokenize(other.text.encode(), add_bos=False)[0] != first
+    repeat = "Write the word cat ten times."
+    repeated = await engine.generate(repeat, max_tokens=24)
+    penalised = Options(presence_penalty=2.0, frequency_penalty=2.0)
+    assert (await engine.generate(repeat, max_tokens=24, options=penalised)).text != repeated.text
+    with pytest.raises(ValidationError, match="token 99999999 is not in the vocabulary") as bad:
+        await engine.generate(PROMPT, max_tokens=3, options=Options(logit_bias=((99999999, 1.0),)))
+    assert bad.value.param == "logit_bias"

@@ -353,3 +353,30 @@ def test_a_context_overflow_is_openai_s_context_length_exceeded(
     error = refused.value.body
     assert isinstance(error, dict)
     assert error["param"] == "messages"
+
+
+def test_the_standard_fields_clients_send_are_accepted(fixed_server: ServerProcess) -> None:
+    """`metadata`, `store: false`, `service_tier`, `logit_bias: {}`, penalties and
+    `logprobs: false`, as SDKs and frameworks send them, answer 200; `store: true` (nothing is
+    stored here) is a 400 naming `store`."""
+    completion = client(fixed_server).chat.completions.create(
+        model="fixed",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        metadata={"team": "search"},
+        store=False,
+        service_tier="auto",
+        logit_bias={},
+        frequency_penalty=0.5,
+        presence_penalty=0.1,
+        logprobs=False,
+        user="u1",
+    )
+    assert completion.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fixed_server).chat.completions.create(
+            model="fixed",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            store=True,
+        )
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["param"] == "store"

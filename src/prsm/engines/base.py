@@ -36,6 +36,12 @@ class Options:
     """The answer ends before the first of these it would contain."""
     response_format: ResponseFormat = TEXT
     """The shape the answer must have (structured output)."""
+    frequency_penalty: float = 0.0
+    """Lowers a token's logit by this much for each time it appeared (OpenAI's meaning)."""
+    presence_penalty: float = 0.0
+    """Lowers a token's logit by this much once it has appeared."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits (OpenAI's `logit_bias`)."""
     whole_answer: bool = False
     """Refuse (PromptTooLongError) a prompt that leaves less room than `max_tokens`, as
     OpenAI does, instead of cutting the answer at the window's end."""

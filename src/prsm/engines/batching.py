@@ -53,12 +53,16 @@ TOP_P = 0.95
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How one sequence samples its tokens: temperature, top-p, seed, stop strings."""
+    """How one sequence samples its tokens: temperature, top-p, seed, penalties, biases."""
 
     temperature: float
     repeat_penalty: float
     seed: int
     top_p: float = TOP_P
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token, bias) pairs added to the logits before sampling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +317,18 @@ class BatchDecoder:
     def _sampler(self, sampling: SamplingParams) -> Any:
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if sampling.repeat_penalty != 1.0:
+        if sampling.logit_bias:
+            biases = (lib.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
+            bias = lib.llama_sampler_init_logit_bias(self.n_vocab, len(biases), biases)
+            lib.llama_sampler_chain_add(chain, bias)
+        repeat, frequency, presence = (
+            sampling.repeat_penalty,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
+        )
+        if (repeat, frequency, presence) != (1.0, 0.0, 0.0):
             penalties = lib.llama_sampler_init_penalties(
-                self.n_vocab, PENALTY_WINDOW, sampling.repeat_penalty, 0.0, 0.0
+                self.n_vocab, PENALTY_WINDOW, repeat, frequency, presence
             )
             lib.llama_sampler_chain_add(chain, penalties)
         if sampling.temperature <= 0:

@@ -32,7 +32,7 @@ from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequen
 from prsm.engines.constraints import Vocabulary, grammar_for
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
-from prsm.errors import ConfigError, PromptTooLongError
+from prsm.errors import ConfigError, PromptTooLongError, ValidationError
 
 log = logging.getLogger("prsm.engine")
 
@@ -172,7 +172,20 @@ class LlamaEngine:
             repeat_penalty=base.repeat_penalty,
             seed=base.seed if options.seed is None else options.seed,
             top_p=base.top_p if options.top_p is None else options.top_p,
+            frequency_penalty=options.frequency_penalty,
+            presence_penalty=options.presence_penalty,
+            logit_bias=self._known_tokens(options.logit_bias),
         )
+
+    def _known_tokens(self, biases: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        n_vocab = self._loaded.decoder.n_vocab
+        unknown = [token for token, _ in biases if not 0 <= token < n_vocab]
+        if unknown:
+            raise ValidationError(
+                f"logit_bias: token {unknown[0]} is not in the vocabulary (0 to {n_vocab - 1})",
+                param="logit_bias",
+            )
+        return biases
 
     def _text_feed(self, sequence: Sequence, streamed: StreamedText) -> Callable[[int], None]:
         """The decode thread's `on_token`: each token's bytes go to `streamed` there (a

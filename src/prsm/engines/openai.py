@@ -81,6 +81,11 @@ class OpenAIEngine:
             body["top_p"] = options.top_p
         if options.stop:
             body["stop"] = list(options.stop)
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(options, name):
+                body[name] = getattr(options, name)
+        if options.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in options.logit_bias}
         if options.response_format.constrained:
             body["response_format"] = wire_format(options.response_format)
         generation = await self._complete(body)

@@ -71,8 +71,17 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1, le=1, description="One choice only.")
-    presence_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported.")
-    frequency_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported.")
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, max_length=300, description="Token id to a bias added to its logit."
+    )
+    logprobs: Literal[False] | None = Field(default=None, description="Not supported: false.")
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16, description="Accepted; events and logs do not carry it."
+    )
+    store: Literal[False] | None = Field(default=None, description="Nothing is stored: false.")
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
 
     def options(self) -> Options:
         """How to sample, with OpenAI's semantics: without a `seed`, each call samples anew;
@@ -85,6 +94,9 @@ class _Request(BaseModel):
             seed,
             tuple(stops),
             self.answer_format(),
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            logit_bias=tuple((self.logit_bias or {}).items()),
             whole_answer=self.answer_tokens() is not None,
         )
 
