@@ -36,7 +36,8 @@ Prompt = Annotated[
     str,
     Field(
         min_length=1,
-        pattern=r"\S",  # not only white space: what the validator below checks, for the schema
+        # Not only white space, by JavaScript's (the schema's) and Python's definitions both.
+        pattern=r"[^\s\x1c-\x1f\x85\ufeff]",
         description="The question or instruction for the model.",
     ),
     AfterValidator(_not_blank),

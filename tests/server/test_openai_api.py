@@ -380,3 +380,18 @@ def test_the_standard_fields_clients_send_are_accepted(fixed_server: ServerProce
         )
     assert isinstance(refused.value.body, dict)
     assert refused.value.body["param"] == "store"
+
+
+def test_models_by_id_and_embeddings_answer_as_openai_does(fixed_server: ServerProcess) -> None:
+    """`models.retrieve` finds the served model and 404s `model_not_found` for another;
+    `embeddings.create` says, as OpenAI's 404, that no embedding model is served."""
+    openai_client = client(fixed_server)
+    served_id = openai_client.models.list().data[0].id
+    assert openai_client.models.retrieve(served_id).id == served_id
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client.models.retrieve("gpt-4o")
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as no_embeddings:
+        openai_client.embeddings.create(model=served_id, input="hello")
+    assert no_embeddings.value.code == "model_not_found"
+    assert "no embedding model is served" in no_embeddings.value.message

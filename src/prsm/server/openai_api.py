@@ -19,7 +19,7 @@ from importlib.metadata import version
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -52,6 +52,21 @@ MAX_STOPS = 4
 """OpenAI's limit on stop sequences."""
 
 TokenLimit = Annotated[int | None, Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)]
+_ID_PATTERN = "^[0-9]{1,9}$"
+_BIAS = {"type": "number", "minimum": -100, "maximum": 100}
+LogitBias = Annotated[
+    dict[Annotated[str, Field(pattern=_ID_PATTERN)], Annotated[float, Field(ge=-100, le=100)]],
+    Field(max_length=300),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": 300,
+            "patternProperties": {_ID_PATTERN: _BIAS},
+            "additionalProperties": False,
+        }
+    ),
+]
+"""OpenAI's `logit_bias`: token ids (as JSON object keys) to a bias."""
 
 
 class _Request(BaseModel):
@@ -73,8 +88,8 @@ class _Request(BaseModel):
     n: int | None = Field(default=None, ge=1, le=1, description="One choice only.")
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
-        default=None, max_length=300, description="Token id to a bias added to its logit."
+    logit_bias: LogitBias | None = Field(
+        default=None, description="Token id to a bias added to its logit."
     )
     logprobs: Literal[False] | None = Field(default=None, description="Not supported: false.")
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
@@ -96,7 +111,7 @@ class _Request(BaseModel):
             self.answer_format(),
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
-            logit_bias=tuple((self.logit_bias or {}).items()),
+            logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
             whole_answer=self.answer_tokens() is not None,
         )
 
@@ -486,7 +501,39 @@ def openai_routes(path: QueryPath) -> APIRouter:
     async def models(request: Request) -> Response:
         """The served model."""
         await path.authorized(request, READ)
-        model = {"id": path.served_model(), "object": "model", "created": 0, "owned_by": "prsm"}
-        return JSONResponse({"object": "list", "data": [model]})
+        return JSONResponse({"object": "list", "data": [model_object(path.served_model())]})
+
+    @router.get(
+        "/models/{model_id:path}",
+        summary="OpenAI model",
+        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 404, 503)},
+    )
+    async def model(request: Request, model_id: str) -> Response:
+        """The served model, by its id (404 `model_not_found` for any other)."""
+        await path.authorized(request, READ)
+        served = path.served_model()
+        if model_id != served:
+            message = f"model {model_id!r} is not served here; this instance serves {served!r}"
+            raise errors.NotFoundError(message, code="unknown_model", param="model")
+        return JSONResponse(model_object(served))
+
+    @router.post(
+        "/embeddings",
+        summary="OpenAI embeddings (none served)",
+        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 404)},
+    )
+    async def embeddings(request: Request) -> Response:
+        """No embedding model is served: OpenAI's 404 `model_not_found`, saying so."""
+        await path.authorized(request, READ)
+        message = (
+            f"no embedding model is served here; this instance serves the chat model "
+            f"{path.served_model()!r} (chat and completions only)"
+        )
+        raise errors.NotFoundError(message, code="unknown_model", param="model")
 
     return router
+
+
+def model_object(model_id: str) -> dict[str, Any]:
+    """OpenAI's model object for the served model."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "prsm"}
