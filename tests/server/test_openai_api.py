@@ -395,3 +395,103 @@ def test_models_by_id_and_embeddings_answer_as_openai_does(fixed_server: ServerP
         openai_client.embeddings.create(model=served_id, input="hello")
     assert no_embeddings.value.code == "model_not_found"
     assert "no embedding model is served" in no_embeddings.value.message
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}},
+            "required": ["city"],
+        },
+    },
+}
+WEATHER_QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+)
+def test_the_official_client_gets_tool_calls(
+    llama_server: ServerProcess, tool_choice: object
+) -> None:
+    """`tools` with `tool_choice` required or named: OpenAI's `tool_calls` (an id, the
+    function, arguments valid against its parameters), `finish_reason: tool_calls`."""
+    completion = client(llama_server).chat.completions.create(
+        model=served(llama_server),
+        messages=[WEATHER_QUESTION],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice=tool_choice,  # type: ignore[arg-type]
+        max_tokens=80,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    call = choice.message.tool_calls[0]  # type: ignore[index]
+    assert call.id.startswith("call_")
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    arguments = json.loads(call.function.arguments)  # type: ignore[union-attr]
+    assert isinstance(arguments["city"], str)
+    assert set(arguments) <= {"city"}
+
+
+def test_tool_choice_none_and_auto_answer_text_or_a_valid_call(
+    llama_server: ServerProcess,
+) -> None:
+    """`none` answers text; `auto` answers text or a call, each well-formed."""
+    ask = {"model": served(llama_server), "messages": [WEATHER_QUESTION], "tools": [WEATHER_TOOL],
+           "max_tokens": 40}  # fmt: skip
+    none = client(llama_server).chat.completions.create(tool_choice="none", **ask)  # type: ignore[call-overload]
+    assert none.choices[0].message.tool_calls is None
+    assert none.choices[0].message.content
+    auto = client(llama_server).chat.completions.create(tool_choice="auto", **ask)  # type: ignore[call-overload]
+    message = auto.choices[0].message
+    if message.tool_calls:
+        assert auto.choices[0].finish_reason == "tool_calls"
+        json.loads(message.tool_calls[0].function.arguments)  # type: ignore[union-attr]
+    else:
+        assert message.content
+
+
+def test_a_streamed_tool_call_arrives_as_tool_call_deltas(llama_server: ServerProcess) -> None:
+    """Streamed: no content, the call in OpenAI's tool-call deltas, which the official
+    client's stream helper assembles."""
+    with client(llama_server).chat.completions.stream(
+        model=served(llama_server),
+        messages=[WEATHER_QUESTION],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice="required",
+        max_tokens=80,
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert not choice.message.content
+    assert choice.message.tool_calls[0].function.name == "get_weather"  # type: ignore[index,union-attr]
+
+
+def test_an_agent_loop_runs_end_to_end(llama_server: ServerProcess) -> None:
+    """The loop every agent framework runs: the model calls the tool, the tool's result goes
+    back (`role: tool`, after the assistant's `tool_calls`), the model answers in text."""
+    openai_client, model = client(llama_server), served(llama_server)
+    messages: list[dict[str, object]] = [WEATHER_QUESTION]
+    first = openai_client.chat.completions.create(
+        model=model, messages=messages, tools=[WEATHER_TOOL], tool_choice="required",  # type: ignore[arg-type,list-item]
+        max_tokens=80,
+    )  # fmt: skip
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    result = json.dumps({"sky": "sunny", "celsius": 18})
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    final = openai_client.chat.completions.create(
+        model=model, messages=messages, tools=[WEATHER_TOOL], max_tokens=40,  # type: ignore[arg-type,list-item]
+    )  # fmt: skip
+    assert final.choices[0].finish_reason in ("stop", "length")
+    assert final.choices[0].message.tool_calls is None
+    assert final.choices[0].message.content

@@ -9,8 +9,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.text import TextSink
+from prsm.engines.tools import NO_TOOLS, ToolCall, ToolUse
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,10 @@ class Message:
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant turn's calls of tools."""
+    tool_call_id: str = ""
+    """A tool turn: the call whose result it is."""
 
 
 Prompt = str | Sequence[Message]
@@ -42,6 +47,8 @@ class Options:
     """Lowers a token's logit by this much once it has appeared."""
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias) pairs added to the logits (OpenAI's `logit_bias`)."""
+    tools: ToolUse = NO_TOOLS
+    """Functions the model may call, and how (tool calls)."""
     whole_answer: bool = False
     """Refuse (PromptTooLongError) a prompt that leaves less room than `max_tokens`, as
     OpenAI does, instead of cutting the answer at the window's end."""
@@ -77,6 +84,8 @@ class Generation:
     """Prompt tokens taken from the engine's prompt cache instead of being computed."""
     first_token_at: float | None = None
     """When the first token was generated (`time.perf_counter()`), if one was."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model called (then `text` is empty and `finish_reason` `tool_calls`)."""
 
     @property
     def total_tokens(self) -> int:

@@ -61,10 +61,7 @@ def grammar_for(response_format: ResponseFormat) -> str | None:
 
     if not response_format.constrained:
         return None
-    if response_format.kind == "json_object":
-        schema: Mapping[str, Any] = {"type": "object"}
-    else:
-        schema = response_format.schema
+    schema = schema_of(response_format)
     try:
         compact: Any = {"whitespace_flexible": False}  # llguidance's JsonCompileOptions
         grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=compact)
@@ -74,6 +71,13 @@ def grammar_for(response_format: ResponseFormat) -> str | None:
     if failed:
         raise UnenforceableSchemaError(f"the schema cannot be enforced: {messages[0]}")
     return str(grammar)
+
+
+def schema_of(response_format: ResponseFormat) -> dict[str, Any]:
+    """The JSON Schema a constrained format stands for (`json_object`: any object)."""
+    if response_format.kind == "json_object":
+        return {"type": "object"}
+    return dict(response_format.schema)
 
 
 class Vocabulary:

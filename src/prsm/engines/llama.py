@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,17 @@ from prsm.engines.base import (
     conversation,
 )
 from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence, shared_length
-from prsm.engines.constraints import Vocabulary, grammar_for
+from prsm.engines.constraints import Constraint, Vocabulary, grammar_for
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
+from prsm.engines.tools import (
+    TextUnlessCall,
+    ToolUse,
+    calls_text,
+    parse_calls,
+    tool_grammar,
+    tools_prompt,
+)
 from prsm.errors import ConfigError, PromptTooLongError, ValidationError
 
 log = logging.getLogger("prsm.engine")
@@ -118,13 +127,9 @@ class LlamaEngine:
         """Generate the answer in the shared batch: the prompt through the chat template, tokens
         until a stop, the context's end or `max_tokens`."""
         loaded = self._loaded
-        messages = conversation(prompt, loaded.system_prompt)
+        messages = with_tools(conversation(prompt, loaded.system_prompt), options.tools)
         prompt_tokens = await asyncio.to_thread(loaded.prompt_tokens, messages)
-        window = loaded.decoder.context_per_sequence
-        if options.whole_answer and len(prompt_tokens) + max_tokens > window:
-            raise PromptTooLongError(
-                window=window, prompt_tokens=len(prompt_tokens), completion=max_tokens
-            )
+        _check_window(len(prompt_tokens), max_tokens, loaded.decoder.context_per_sequence, options)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Finished] = loop.create_future()
 
@@ -132,38 +137,55 @@ class LlamaEngine:
             loop.call_soon_threadsafe(_settle, done, outcome)
 
         sequence = Sequence(prompt_tokens, max_tokens, self._sampling_for(options), on_finish)
-        grammar = grammar_for(options.response_format)
-        if grammar is not None:
-            sequence.constraint = await asyncio.to_thread(loaded.vocabulary.constraint, grammar)
+        sequence.constraint = await self._constraint(options)
+        held = TextUnlessCall(on_text) if on_text is not None and options.tools.active else None
         streamed: StreamedText | None = None
         if on_text is not None or options.stop:
-            streamed = StreamedText(options.stop, _on_loop(loop, on_text))
+            streamed = StreamedText(options.stop, _on_loop(loop, held or on_text))
             sequence.on_token = self._text_feed(sequence, streamed)
-        loaded.decoder.submit(sequence)
-        try:
-            finished = await asyncio.shield(done)
-        except asyncio.CancelledError:
-            # Out of the batch at the next step; the caller is kept until its slot is free,
-            # so the server never admits more queries than the batch holds.
-            sequence.cancelled.set()
-            with contextlib.suppress(Exception):
-                await done
-            raise
+        finished = await self._decoded(sequence, done)
         if streamed is None:
             text, finish_reason = loaded.text(finished.tokens), finished.finish_reason
         else:  # a stop sequence ends the answer as the end-of-answer token would
             text = streamed.finish()
             finish_reason = "stop" if streamed.stopped else finished.finish_reason
+        calls = parse_calls(text) if options.tools.active and finish_reason == "stop" else ()
+        if held is not None and not calls:
+            held.finish()
         return Generation(
-            text=text,
+            text="" if calls else text,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=len(finished.tokens),
             confidence=finished.confidence,
             model=self._model,
-            finish_reason=finish_reason,
+            finish_reason="tool_calls" if calls else finish_reason,
             cached_tokens=finished.cached_tokens,
             first_token_at=finished.first_token_at,
+            tool_calls=calls,
         )
+
+    async def _constraint(self, options: Options) -> Constraint | None:
+        """The grammar the answer is held to: the tools' calls, or the response format."""
+        if options.tools.active:
+            grammar: str | None = tool_grammar(options.tools, options.response_format)
+        else:
+            grammar = grammar_for(options.response_format)
+        if grammar is None:
+            return None
+        return await asyncio.to_thread(self._loaded.vocabulary.constraint, grammar)
+
+    async def _decoded(self, sequence: Sequence, done: asyncio.Future[Finished]) -> Finished:
+        """Submit `sequence` and wait for it; cancelled, it leaves the batch at the next step
+        (the caller is kept until its slot is free, so the server never admits more queries
+        than the batch holds)."""
+        self._loaded.decoder.submit(sequence)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            sequence.cancelled.set()
+            with contextlib.suppress(Exception):
+                await done
+            raise
 
     def _sampling_for(self, options: Options) -> SamplingParams:
         base = self._sampling
@@ -206,15 +228,39 @@ class LlamaEngine:
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, on_text: TextSink | None) -> TextSink | None:
-    """`on_text` called on `loop` from another thread, in order."""
+    """`on_text` called on `loop`, in order: from the decode thread through the loop's queue,
+    on the loop itself (the last delta, at the answer's end) directly."""
     if on_text is None:
         return None
-    sink = on_text
+    sink, loop_thread = on_text, threading.get_ident()
 
     def forward(delta: str) -> None:
-        loop.call_soon_threadsafe(sink, delta)
+        if threading.get_ident() == loop_thread:
+            sink(delta)
+        else:
+            loop.call_soon_threadsafe(sink, delta)
 
     return forward
+
+
+def _check_window(prompt: int, max_tokens: int, window: int, options: Options) -> None:
+    """Asked for whole answers (OpenAI's semantics), prompt + max_tokens must fit."""
+    if options.whole_answer and prompt + max_tokens > window:
+        raise PromptTooLongError(window=window, prompt_tokens=prompt, completion=max_tokens)
+
+
+def with_tools(messages: list[Message], tools: ToolUse) -> list[Message]:
+    """The conversation as the model reads it: the tools told in a system message, earlier
+    calls as the text the model wrote for them."""
+    turns = [
+        Message(m.role, calls_text(m.tool_calls) if m.tool_calls else m.content) for m in messages
+    ]
+    if not tools.active:
+        return turns
+    told = Message("system", tools_prompt(tools))
+    if turns and turns[0].role == "system":
+        return [Message("system", f"{turns[0].content}\n\n{told.content}"), *turns[1:]]
+    return [told, *turns]
 
 
 def _settle(done: asyncio.Future[Finished], outcome: Finished | BaseException) -> None:

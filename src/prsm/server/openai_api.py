@@ -30,6 +30,7 @@ from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
 from prsm.engines.constraints import TEXT, ResponseFormat, grammar_for
+from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, tool_grammar
 from prsm.errors import UnenforceableSchemaError
 from prsm.server.auth import READ, Principal
 from prsm.server.errors import validation_error
@@ -109,6 +110,7 @@ class _Request(BaseModel):
             seed,
             tuple(stops),
             self.answer_format(),
+            tools=self.tool_use(),
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
             logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
@@ -118,6 +120,10 @@ class _Request(BaseModel):
     def answer_tokens(self) -> int | None:
         """The answer length asked for, if any."""
         return self.max_tokens
+
+    def tool_use(self) -> ToolUse:
+        """The tools offered: none unless the request offers them."""
+        return NO_TOOLS
 
     def answer_format(self) -> ResponseFormat:
         """The shape the answer must have: free text unless the request says otherwise."""
@@ -137,21 +143,47 @@ class TextPart(BaseModel):
     text: str
 
 
-class ChatMessage(BaseModel):
-    """One message of a chat: its role and its content (text, or text parts)."""
+class FunctionCall(BaseModel):
+    """A function's name and its arguments as JSON text."""
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=100_000)
+
+
+class WireToolCall(BaseModel):
+    """An assistant message's call of a tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat: its role and its content (text, or text parts); an assistant's
+    tool calls; a tool's result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[WireToolCall] | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
     def message(self) -> Message:
         """The message as the engine takes it."""
         text = self.content if isinstance(self.content, str) else "".join(
-            part.text for part in self.content
+            part.text for part in self.content or ()
         )  # fmt: skip
-        return Message("system" if self.role == "developer" else self.role, text)
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()
+        )
+        role = "system" if self.role == "developer" else self.role
+        return Message(role, text, tool_calls=calls, tool_call_id=self.tool_call_id or "")
 
 
 class JsonSchema(BaseModel):
@@ -189,6 +221,41 @@ class JsonSchemaFormat(BaseModel):
     json_schema: JsonSchema
 
 
+class FunctionSpec(BaseModel):
+    """A function the model may call: name, description, JSON Schema of its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=10_000)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(BaseModel):
+    """OpenAI's `tools[]` entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    """The function `tool_choice` names."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name"}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: NamedFunction
+
+
 AnswerFormat = Annotated[
     TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
 ]
@@ -202,6 +269,19 @@ class ChatRequest(_Request):
     response_format: AnswerFormat | None = Field(
         default=None, description="Structured output, enforced while decoding."
     )
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tool_use(self) -> ToolUse:
+        """The tools offered and how they may be used (`auto` when tools are given)."""
+        tools = tuple(
+            Tool(t.function.name, t.function.description or "", t.function.parameters or {})
+            for t in self.tools or ()
+        )
+        choice = self.tool_choice or "auto"
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else choice
+        return ToolUse(tools, named, self.parallel_tool_calls is not False)
 
     def answer_tokens(self) -> int | None:
         """The answer length asked for, if any."""
@@ -239,9 +319,12 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
     is refused here, before the query waits for the engine."""
     options = body.options()
     try:
-        grammar_for(options.response_format)
+        if options.tools.active:
+            tool_grammar(options.tools, options.response_format)
+        else:
+            grammar_for(options.response_format)
     except UnenforceableSchemaError as exc:
-        param = "response_format.json_schema.schema"
+        param = "tools" if options.tools.active else "response_format.json_schema.schema"
         raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
@@ -282,12 +365,23 @@ def usage(generation: Generation) -> dict[str, Any]:
 
 
 def _finish(generation: Generation) -> str:
-    return "length" if generation.finish_reason == "length" else "stop"
+    if generation.finish_reason in ("length", "tool_calls"):
+        return generation.finish_reason
+    return "stop"
+
+
+def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[str, Any]]:
+    """Tool calls as OpenAI spells them (with their `index` in a stream chunk)."""
+    spelled = [{"id": c.id, "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments}} for c in calls]  # fmt: skip
+    return [call | {"index": i} for i, call in enumerate(spelled)] if indexed else spelled
 
 
 def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
     """A generation as OpenAI's `chat.completion`."""
-    message = {"role": "assistant", "content": generation.text}
+    message: dict[str, Any] = {"role": "assistant", "content": generation.text}
+    if generation.tool_calls:
+        message |= {"content": None, "tool_calls": wire_calls(generation.tool_calls)}
     choice = {"index": 0, "message": message, "finish_reason": _finish(generation),
               "logprobs": None}  # fmt: skip
     return _envelope("chat.completion", "chatcmpl", generation.model, cid) | {
@@ -320,6 +414,42 @@ def fingerprint(model: str) -> str:
     return f"prsm-{__version__}_llama-cpp-python-{version('llama-cpp-python')}_{model}"
 
 
+def _stream_choice(
+    chat: bool, text: str | None, finish: str | None, first: bool, calls: tuple[ToolCall, ...] = ()
+) -> dict[str, Any]:
+    """A stream chunk's choice: a chat delta or a completion's text."""
+    if not chat:
+        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+    delta = _delta(text, first, calls)
+    return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+
+def _ending(
+    chat: bool, generation: Generation, first: bool, with_usage: bool
+) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
+    """A stream's last chunks (choice, extra fields): the tool calls in one chunk, the finish
+    reason, the usage when asked."""
+    ending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [
+        (_stream_choice(chat, None, _finish(generation), False), {})
+    ]
+    if chat and generation.tool_calls:
+        calls = _stream_choice(chat, None, None, first, generation.tool_calls)
+        ending.insert(0, (calls, {}))
+    if with_usage:
+        ending.append((None, {"usage": usage(generation)}))
+    return ending
+
+
+def _delta(text: str | None, first: bool, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
+    """A chat stream chunk's delta: the role first, then text or tool calls."""
+    delta: dict[str, Any] = {"role": "assistant"} if first else {}
+    if text is not None:
+        delta["content"] = text
+    if calls:
+        delta["tool_calls"] = wire_calls(calls, indexed=True)
+    return delta
+
+
 def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
     """OpenAI's stream: a chunk per delta (a chat's first one names the role), a last chunk
     with the finish reason, the usage chunk when asked, `[DONE]`; an error as `{error}`."""
@@ -330,12 +460,7 @@ def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
         return sse(body | extra)
 
     def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-        if not chat:
-            return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        delta: dict[str, Any] = {"role": "assistant"} if first else {}
-        if text is not None:
-            delta["content"] = text
-        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return _stream_choice(chat, text, finish, first)
 
     async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
         first = True
@@ -345,9 +470,8 @@ def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
                     yield chunk(choice(piece, None, first))
                     first = False
                     continue
-                yield chunk(choice(None, _finish(piece)))
-                if with_usage:
-                    yield chunk(None, usage=usage(piece))
+                for part, extra in _ending(chat, piece, first, with_usage):
+                    yield chunk(part, **extra)
         except Exception as exc:
             yield error_event(as_http_error(exc), cid, OPENAI_PREFIX)
             return
@@ -492,6 +616,13 @@ def openai_routes(path: QueryPath) -> APIRouter:
         body = parse(CompletionRequest, await request.body())
         return await run(request, principal, completion_ask(body, principal), body, chat=False)
 
+    model_routes(router, path)
+    return router
+
+
+def model_routes(router: APIRouter, path: QueryPath) -> None:
+    """Add the model list, one model by id, and the (absent) embeddings to `router`."""
+
     @router.get(
         "/models",
         summary="OpenAI model list",
@@ -530,8 +661,6 @@ def openai_routes(path: QueryPath) -> APIRouter:
             f"{path.served_model()!r} (chat and completions only)"
         )
         raise errors.NotFoundError(message, code="unknown_model", param="model")
-
-    return router
 
 
 def model_object(model_id: str) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""Tool calls with the real model: calls held to each function's parameters, each
+`tool_choice`, a call streamed as no text, and an agent loop (call, result, answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import jsonschema
+import pytest
+
+from prsm.config import EngineSettings
+from prsm.engines.base import Message, Options
+from prsm.engines.constraints import TEXT
+from prsm.engines.llama import LlamaEngine
+from prsm.engines.tools import (
+    CALL_MARK,
+    TextUnlessCall,
+    Tool,
+    ToolUse,
+    calls_text,
+    parse_calls,
+    tool_grammar,
+)
+from prsm.errors import UnenforceableSchemaError
+
+WEATHER = Tool(
+    "get_weather",
+    "The current weather in a city",
+    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+     "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]},
+)  # fmt: skip
+TIME = Tool(
+    "get_time",
+    "The current time in a city",
+    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+     "required": ["city"]},
+)  # fmt: skip
+QUESTION = "What is the weather in Paris?"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaEngine]:
+    """The embedded model at default settings."""
+    engine = LlamaEngine._load_sync(EngineSettings())
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+def offering(choice: str, parallel: bool = True) -> Options:
+    return Options(tools=ToolUse((WEATHER, TIME), choice, parallel))
+
+
+@pytest.mark.parametrize(("choice", "names"), [("required", {"get_weather", "get_time"}),
+                                                ("get_time", {"get_time"})])  # fmt: skip
+async def test_a_required_or_named_call_follows_its_function_s_parameters(
+    engine: LlamaEngine, choice: str, names: set[str]
+) -> None:
+    """`required` gives calls of the tools offered, a named choice calls that function; the
+    arguments validate against its parameters; the answer says `tool_calls`, no text."""
+    answer = await engine.generate(QUESTION, max_tokens=80, options=offering(choice))
+    assert answer.finish_reason == "tool_calls"
+    assert answer.text == ""
+    assert answer.tool_calls
+    for call in answer.tool_calls:
+        assert call.name in names
+        assert call.id.startswith("call_")
+        tool = WEATHER if call.name == "get_weather" else TIME
+        jsonschema.validate(json.loads(call.arguments), dict(tool.parameters))
+
+
+async def test_no_tools_means_text(engine: LlamaEngine) -> None:
+    """`none` answers in text, as without tools."""
+    answer = await engine.generate(QUESTION, max_tokens=16, options=offering("none"))
+    plain = await engine.generate(QUESTION, max_tokens=16)
+    assert answer.tool_calls == ()
+    assert answer.text == plain.text
+
+
+async def test_a_streamed_call_sends_no_text(engine: LlamaEngine) -> None:
+    """Streamed, a call passes no text deltas on: it is all in `tool_calls`."""
+    deltas: list[str] = []
+    answer = await engine.generate(
+        QUESTION, max_tokens=80, options=offering("required"), on_text=deltas.append
+    )
+    assert answer.tool_calls
+    assert deltas == []
+
+
+async def test_an_agent_loop_calls_then_answers_from_the_result(engine: LlamaEngine) -> None:
+    """Call → the tool's result in the conversation → a text answer that uses it."""
+    called = await engine.generate(QUESTION, max_tokens=80, options=offering("get_weather"))
+    call = called.tool_calls[0]
+    turns = [
+        Message("user", QUESTION),
+        Message("assistant", "", tool_calls=called.tool_calls),
+        Message("tool", json.dumps({"sky": "sunny", "celsius": 18}), tool_call_id=call.id),
+    ]
+    answer = await engine.generate(turns, max_tokens=40, options=offering("auto"))
+    assert answer.finish_reason in ("stop", "length")
+    assert answer.tool_calls == ()
+    assert "sunny" in answer.text.lower() or "18" in answer.text
+
+
+def test_parallel_calls_off_allows_one_call() -> None:
+    """Without parallel calls the grammar allows exactly one; a named tool not offered and
+    parameters that cannot be enforced are refused naming the part."""
+    one = tool_grammar(ToolUse((WEATHER, TIME), "required", parallel=False), TEXT)
+    assert '"maxItems":1' in one.replace(" ", "")
+    with pytest.raises(UnenforceableSchemaError, match="get_date"):
+        tool_grammar(ToolUse((WEATHER,), "get_date"), TEXT)
+    broken = Tool("broken", "", {"type": "object", "not": {}})
+    with pytest.raises(UnenforceableSchemaError, match="not"):
+        tool_grammar(ToolUse((broken,), "required"), TEXT)
+
+
+def test_calls_read_back_as_the_model_wrote_them() -> None:
+    """A call's text parses back to the same name and arguments; text is no call."""
+    calls = parse_calls(CALL_MARK + '[{"name": "get_time", "arguments": {"city": "Oslo"}}]')
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_time", {"city": "Oslo"})]
+    assert parse_calls(calls_text(calls))[0].arguments == calls[0].arguments
+    assert parse_calls("It is sunny.") == ()
+
+
+def test_text_that_could_become_a_call_waits() -> None:
+    """Deltas pass at once once the answer cannot be a call; a call passes nothing."""
+    seen: list[str] = []
+    text = TextUnlessCall(seen.append)
+    for delta in ("<t", "x", "yz"):
+        text(delta)
+    assert seen == ["<tx", "yz"]
+    quiet: list[str] = []
+    call = TextUnlessCall(quiet.append)
+    for delta in ("<tool", "_call>", "[{}]"):
+        call(delta)
+    call.finish()
+    assert quiet == []
