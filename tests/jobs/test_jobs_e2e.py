@@ -315,7 +315,7 @@ def test_batch_with_a_failing_item_completes_with_per_item_results(tmp_path: Pat
     assert by_id["short"]["status"] == "success"
     assert by_id["short"]["response"]["answer"]
     assert by_id["long"]["status"] == "error"
-    assert "context window" in by_id["long"]["error"]
+    assert "maximum context length is 128 tokens" in by_id["long"]["error"]
     assert 3500 < ttl <= 3600
     assert callback == {"requestId": "batch-7", "status": "completed", "response": status["result"]}
 
