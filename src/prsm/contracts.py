@@ -84,6 +84,12 @@ class QueryRequest(Contract):
         description="Model to use; must be the served model when given (404 `unknown_model` "
         "otherwise).",
     )
+    response_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema the answer must follow, enforced while it is decoded: the "
+        "answer is then compact JSON text valid against it (422 `invalid_schema` naming the "
+        "part when the schema cannot be enforced).",
+    )
     stream: bool | None = Field(
         default=None,
         description="Answer as server-sent events: `delta` events with the text as it is "

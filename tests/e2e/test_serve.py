@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import httpx
+import pydantic
 import pytest
 
 from prsm import AsyncPRSMClient, PRSMClient
-from prsm.errors import GatewayTimeoutError
+from prsm.errors import GatewayTimeoutError, ValidationError
 from tests.support import API_KEY, ServerProcess, prsm_serve
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -119,3 +121,36 @@ def test_metrics_are_summed_across_two_workers(tmp_path: Path) -> None:
     for text in readings:
         assert _metric(text, "prsm_queries_total", status="200") == 30
         assert _metric(text, "prsm_query_duration_seconds_count", status="200") == 30
+
+
+class Pet(pydantic.BaseModel):
+    """A structured answer the SDK asks for."""
+
+    name: str = pydantic.Field(max_length=30)
+    kind: Literal["cat", "dog", "fish"]
+    age: int = pydantic.Field(ge=0, le=30)
+
+
+def test_the_sdk_gets_a_pydantic_object_from_the_real_model(llama_server: ServerProcess) -> None:
+    """`query(..., schema=Pet)`: the server holds the answer to Pet's schema while decoding,
+    and `result.parsed` is a Pet; the answer itself is that JSON."""
+    with PRSMClient(base_url=llama_server.base_url, api_key=API_KEY) as client:
+        result = client.query("Describe a pet.", user_id="u1", max_tokens=80, schema=Pet)
+    assert isinstance(result.parsed, Pet)
+    assert Pet.model_validate_json(result.answer) == result.parsed
+
+
+async def test_a_json_schema_gives_json_and_an_unenforceable_one_is_refused(
+    llama_server: ServerProcess,
+) -> None:
+    """A JSON Schema in, parsed JSON out (async client); a schema the engine cannot enforce
+    is 422 `invalid_schema` naming the part, before any generation."""
+    colour = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}},
+              "required": ["colour"]}  # fmt: skip
+    async with AsyncPRSMClient(base_url=llama_server.base_url, api_key=API_KEY) as client:
+        result = await client.query("Name a colour.", user_id="u1", max_tokens=20, schema=colour)
+        with pytest.raises(ValidationError) as refused:
+            await client.query("Hi", user_id="u1", schema={"not": {"type": "string"}})
+    assert result.parsed["colour"] in ("red", "blue")
+    assert refused.value.code == "invalid_schema"
+    assert "not" in refused.value.message

@@ -18,7 +18,9 @@ from prsm.client._core import (
     HealthStatus,
     PreparedRequest,
     QueryResult,
+    Schema,
     StreamChunk,
+    structured,
 )
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS, check_scheme
@@ -75,8 +77,12 @@ class AsyncPRSMClient:
         max_tokens: int | None = None,
         priority: Priority | None = None,
         correlation_id: str | None = None,
+        schema: Schema | None = None,
     ) -> QueryResult:
-        """Ask the model. Raises a `prsm.PRSMError` subclass on failure."""
+        """Ask the model. Raises a `prsm.PRSMError` subclass on failure.
+
+        With `schema` (a pydantic model or a JSON Schema), the answer is held to it while it
+        is decoded and `result.parsed` is the validated object."""
         with tracing.query_span(prompt, user_id, SERVICE_NAME) as span:
             request = self._core.query_request(
                 prompt,
@@ -85,10 +91,11 @@ class AsyncPRSMClient:
                 max_tokens=max_tokens,
                 priority=priority,
                 correlation_id=correlation_id,
+                schema=schema,
             )
             result = await self._send(request, self._core.parse_query)
             span.answered(result.usage.tokens, result.confidence)
-            return result
+            return structured(schema, result)
 
     async def stream(
         self,

@@ -13,9 +13,10 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from prsm import tracing
@@ -60,6 +61,29 @@ class QueryResult:
     usage: ReceivedUsage
     model: str | None
     correlation_id: str | None
+    parsed: Any = None
+    """Asked with a `schema`: the answer as that pydantic model, or as JSON for a JSON Schema."""
+
+
+Schema = type[BaseModel] | Mapping[str, Any]
+"""What a structured answer must be: a pydantic model or a JSON Schema."""
+
+
+def json_schema_of(schema: Schema) -> dict[str, Any]:
+    """The JSON Schema the server is asked to hold the answer to."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    return dict(schema)
+
+
+def structured(schema: Schema | None, result: QueryResult) -> QueryResult:
+    """`result` with its answer parsed as `schema` says (the server enforced the schema while
+    decoding; only an answer cut by `max_tokens` fails here, as pydantic's or json's error)."""
+    if schema is None:
+        return result
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return replace(result, parsed=schema.model_validate_json(result.answer))
+    return replace(result, parsed=json.loads(result.answer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +148,12 @@ class ClientCore:
         priority: Priority | None,
         correlation_id: str | None,
         stream: bool = False,
+        schema: Schema | None = None,
     ) -> PreparedRequest:
         # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
         """The `POST /api/v1/query` request for these arguments (only the fields given are sent)."""
-        given = {"context": context, "max_tokens": max_tokens, "priority": priority}
+        given = {"context": context, "max_tokens": max_tokens, "priority": priority,
+                 "response_schema": None if schema is None else json_schema_of(schema)}  # fmt: skip
         if stream:
             given["stream"] = True
         try:

@@ -27,9 +27,7 @@ def as_http_error(exc: BaseException) -> errors.HTTPStatusError:
     if isinstance(exc, errors.PromptTooLongError):
         return errors.ValidationError(str(exc), code="prompt_too_long")
     if isinstance(exc, errors.UnenforceableSchemaError):
-        return errors.ValidationError(
-            str(exc), code="unenforceable_schema", param="response_format"
-        )
+        return errors.ValidationError(str(exc), code="invalid_schema", param="response_format")
     if isinstance(exc, errors.EngineUnavailableError):
         return errors.ServiceUnavailableError(str(exc), code="engine_unavailable", retry_after=1)
     if isinstance(exc, StarletteHTTPException):

@@ -20,12 +20,15 @@ from prsm.edge.disconnect import CLIENT_GONE
 from prsm.edge.errors import as_http_error
 from prsm.engines import Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt
+from prsm.engines.constraints import ResponseFormat, grammar_for
 from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
     NotFoundError,
     ServiceUnavailableError,
+    UnenforceableSchemaError,
+    ValidationError,
 )
 from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
@@ -56,7 +59,18 @@ class Ask:
 
     @classmethod
     def from_query(cls, request: QueryRequest) -> Ask:
-        """The query a `POST /api/v1/query` body asks."""
+        """The query a `POST /api/v1/query` body asks; a `responseSchema` that cannot be
+        enforced is refused here (422 `invalid_schema`), before the query waits."""
+        options = DEFAULT_OPTIONS
+        if request.response_schema is not None:
+            answer_format = ResponseFormat("json_schema", request.response_schema)
+            try:
+                grammar_for(answer_format)
+            except UnenforceableSchemaError as exc:
+                raise ValidationError(
+                    str(exc), code="invalid_schema", param="responseSchema"
+                ) from None
+            options = Options(response_format=answer_format)
         return cls(
             prompt=request.prompt,
             user_id=request.user_id,
@@ -64,6 +78,7 @@ class Ask:
             priority=request.priority,
             model=request.model,
             context=request.context,
+            options=options,
             wire=request.to_wire(),
         )
 
