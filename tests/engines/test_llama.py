@@ -191,3 +191,14 @@ async def test_logit_bias_and_penalties_reach_the_sampler(engine: LlamaEngine) -
     with pytest.raises(ValidationError, match="token 99999999 is not in the vocabulary") as bad:
         await engine.generate(PROMPT, max_tokens=3, options=Options(logit_bias=((99999999, 1.0),)))
     assert bad.value.param == "logit_bias"
+
+
+async def test_logprobs_are_the_model_s_own_distribution(engine: LlamaEngine) -> None:
+    """Asked for, every answer token comes with its log probability and the likeliest
+    alternatives, most likely first, and the tokens spell the answer; not asked, none."""
+    answer = await engine.generate(PROMPT, max_tokens=8, options=Options(logprobs=2))
+    assert answer.logprobs is not None
+    assert len(answer.logprobs) == answer.completion_tokens
+    assert all(len(t.top) == 2 and t.top[0][1] >= t.top[1][1] for t in answer.logprobs)
+    assert b"".join(t.token for t in answer.logprobs).decode().strip() == answer.text
+    assert (await engine.generate(PROMPT, max_tokens=8)).logprobs is None

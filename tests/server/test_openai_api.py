@@ -495,3 +495,52 @@ def test_an_agent_loop_runs_end_to_end(llama_server: ServerProcess) -> None:
     assert final.choices[0].finish_reason in ("stop", "length")
     assert final.choices[0].message.tool_calls is None
     assert final.choices[0].message.content
+
+
+def test_an_option_this_model_cannot_honour_is_refused_as_openai_does(
+    fixed_server: ServerProcess,
+) -> None:
+    """`reasoning_effort` (a reasoning model's option): 400 `unsupported_parameter` naming
+    it, in OpenAI's words, rather than ignored."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fixed_server).chat.completions.create(
+            model="fixed",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            reasoning_effort="low",
+        )
+    assert refused.value.code == "unsupported_parameter"
+    assert refused.value.param == "reasoning_effort"
+    assert "Unsupported parameter: 'reasoning_effort'" in refused.value.message
+
+
+def test_logprobs_come_as_openai_s_with_the_top_alternatives(llama_server: ServerProcess) -> None:
+    """`logprobs` with `top_logprobs: 3`: one entry per answer token whose texts join to the
+    answer, each a log probability with its bytes and the three likeliest tokens there, most
+    likely first; `top_logprobs` alone is a 400 naming it."""
+    completion = client(llama_server).chat.completions.create(
+        model=served(llama_server),
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=12,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    choice = completion.choices[0]
+    assert choice.logprobs is not None
+    assert choice.logprobs.content
+    entries = choice.logprobs.content
+    assert completion.usage is not None
+    assert len(entries) == completion.usage.completion_tokens
+    assert "".join(e.token for e in entries).strip() == (choice.message.content or "").strip()
+    for entry in entries:
+        assert entry.logprob <= 0
+        assert bytes(entry.bytes or []).decode("utf-8", "replace") == entry.token
+        alternatives = [top.logprob for top in entry.top_logprobs]
+        assert len(alternatives) == 3
+        assert alternatives == sorted(alternatives, reverse=True)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(llama_server).chat.completions.create(
+            model=served(llama_server),
+            messages=MESSAGES,  # type: ignore[arg-type]
+            top_logprobs=3,
+        )
+    assert refused.value.param == "top_logprobs"

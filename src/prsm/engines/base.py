@@ -49,6 +49,8 @@ class Options:
     """(token id, bias) pairs added to the logits (OpenAI's `logit_bias`)."""
     tools: ToolUse = NO_TOOLS
     """Functions the model may call, and how (tool calls)."""
+    logprobs: int | None = None
+    """Report each answer token's log probability with this many alternatives (None: no)."""
     whole_answer: bool = False
     """Refuse (PromptTooLongError) a prompt that leaves less room than `max_tokens`, as
     OpenAI does, instead of cutting the answer at the window's end."""
@@ -69,6 +71,15 @@ def conversation(prompt: Prompt, system_prompt: str) -> list[Message]:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One answer token's bytes and log probability, and the likeliest tokens at its place."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
     """What an engine produced for one prompt."""
 
@@ -86,6 +97,8 @@ class Generation:
     """When the first token was generated (`time.perf_counter()`), if one was."""
     tool_calls: tuple[ToolCall, ...] = ()
     """The tools the model called (then `text` is empty and `finish_reason` `tool_calls`)."""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """When asked for: each answer token with its log probability and the top alternatives."""
 
     @property
     def total_tokens(self) -> int:

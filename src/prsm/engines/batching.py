@@ -77,6 +77,12 @@ class Finished:
     """Prompt tokens found in the prompt cache."""
     first_token_at: float | None = None
     """When the first token was sampled (`time.perf_counter()`), if one was."""
+    logprobs: tuple[Scored, ...] | None = None
+    """Asked for: each answer token's log probability and the likeliest alternatives."""
+
+
+Scored = tuple[int, float, tuple[tuple[int, float], ...]]
+"""A token, its log probability, and the top tokens there with theirs."""
 
 
 @dataclass(eq=False)
@@ -90,6 +96,9 @@ class Sequence:
     on_token: Callable[[int], None] | None = None
     constraint: Constraint | None = None
     """The grammar the answer is held to (structured output), if any."""
+    top_logprobs: int = -1
+    """Report each token's log probability with this many alternatives (-1: none)."""
+    scored: list[Scored] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # The decode thread's bookkeeping.
     slot: int = -1
@@ -392,6 +401,7 @@ class BatchDecoder:
             self._lib.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
         )
         log_total = _log_sum_exp(logits)  # the model's own distribution, before any mask
+        top = _top(logits, log_total, sequence.top_logprobs)
         if constraint is not None:
             constraint.restrict(logits)
         token = int(self._lib.llama_sampler_sample(sequence.sampler, self._ctx, index))
@@ -402,6 +412,8 @@ class BatchDecoder:
         if self._is_end(token):
             self._retire(sequence, "stop")
             return
+        if top is not None:
+            sequence.scored.append((token, float(logits[token]) - log_total, top))
         if constraint is not None and not constraint.take(token):
             self._retire(sequence, EngineError(f"the answer left its format: {constraint.error}"))
             return
@@ -445,8 +457,20 @@ class BatchDecoder:
                 finish_reason=outcome or "cancelled",
                 cached_tokens=sequence.cached,
                 first_token_at=sequence.first_token_at,
+                logprobs=tuple(sequence.scored) if sequence.top_logprobs >= 0 else None,
             )
         )
+
+
+def _top(logits: np.ndarray, log_total: float, count: int) -> tuple[tuple[int, float], ...] | None:
+    """The `count` likeliest tokens and their log probabilities (None when not asked)."""
+    if count < 0:
+        return None
+    if count == 0:
+        return ()
+    best = np.argpartition(logits, -count)[-count:]
+    best = best[np.argsort(-logits[best], kind="stable")]
+    return tuple((int(t), float(logits[t]) - log_total) for t in best)
 
 
 def _log_sum_exp(logits: np.ndarray) -> float:

@@ -27,9 +27,17 @@ from prsm.engines.base import (
     Message,
     Options,
     Prompt,
+    TokenLogprob,
     conversation,
 )
-from prsm.engines.batching import BatchDecoder, Finished, SamplingParams, Sequence, shared_length
+from prsm.engines.batching import (
+    BatchDecoder,
+    Finished,
+    SamplingParams,
+    Scored,
+    Sequence,
+    shared_length,
+)
 from prsm.engines.constraints import Constraint, Vocabulary, grammar_for
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
@@ -138,6 +146,7 @@ class LlamaEngine:
 
         sequence = Sequence(prompt_tokens, max_tokens, self._sampling_for(options), on_finish)
         sequence.constraint = await self._constraint(options)
+        sequence.top_logprobs = -1 if options.logprobs is None else options.logprobs
         held = TextUnlessCall(on_text) if on_text is not None and options.tools.active else None
         streamed: StreamedText | None = None
         if on_text is not None or options.stop:
@@ -162,6 +171,17 @@ class LlamaEngine:
             cached_tokens=finished.cached_tokens,
             first_token_at=finished.first_token_at,
             tool_calls=calls,
+            logprobs=self._readable(finished.logprobs),
+        )
+
+    def _readable(self, scored: tuple[Scored, ...] | None) -> tuple[TokenLogprob, ...] | None:
+        """Token ids as their bytes."""
+        if scored is None:
+            return None
+        piece = self._loaded.piece
+        return tuple(
+            TokenLogprob(piece(token), logprob, tuple((piece(t), lp) for t, lp in top))
+            for token, logprob, top in scored
         )
 
     async def _constraint(self, options: Options) -> Constraint | None:

@@ -92,7 +92,9 @@ class _Request(BaseModel):
     logit_bias: LogitBias | None = Field(
         default=None, description="Token id to a bias added to its logit."
     )
-    logprobs: Literal[False] | None = Field(default=None, description="Not supported: false.")
+    logprobs: Literal[False] | None = Field(
+        default=None, description="Not supported on completions: false."
+    )
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
         default=None, max_length=16, description="Accepted; events and logs do not carry it."
     )
@@ -111,6 +113,7 @@ class _Request(BaseModel):
             tuple(stops),
             self.answer_format(),
             tools=self.tool_use(),
+            logprobs=self.logprob_count(),
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
             logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
@@ -124,6 +127,10 @@ class _Request(BaseModel):
     def tool_use(self) -> ToolUse:
         """The tools offered: none unless the request offers them."""
         return NO_TOOLS
+
+    def logprob_count(self) -> int | None:
+        """How many alternatives each token's log probability comes with (None: not asked)."""
+        return None
 
     def answer_format(self) -> ResponseFormat:
         """The shape the answer must have: free text unless the request says otherwise."""
@@ -269,9 +276,21 @@ class ChatRequest(_Request):
     response_format: AnswerFormat | None = Field(
         default=None, description="Structured output, enforced while decoding."
     )
+    logprobs: bool | None = Field(  # type: ignore[assignment]
+        default=None, description="Each answer token's log probability."
+    )
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="With `logprobs`: the likeliest tokens at each."
+    )
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+
+    def logprob_count(self) -> int | None:
+        """`logprobs` with `top_logprobs` alternatives (OpenAI refuses the count alone)."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise errors.ValidationError("top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def tool_use(self) -> ToolUse:
         """The tools offered and how they may be used (`auto` when tools are given)."""
@@ -311,7 +330,18 @@ def parse(model: type[_Request], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw)
     except PydanticValidationError as exc:
-        raise validation_error(exc.errors()) from None
+        raise unsupported(exc.errors()) or validation_error(exc.errors()) from None
+
+
+def unsupported(problems: list[Any]) -> errors.HTTPStatusError | None:
+    """OpenAI's refusal of a parameter this model cannot honour (`reasoning_effort`, …), for a
+    top-level field PRSM does not know."""
+    extra = [p for p in problems if p.get("type") == "extra_forbidden" and len(p["loc"]) == 1]
+    if not extra:
+        return None
+    name = str(extra[0]["loc"][0])
+    message = f"Unsupported parameter: '{name}' is not supported with this model."
+    return errors.ValidationError(message, code="unsupported_parameter", param=name)
 
 
 def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
@@ -370,6 +400,22 @@ def _finish(generation: Generation) -> str:
     return "stop"
 
 
+def chat_logprobs(generation: Generation) -> dict[str, Any] | None:
+    """OpenAI's chat `logprobs`: each token, its log probability and bytes, its alternatives."""
+    if generation.logprobs is None:
+        return None
+
+    def spelled(token: bytes, logprob: float) -> dict[str, Any]:
+        text = token.decode("utf-8", errors="replace")
+        return {"token": text, "logprob": logprob, "bytes": list(token)}
+
+    content = [
+        spelled(t.token, t.logprob) | {"top_logprobs": [spelled(b, lp) for b, lp in t.top]}
+        for t in generation.logprobs
+    ]
+    return {"content": content, "refusal": None}
+
+
 def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[str, Any]]:
     """Tool calls as OpenAI spells them (with their `index` in a stream chunk)."""
     spelled = [{"id": c.id, "type": "function",
@@ -383,7 +429,7 @@ def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
     if generation.tool_calls:
         message |= {"content": None, "tool_calls": wire_calls(generation.tool_calls)}
     choice = {"index": 0, "message": message, "finish_reason": _finish(generation),
-              "logprobs": None}  # fmt: skip
+              "logprobs": chat_logprobs(generation)}  # fmt: skip
     return _envelope("chat.completion", "chatcmpl", generation.model, cid) | {
         "choices": [choice],
         "usage": usage(generation),
@@ -429,9 +475,10 @@ def _ending(
 ) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
     """A stream's last chunks (choice, extra fields): the tool calls in one chunk, the finish
     reason, the usage when asked."""
-    ending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [
-        (_stream_choice(chat, None, _finish(generation), False), {})
-    ]
+    last = _stream_choice(chat, None, _finish(generation), False)
+    if chat:
+        last["logprobs"] = chat_logprobs(generation)
+    ending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [(last, {})]
     if chat and generation.tool_calls:
         calls = _stream_choice(chat, None, None, first, generation.tool_calls)
         ending.insert(0, (calls, {}))
