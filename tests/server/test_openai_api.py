@@ -8,11 +8,15 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pydantic
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.support import (
     API_KEY,
@@ -544,3 +548,64 @@ def test_logprobs_come_as_openai_s_with_the_top_alternatives(llama_server: Serve
             top_logprobs=3,
         )
     assert refused.value.param == "top_logprobs"
+
+
+def langchain_model(server: ServerProcess, **settings: Any) -> ChatOpenAI:
+    """LangChain's OpenAI chat model pointed at PRSM, as an application configures it."""
+    return ChatOpenAI(
+        base_url=server.base_url + "/v1",
+        api_key=SecretStr(API_KEY),
+        model=served(server),
+        temperature=0,
+        max_retries=0,
+        **settings,
+    )
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_langchain_structured_output_gives_the_pydantic_object(
+    llama_server: ServerProcess, method: str
+) -> None:
+    """`with_structured_output(City)` by JSON Schema (LangChain's default) and by a forced
+    function call: a City, from the real model."""
+    model = langchain_model(llama_server, max_tokens=120)
+    city = model.with_structured_output(City, method=method).invoke("Describe Paris.")  # type: ignore[arg-type]
+    assert isinstance(city, City)
+
+
+def test_langchain_json_mode_gives_a_json_object(llama_server: ServerProcess) -> None:
+    """`with_structured_output(..., method="json_mode")` (response_format json_object): the
+    answer parses as a JSON object."""
+    schema = {"title": "city", "type": "object", "properties": {"name": {"type": "string"}}}
+    model = langchain_model(llama_server, max_tokens=120)
+    answer = model.with_structured_output(schema, method="json_mode").invoke(
+        "Describe Paris in JSON."
+    )
+    assert isinstance(answer, dict)
+
+
+def test_langchain_bind_tools_runs_a_tool_and_answers_from_its_result(
+    llama_server: ServerProcess,
+) -> None:
+    """`bind_tools` with the tool forced: an AIMessage with a tool call; the ToolMessage sent
+    back (tools still bound) is read — the prompt grows by it — and answered with a
+    well-formed AIMessage (text, or another call: this small model sometimes asks again)."""
+
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        return f"sunny and 18 degrees in {city}"
+
+    model = langchain_model(llama_server, max_tokens=60)
+    question = HumanMessage("What is the weather in Paris?")
+    called = model.bind_tools([get_weather], tool_choice="get_weather").invoke([question])
+    assert isinstance(called, AIMessage)
+    call = called.tool_calls[0]
+    assert call["name"] == "get_weather"
+    result = ToolMessage(get_weather(**call["args"]), tool_call_id=call["id"])
+    answer = model.bind_tools([get_weather]).invoke([question, called, result])
+    assert isinstance(answer, AIMessage)
+    assert answer.content or answer.tool_calls[0]["args"]["city"]
+    assert called.usage_metadata is not None
+    assert answer.usage_metadata is not None
+    grown = answer.usage_metadata["input_tokens"] - called.usage_metadata["input_tokens"]
+    assert grown > len(result.content) // 8  # the call and its result, as tokens
