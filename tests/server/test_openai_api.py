@@ -609,3 +609,20 @@ def test_langchain_bind_tools_runs_a_tool_and_answers_from_its_result(
     assert answer.usage_metadata is not None
     grown = answer.usage_metadata["input_tokens"] - called.usage_metadata["input_tokens"]
     assert grown > len(result.content) // 8  # the call and its result, as tokens
+
+
+def test_litellm_recognises_a_context_overflow(
+    llama_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm, pointed at PRSM as an OpenAI-compatible server, raises its own
+    `ContextWindowExceededError` for prompt + max_tokens over the window (so its fallbacks
+    and trimming apply), and answers a query that fits."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the internet
+    import litellm
+
+    ask = {"model": "openai/" + served(llama_server), "api_base": llama_server.base_url + "/v1",
+           "api_key": API_KEY, "messages": MESSAGES, "num_retries": 0}  # fmt: skip
+    with pytest.raises(litellm.ContextWindowExceededError):
+        litellm.completion(max_tokens=4000, **ask)
+    answer = litellm.completion(max_tokens=8, **ask)
+    assert answer.choices[0].message.content
