@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from prsm.config import EngineSettings
 from prsm.engines.base import Options
 from prsm.engines.constraints import TEXT, ResponseFormat, grammar_for, wire_format
 from prsm.engines.llama import LlamaEngine
@@ -22,14 +20,6 @@ CORPUS = json.loads((Path(__file__).parent / "schema_corpus.json").read_text())
 numbers with ranges, optional fields, `anyOf`, `$defs` and `$ref`; with a question each."""
 SCHEMAS = [(entry["question"], entry["schema"]) for entry in CORPUS]
 PERSON = SCHEMAS[0][1]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    """The embedded model at default settings."""
-    engine = LlamaEngine._load_sync(EngineSettings())
-    yield engine
-    asyncio.run(engine.aclose())
 
 
 def as_json(schema: dict[str, object]) -> Options:

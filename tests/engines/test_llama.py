@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from prsm.engines.llama import LlamaEngine, default_model_path
 from prsm.errors import ConfigError, PromptTooLongError, ValidationError
 
 PROMPT = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    """One loaded model for the module; it belongs to no event loop, so any test may use it."""
-    loaded = LlamaEngine._load_sync(EngineSettings())
-    yield loaded
-    asyncio.run(loaded.aclose())
 
 
 def test_default_model_is_the_smollm2_gguf() -> None:

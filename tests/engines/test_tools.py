@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 
 import jsonschema
 import pytest
 
-from prsm.config import EngineSettings
 from prsm.engines.base import Message, Options
 from prsm.engines.constraints import TEXT
 from prsm.engines.llama import LlamaEngine
@@ -38,14 +35,6 @@ TIME = Tool(
      "required": ["city"]},
 )  # fmt: skip
 QUESTION = "What is the weather in Paris?"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    """The embedded model at default settings."""
-    engine = LlamaEngine._load_sync(EngineSettings())
-    yield engine
-    asyncio.run(engine.aclose())
 
 
 def offering(choice: str, parallel: bool = True) -> Options:

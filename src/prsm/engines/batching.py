@@ -407,13 +407,14 @@ class BatchDecoder:
         token = int(self._lib.llama_sampler_sample(sequence.sampler, self._ctx, index))
         if sequence.first_token_at is None:
             sequence.first_token_at = time.perf_counter()
-        sequence.logprob_sum += float(logits[token]) - log_total
+        logprob = float(logits[token]) - log_total
+        sequence.logprob_sum += logprob
         sequence.sampled += 1
         if self._is_end(token):
             self._retire(sequence, "stop")
             return
         if top is not None:
-            sequence.scored.append((token, float(logits[token]) - log_total, top))
+            sequence.scored.append((token, logprob, top))
         if constraint is not None and not constraint.take(token):
             self._retire(sequence, EngineError(f"the answer left its format: {constraint.error}"))
             return

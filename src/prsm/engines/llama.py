@@ -38,15 +38,15 @@ from prsm.engines.batching import (
     Sequence,
     shared_length,
 )
-from prsm.engines.constraints import Constraint, Vocabulary, grammar_for
+from prsm.engines.constraints import Constraint, Vocabulary
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.text import StreamedText, TextSink
 from prsm.engines.tools import (
     TextUnlessCall,
     ToolUse,
+    answer_grammar,
     calls_text,
     parse_calls,
-    tool_grammar,
     tools_prompt,
 )
 from prsm.errors import ConfigError, PromptTooLongError, ValidationError
@@ -186,10 +186,7 @@ class LlamaEngine:
 
     async def _constraint(self, options: Options) -> Constraint | None:
         """The grammar the answer is held to: the tools' calls, or the response format."""
-        if options.tools.active:
-            grammar: str | None = tool_grammar(options.tools, options.response_format)
-        else:
-            grammar = grammar_for(options.response_format)
+        grammar = answer_grammar(options.tools, options.response_format)
         if grammar is None:
             return None
         return await asyncio.to_thread(self._loaded.vocabulary.constraint, grammar)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prsm.engines.constraints import ResponseFormat, schema_of
+from prsm.engines.constraints import ResponseFormat, grammar_for, schema_of
 from prsm.engines.text import TextSink
 from prsm.errors import UnenforceableSchemaError
 
@@ -88,6 +88,12 @@ def tool_grammar(use: ToolUse, text_format: ResponseFormat) -> str:
     if failed:
         raise UnenforceableSchemaError(f"the tools' parameters cannot be enforced: {messages[0]}")
     return str(grammar)
+
+
+def answer_grammar(use: ToolUse, text_format: ResponseFormat) -> str | None:
+    """The grammar an answer is held to: the tools' calls when tools are offered, else its
+    format's (None for free text); raises `UnenforceableSchemaError` naming the part."""
+    return tool_grammar(use, text_format) if use.active else grammar_for(text_format)
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from prsm.edge.errors import OPENAI_PREFIX, as_http_error
 from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options
-from prsm.engines.constraints import TEXT, ResponseFormat, grammar_for
-from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, tool_grammar
+from prsm.engines.constraints import TEXT, ResponseFormat
+from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar
 from prsm.errors import UnenforceableSchemaError
 from prsm.server.auth import READ, Principal
 from prsm.server.errors import validation_error
@@ -349,10 +349,7 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
     is refused here, before the query waits for the engine."""
     options = body.options()
     try:
-        if options.tools.active:
-            tool_grammar(options.tools, options.response_format)
-        else:
-            grammar_for(options.response_format)
+        answer_grammar(options.tools, options.response_format)
     except UnenforceableSchemaError as exc:
         param = "tools" if options.tools.active else "response_format.json_schema.schema"
         raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
