@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import pydantic
 import pytest
 
 from prsm.engines.base import Message, Options
@@ -125,3 +126,32 @@ def test_text_that_could_become_a_call_waits() -> None:
         call(delta)
     call.finish()
     assert quiet == []
+
+
+class Item(pydantic.BaseModel):
+    """A line of an order."""
+
+    sku: str = pydantic.Field(max_length=12)
+    qty: int = pydantic.Field(ge=1, le=9)
+
+
+class Order(pydantic.BaseModel):
+    """Parameters with a nested model: pydantic writes them with `$defs` and `$ref`s."""
+
+    items: list[Item] = pydantic.Field(min_length=1, max_length=2)
+
+
+async def test_parameters_with_references_are_enforced(engine: LlamaEngine) -> None:
+    """A tool whose parameters refer to their own `$defs` (a pydantic model with a nested one,
+    as LangChain and the official client send it), offered beside another tool with a
+    definition of the same name: the call's arguments validate against its parameters."""
+    order = Tool("place_order", "Order goods", Order.model_json_schema())
+    other = Tool("other", "", {"type": "object", "$defs": {"Item": {"type": "integer"}},
+                               "properties": {"n": {"$ref": "#/$defs/Item"}}})  # fmt: skip
+    answer = await engine.generate(
+        "Order two apples.",
+        max_tokens=80,
+        options=Options(tools=ToolUse((order, other), "place_order")),
+    )
+    assert answer.finish_reason == "tool_calls"
+    Order.model_validate_json(answer.tool_calls[0].arguments)

@@ -70,8 +70,9 @@ def tool_grammar(use: ToolUse, text_format: ResponseFormat) -> str:
     allowed = [t for t in use.tools if use.choice in ("auto", "required", t.name)]
     if not allowed:
         raise UnenforceableSchemaError(f"tool_choice names no tool offered: {use.choice!r}")
+    definitions = {f"{t.name}.parameters": _parameters(t) for t in allowed}
     calls = {"type": "array", "items": {"anyOf": [_call_schema(t) for t in allowed]},
-             "minItems": 1, "x-guidance": _COMPACT}  # fmt: skip
+             "minItems": 1, "x-guidance": _COMPACT, "$defs": definitions}  # fmt: skip
     if not use.parallel:
         calls["maxItems"] = 1
     start = "calls" if use.choice != "auto" else "calls | text"
@@ -97,17 +98,46 @@ def answer_grammar(use: ToolUse, text_format: ResponseFormat) -> str | None:
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:
-    """A call of `tool`. Arguments take only the parameters named (as OpenAI's strict mode
-    has it) unless the schema says otherwise: a small model offered any key invents some."""
-    parameters = dict(tool.parameters) or {"type": "object", "properties": {}}
-    if parameters.get("type") == "object":
-        parameters.setdefault("additionalProperties", False)
+    """A call of `tool`: its name, and arguments as its parameters (`_parameters`) say."""
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, "arguments": parameters},
+        "properties": {
+            "name": {"const": tool.name},
+            "arguments": {"$ref": f"#/$defs/{tool.name}.parameters"},
+        },
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
+
+
+def _parameters(tool: Tool) -> dict[str, Any]:
+    """`tool`'s parameters as a definition at the calls' root, where their local references
+    (`#`, `#/$defs/…`, `#/definitions/…`, as pydantic writes nested models) still resolve:
+    the tool's own definitions move inside it, named by the tool. Arguments take only the
+    parameters named (as OpenAI's strict mode has it) unless the schema says otherwise: a
+    small model offered any key invents some."""
+    root = f"#/$defs/{tool.name}.parameters"
+    parameters: dict[str, Any] = _rerooted(dict(tool.parameters), root)
+    if not parameters:
+        parameters = {"type": "object", "properties": {}}
+    if parameters.get("type") == "object":
+        parameters.setdefault("additionalProperties", False)
+    return parameters
+
+
+def _rerooted(node: Any, root: str) -> Any:
+    """`node` with its local references made relative to `root` instead of `#`."""
+    if isinstance(node, list):
+        return [_rerooted(item, root) for item in node]
+    if not isinstance(node, dict):
+        return node
+    moved = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str) and value.startswith("#"):
+            moved[key] = root + value[1:]
+        else:
+            moved[key] = _rerooted(value, root)
+    return moved
 
 
 def tools_prompt(use: ToolUse) -> str:
