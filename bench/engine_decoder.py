@@ -24,7 +24,7 @@ from typing import Any
 
 from prsm.config import EngineSettings
 from prsm.engines.base import conversation
-from prsm.engines.batching import PENALTY_WINDOW
+from prsm.engines.batching import SamplingParams, sampler_chain
 from prsm.engines.cpus import usable_cpus
 from prsm.engines.llama import (
     common_prefix,
@@ -158,15 +158,9 @@ def _decode(lib: Any, context: Any, batch: Any, entries: list[Entry]) -> None:
 
 
 def _greedy_sampler(lib: Any, model: Any, settings: EngineSettings) -> Any:
-    """The chain PRSM's engine builds for a greedy answer."""
+    """The chain PRSM's engine builds for a greedy answer (its own code: the same chain)."""
     n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
-    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-    penalties = lib.llama_sampler_init_penalties(
-        n_vocab, PENALTY_WINDOW, settings.repeat_penalty, 0.0, 0.0
-    )
-    lib.llama_sampler_chain_add(chain, penalties)
-    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-    return chain
+    return sampler_chain(lib, n_vocab, SamplingParams(0.0, settings.repeat_penalty, settings.seed))
 
 
 def main() -> None:

@@ -324,30 +324,7 @@ class BatchDecoder:
             self._active.sort(key=lambda running: running.slot)
 
     def _sampler(self, sampling: SamplingParams) -> Any:
-        lib = self._lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if sampling.logit_bias:
-            biases = (lib.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
-            bias = lib.llama_sampler_init_logit_bias(self.n_vocab, len(biases), biases)
-            lib.llama_sampler_chain_add(chain, bias)
-        repeat, frequency, presence = (
-            sampling.repeat_penalty,
-            sampling.frequency_penalty,
-            sampling.presence_penalty,
-        )
-        if (repeat, frequency, presence) != (1.0, 0.0, 0.0):
-            penalties = lib.llama_sampler_init_penalties(
-                self.n_vocab, PENALTY_WINDOW, repeat, frequency, presence
-            )
-            lib.llama_sampler_chain_add(chain, penalties)
-        if sampling.temperature <= 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-        else:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(TOP_K))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed))
-        return chain
+        return sampler_chain(self._lib, self.n_vocab, sampling)
 
     def _retire_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled.is_set()]:
@@ -461,6 +438,30 @@ class BatchDecoder:
                 logprobs=tuple(sequence.scored) if sequence.top_logprobs >= 0 else None,
             )
         )
+
+
+def sampler_chain(lib: Any, n_vocab: int, sampling: SamplingParams) -> Any:
+    """llama.cpp's sampler chain for one sequence: logit biases, the penalties over the last
+    `PENALTY_WINDOW` tokens, then greedy, or top-k / top-p / temperature with the seed."""
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if sampling.logit_bias:
+        biases = (lib.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
+        lib.llama_sampler_chain_add(
+            chain, lib.llama_sampler_init_logit_bias(n_vocab, len(biases), biases)
+        )
+    penalties = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
+    if penalties != (1.0, 0.0, 0.0):
+        lib.llama_sampler_chain_add(
+            chain, lib.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, *penalties)
+        )
+    if sampling.temperature <= 0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+    else:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(TOP_K))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(sampling.seed))
+    return chain
 
 
 def _top(logits: np.ndarray, log_total: float, count: int) -> tuple[tuple[int, float], ...] | None:
