@@ -253,6 +253,17 @@ class EventSettings(Section):
     )
 
 
+class ResponsesSettings(Section):
+    """OpenAI's Responses API: how long a stored response is kept."""
+
+    ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        description="How long a stored response (and the conversation `previous_response_id` "
+        "continues from it) is kept in Redis.",
+    )
+
+
 class JobSettings(Section):
     """Job queues and callbacks: timeouts, retries, the sweep, the callback secret and
     allow-list."""
@@ -485,6 +496,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

@@ -45,6 +45,12 @@ def batch_results(owner: str, batch_id: str) -> str:
     return f"batch:{owner}:{batch_id}:results"
 
 
+def stored_response(owner: str, response_id: str) -> str:
+    """One stored Responses API response and the conversation up to it, under its owner's tag
+    (`responses.ttl_seconds` expiry): only its creator can read or continue it."""
+    return f"prsm:response:{owner}:{response_id}"
+
+
 def job_queue(job_type: JobType) -> str:
     """The SAQ queue of one job type (its keys are `saq:<name>:*`)."""
     return f"prsm-{job_type}"

@@ -16,6 +16,7 @@ from prsm.engines.tools import (
     CALL_MARK,
     TextUnlessCall,
     Tool,
+    ToolCall,
     ToolUse,
     calls_text,
     parse_calls,
@@ -91,6 +92,27 @@ async def test_an_agent_loop_calls_then_answers_from_the_result(engine: LlamaEng
     assert answer.finish_reason in ("stop", "length")
     assert answer.tool_calls == ()
     assert "sunny" in answer.text.lower() or "18" in answer.text
+
+
+async def test_tool_choice_none_after_a_call_answers_text_not_a_written_call(
+    engine: LlamaEngine,
+) -> None:
+    """Tools offered with `none`, after an earlier call and its result: the answer is text,
+    never the call markup the conversation shows the model (which it otherwise imitates)."""
+    earlier = (ToolCall("call_1", "get_weather", '{"city": "Oslo"}'),)
+    turns = [
+        Message("system", "You answer questions about the weather."),
+        Message("user", "What is the weather in Oslo?"),
+        Message("assistant", "", tool_calls=earlier),
+        Message("tool", "sunny and 18 degrees in Oslo", tool_call_id="call_1"),
+    ]
+    for temperature, seed in ((0.0, 0), (0.8, 0), (0.8, 1), (0.8, 3)):
+        none = ToolUse((WEATHER,), "none")
+        options = Options(temperature=temperature, seed=seed, tools=none)
+        answer = await engine.generate(turns, max_tokens=30, options=options)
+        assert answer.tool_calls == ()
+        assert answer.text.strip()
+        assert not answer.text.lstrip().startswith("<")
 
 
 def test_parallel_calls_off_allows_one_call() -> None:

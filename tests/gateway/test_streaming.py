@@ -130,6 +130,22 @@ def test_the_official_client_through_the_gateway_with_the_real_model(
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
 
 
+def test_the_responses_api_through_the_gateway_with_the_real_model(
+    model_gateway: GatewayProcess,
+) -> None:
+    """`responses.create`, whole and streamed through the gateway: the same greedy text, the
+    stream's typed events intact."""
+    client = openai.OpenAI(base_url=model_gateway.base_url + "/v1", api_key=API_KEY, max_retries=0)
+    ask = {"model": client.models.list().data[0].id, "input": "What is the capital of France?",
+           "max_output_tokens": 60, "temperature": 0, "store": False}  # fmt: skip
+    whole = client.responses.create(**ask)  # type: ignore[call-overload]
+    with client.responses.stream(**ask) as stream:  # type: ignore[arg-type]
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_response()
+    assert streamed.output_text == whole.output_text != ""
+    assert (kinds[0], kinds[-1]) == ("response.created", "response.completed")
+
+
 def test_the_real_model_stops_when_the_caller_leaves_the_gateway(
     model_gateway: GatewayProcess, llama_server: ServerProcess
 ) -> None:
@@ -190,6 +206,20 @@ def test_a_stream_cut_upstream_ends_with_openais_error_event(cut_gateway: Gatewa
     with pytest.raises(openai.APIError, match="broke off"):
         list(stream)
     assert metric(cut_gateway.base_url, "prsm_gateway_requests_total", 'status="502"') == 2
+
+
+def test_a_responses_stream_cut_upstream_ends_with_its_typed_error_event(
+    cut_gateway: GatewayProcess,
+) -> None:
+    """On /v1/responses: the Responses API's own `error` event (typed, with OpenAI's code),
+    as the API sends when a stream fails, not the chat format's."""
+    ask = {"model": "m", "input": "hi", "stream": True}
+    with httpx.stream("POST", cut_gateway.base_url + "/v1/responses", json=ask) as raw:
+        body = raw.read().decode()
+    name, data = body.strip().split("\n\n")[-1].split("\n")
+    assert name == "event: error"
+    error = json.loads(data.removeprefix("data: "))
+    assert (error["type"], error["code"]) == ("error", "upstream_cut")
 
 
 async def test_a_stream_cut_upstream_ends_with_prsms_error_event(

@@ -13,6 +13,7 @@ from prsm import errors
 from prsm.edge.errors import OPENAI_PREFIX, error_payload, openai_error
 
 OPENAI_DONE = b"data: [DONE]\n\n"
+RESPONSES_PATH = OPENAI_PREFIX + "responses"
 """OpenAI's last frame of every stream."""
 
 
@@ -23,9 +24,17 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-def error_event(error: errors.HTTPStatusError, cid: str | None, path: str) -> bytes:
-    """The frames that end a stream at `path` with `error`: OpenAI's `data: {"error": …}` then
-    `[DONE]` under /v1/, PRSM's `event: error` (the error body with its `status`) elsewhere."""
+def error_event(
+    error: errors.HTTPStatusError, cid: str | None, path: str, sequence: int = 0
+) -> bytes:
+    """The frames that end a stream at `path` with `error`: the Responses API's typed `error`
+    event (numbered `sequence`) under /v1/responses, OpenAI's `data: {"error": …}` then
+    `[DONE]` elsewhere under /v1/, PRSM's `event: error` (the error body with its `status`)
+    everywhere else."""
+    if path.startswith(RESPONSES_PATH):
+        detail = openai_error(error)[1]["error"]
+        fields = {k: detail[k] for k in ("code", "message", "param")}
+        return sse({"type": "error", "sequence_number": sequence} | fields, "error")
     if path.startswith(OPENAI_PREFIX):
         return sse(openai_error(error)[1]) + OPENAI_DONE
     return sse(error_payload(error, cid) | {"status": error.status_code}, "error")

@@ -65,8 +65,6 @@ NO_TOOLS = ToolUse()
 def tool_grammar(use: ToolUse, text_format: ResponseFormat) -> str:
     """The llguidance grammar for an answer under `use`: calls of the allowed tools, or (with
     `auto`) text in `text_format`; raises `UnenforceableSchemaError` naming the part."""
-    from llguidance import LLMatcher
-
     allowed = [t for t in use.tools if use.choice in ("auto", "required", t.name)]
     if not allowed:
         raise UnenforceableSchemaError(f"tool_choice names no tool offered: {use.choice!r}")
@@ -80,10 +78,19 @@ def tool_grammar(use: ToolUse, text_format: ResponseFormat) -> str:
         text = f"%json {json.dumps(schema_of(text_format) | {'x-guidance': _COMPACT})}"
     else:
         text = "TEXT"
-    lark = (
+    return _compiled(
         f"start: {start}\ncalls: {json.dumps(CALL_MARK)} %json {json.dumps(calls)}\n"
-        f"text: {text}\nTEXT: /\\s*[^<\\s][\\s\\S]*/\n"
+        f"text: {text}\nTEXT: {PLAIN_TEXT}\n"
     )
+
+
+PLAIN_TEXT = r"/\s*[^<\s][\s\S]*/"
+"""Text that cannot be taken for a call: it does not begin with `<`."""
+
+
+def _compiled(lark: str) -> str:
+    from llguidance import LLMatcher
+
     grammar = LLMatcher.grammar_from_lark(lark)
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:
@@ -93,8 +100,16 @@ def tool_grammar(use: ToolUse, text_format: ResponseFormat) -> str:
 
 def answer_grammar(use: ToolUse, text_format: ResponseFormat) -> str | None:
     """The grammar an answer is held to: the tools' calls when tools are offered, else its
-    format's (None for free text); raises `UnenforceableSchemaError` naming the part."""
-    return tool_grammar(use, text_format) if use.active else grammar_for(text_format)
+    format's (None for free text); raises `UnenforceableSchemaError` naming the part.
+
+    With tools offered but `tool_choice: none`, free text is still held to text that is not a
+    call: a conversation with earlier calls otherwise invites the model to write one as text.
+    """
+    if use.active:
+        return tool_grammar(use, text_format)
+    if use.tools and not text_format.constrained:
+        return _compiled(f"start: TEXT\nTEXT: {PLAIN_TEXT}\n")
+    return grammar_for(text_format)
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from prsm.logs import configure_logging
 from prsm.server.direct import DirectRoutes, direct_routes
 from prsm.server.errors import install_error_handlers
 from prsm.server.openai_api import openai_routes
+from prsm.server.response_store import ResponseStore
+from prsm.server.responses_api import responses_routes
 from prsm.server.routes.jobs import job_routes
 from prsm.server.routes.openapi import customise_openapi
 from prsm.server.routes.probes import probe_routes
@@ -61,6 +63,7 @@ def create_app(
         job_routes(services),
         probe_routes(services),
         openai_routes(services),
+        responses_routes(services, stored_responses(services)),
     ]
     for router in routers:
         app.include_router(router)
@@ -68,6 +71,13 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     return app
+
+
+def stored_responses(services: ApiServices) -> ResponseStore | None:
+    """Where Responses API responses are kept: Redis, when the instance has it."""
+    if services.redis is None:
+        return None
+    return ResponseStore(services.redis, services.settings.responses.ttl_seconds)
 
 
 def _lifespan(

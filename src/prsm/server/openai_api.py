@@ -324,7 +324,7 @@ class CompletionRequest(_Request):
     echo: Literal[False] = Field(default=False, description="Not supported: false only.")
 
 
-def parse(model: type[_Request], raw: bytes) -> Any:
+def parse(model: type[BaseModel], raw: bytes) -> Any:
     """The request body as `model`; OpenAI's 400 `invalid_request_error` naming the field
     otherwise."""
     try:
@@ -348,11 +348,7 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
     """The query a chat completions request asks; a response format that cannot be enforced
     is refused here, before the query waits for the engine."""
     options = body.options()
-    try:
-        answer_grammar(options.tools, options.response_format)
-    except UnenforceableSchemaError as exc:
-        param = "tools" if options.tools.active else "response_format.json_schema.schema"
-        raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
+    check_grammar(options, "response_format.json_schema.schema")
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
         user_id=body.user or principal.key_id,
@@ -362,6 +358,16 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
         operation="chat",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
     )
+
+
+def check_grammar(options: Options, schema_param: str) -> None:
+    """Refuse (400 `invalid_schema`, naming `tools` or `schema_param`) an answer format or
+    tools that cannot be enforced, before the query waits for the engine."""
+    try:
+        answer_grammar(options.tools, options.response_format)
+    except UnenforceableSchemaError as exc:
+        param = "tools" if options.tools.active else schema_param
+        raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
 
 
 def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
@@ -563,14 +569,15 @@ class ModelList(BaseModel):
     data: list[dict[str, Any]]
 
 
-def _body(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
+def request_body(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI request body of `model`, and the definitions it refers to."""
     schema = model.model_json_schema(ref_template=_REF)
     definitions = schema.pop("$defs", {})
     return {"required": True, "content": {"application/json": {"schema": schema}}}, definitions
 
 
-_CHAT_BODY, _CHAT_DEFS = _body(ChatRequest)
-_COMPLETION_BODY, _COMPLETION_DEFS = _body(CompletionRequest)
+_CHAT_BODY, _CHAT_DEFS = request_body(ChatRequest)
+_COMPLETION_BODY, _COMPLETION_DEFS = request_body(CompletionRequest)
 SCHEMA_DEFINITIONS = _CHAT_DEFS | _COMPLETION_DEFS
 """Models the request bodies refer to, for the OpenAPI components."""
 _ANSWERED: dict[int | str, dict[str, Any]] = {
@@ -592,6 +599,11 @@ _FAILED: dict[int | str, dict[str, Any]] = {
         504: "The engine did not answer in time (server_error)",
     }.items()
 }
+
+
+def failures(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of these error answers, in OpenAI's shape."""
+    return {status: _FAILED[status] for status in statuses}
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -671,7 +683,7 @@ def model_routes(router: APIRouter, path: QueryPath) -> None:
         "/models",
         summary="OpenAI model list",
         response_model=ModelList,
-        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 503)},
+        responses=failures(401, 403, 503),
     )
     async def models(request: Request) -> Response:
         """The served model."""
@@ -681,7 +693,7 @@ def model_routes(router: APIRouter, path: QueryPath) -> None:
     @router.get(
         "/models/{model_id:path}",
         summary="OpenAI model",
-        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 404, 503)},
+        responses=failures(401, 403, 404, 503),
     )
     async def model(request: Request, model_id: str) -> Response:
         """The served model, by its id (404 `model_not_found` for any other)."""
@@ -695,7 +707,7 @@ def model_routes(router: APIRouter, path: QueryPath) -> None:
     @router.post(
         "/embeddings",
         summary="OpenAI embeddings (none served)",
-        responses={k: v for k, v in _FAILED.items() if k in (401, 403, 404)},
+        responses=failures(401, 403, 404),
     )
     async def embeddings(request: Request) -> Response:
         """No embedding model is served: OpenAI's 404 `model_not_found`, saying so."""

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prsm.contracts import ErrorResponse, QueryRequest
 from prsm.jobs.schema import JOB_REQUEST
 from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
+from prsm.server.responses_api import SCHEMA_DEFINITIONS as RESPONSES_SCHEMA_DEFINITIONS
 
 BEARER = "bearerAuth"
 """The security scheme's name."""
@@ -17,12 +18,26 @@ BEARER = "bearerAuth"
 _REF = "#/components/schemas/{model}"
 QUERY_SCHEMA = QueryRequest.model_json_schema(by_alias=True, ref_template=_REF)
 JOB_SCHEMA = JOB_REQUEST.json_schema(by_alias=True, ref_template=_REF)
+
+
+def _merged(*definitions: dict[str, Any]) -> dict[str, Any]:
+    """Definitions from several models in one namespace; two different models of one name
+    are a mistake caught at import, not a silently wrong description."""
+    merged: dict[str, Any] = {}
+    for group in definitions:
+        for name, schema in group.items():
+            if merged.setdefault(name, schema) != schema:
+                raise ValueError(f"two request models are both named {name!r}")
+    return merged
+
+
 # Models the request bodies refer to; they join the OpenAPI components (see customise_openapi).
-_BODY_DEFS = {
-    **QUERY_SCHEMA.pop("$defs", {}),
-    **JOB_SCHEMA.pop("$defs", {}),
-    **OPENAI_SCHEMA_DEFINITIONS,
-}
+_BODY_DEFS = _merged(
+    QUERY_SCHEMA.pop("$defs", {}),
+    JOB_SCHEMA.pop("$defs", {}),
+    OPENAI_SCHEMA_DEFINITIONS,
+    RESPONSES_SCHEMA_DEFINITIONS,
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
