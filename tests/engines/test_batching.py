@@ -325,3 +325,34 @@ def test_a_sequence_moves_down_into_a_gap_and_keeps_its_answer() -> None:
     generating = [run for run in runs.values() if len(set(run)) == len(run)]
     assert len(generating) > 20
     assert all(run == list(range(run[0], run[0] + len(run))) for run in generating)
+
+
+def test_sequences_sharing_a_running_prompt_copy_its_cells_and_answer_the_same() -> None:
+    """The same long question four times at once, sampled with four seeds (a request's `n`
+    choices): the first computes the prompt, the others copy its cells (their cached tokens
+    are all but the last), and each answer is, token for token, its seed's answer computed
+    alone, one after another."""
+    question = " ".join(PROMPTS) + " Answer only the last question."
+    shared = load_model(default_model_path(), EngineSettings(max_batch=4))
+    plain = load_model(default_model_path(), EngineSettings(max_batch=1))
+
+    def sampled(model: LoadedModel, seed: int) -> tuple[Sequence, Recorder]:
+        recorder = Recorder(model.decoder)
+        sampling = SamplingParams(temperature=0.8, repeat_penalty=1.1, seed=seed)
+        sequence = Sequence(tokens_of(model, question), 24, sampling, recorder.on_finish)
+        model.decoder.submit(sequence)
+        return sequence, recorder
+
+    try:
+        together = [sampled(shared, seed)[1] for seed in range(4)]
+        answers = [recorder.finished() for recorder in together]
+        alone = [sampled(plain, seed)[1].finished().tokens for seed in range(4)]
+        prompt = len(tokens_of(shared, question))
+        assert shared.decoder.slots_holding_cells() == []
+    finally:
+        shared.close()
+        plain.close()
+    assert [answer.tokens for answer in answers] == alone
+    assert len(set(map(tuple, alone))) > 1  # the seeds do differ
+    assert answers[0].cached_tokens < prompt - 40  # the system prompt only
+    assert [answer.cached_tokens for answer in answers[1:]] == [prompt - 1] * 3

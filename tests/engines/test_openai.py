@@ -1,4 +1,5 @@
-"""The `openai` engine against a real OpenAI-compatible server: llama.cpp's own."""
+"""The `openai` engine against real OpenAI-compatible servers: llama.cpp's own, and PRSM's
+`/v1` for tool calls."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from collections.abc import Iterator
 import pytest
 
 from prsm.config import EngineSettings
+from prsm.engines.base import Message, Options
 from prsm.engines.llama import default_model_path
 from prsm.engines.openai import OpenAIEngine
+from prsm.engines.tools import Tool, ToolUse
 from prsm.errors import EngineUnavailableError
-from tests.support import Reply, free_port, scripted_server, wait_until_ready
+from tests.support import (
+    API_KEY,
+    Reply,
+    ServerProcess,
+    free_port,
+    scripted_server,
+    wait_until_ready,
+)
 
 
 @contextlib.contextmanager
@@ -92,3 +102,41 @@ async def test_unreachable_server_is_engine_unavailable() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EngineUnavailableError, match=r"127\.0\.0\.1"):
         await OpenAIEngine.load(EngineSettings(kind="openai", openai_base_url=url))
+
+
+async def test_tools_and_logprobs_go_to_the_server_and_come_back(
+    llama_server: ServerProcess,
+) -> None:
+    """Against PRSM's own `/v1` (an OpenAI-compatible server with tool calls): a required
+    call comes back as the engine's tool call; the conversation with its result goes back
+    with the call and its id; asked-for logprobs come back with their alternatives."""
+    settings = EngineSettings(
+        kind="openai", openai_base_url=llama_server.base_url + "/v1", openai_api_key=API_KEY
+    )
+    engine = await OpenAIEngine.load(settings)
+    weather = Tool("get_weather", "The current weather in a city",
+                   {"type": "object", "properties": {"city": {"type": "string"}},
+                    "required": ["city"]})  # fmt: skip
+    question = "What is the weather in Oslo?"
+    try:
+        called = await engine.generate(
+            question, max_tokens=80, options=Options(tools=ToolUse((weather,), "required"))
+        )
+        turns = [
+            Message("user", question),
+            Message("assistant", "", tool_calls=called.tool_calls),
+            Message("tool", "sunny, 18 degrees", tool_call_id=called.tool_calls[0].id),
+        ]
+        answered = await engine.generate(
+            turns, max_tokens=30, options=Options(tools=ToolUse((weather,), "none"), logprobs=2)
+        )
+    finally:
+        await engine.aclose()
+    assert called.finish_reason == "tool_calls"
+    assert called.text == ""
+    assert called.tool_calls[0].name == "get_weather"
+    assert isinstance(json.loads(called.tool_calls[0].arguments)["city"], str)
+    assert answered.text
+    assert answered.tool_calls == ()
+    assert answered.logprobs
+    assert all(len(token.top) == 2 and token.logprob <= 0 for token in answered.logprobs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from tests.support import (
 )
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+NODE_DIR = Path(__file__).parents[1] / "e2e" / "node"
+"""Where the Node packages the tests run are installed (`make test` installs them)."""
 
 
 def client(server: ServerProcess, key: str = API_KEY) -> openai.OpenAI:
@@ -548,6 +552,91 @@ def test_logprobs_come_as_openai_s_with_the_top_alternatives(llama_server: Serve
             top_logprobs=3,
         )
     assert refused.value.param == "top_logprobs"
+
+
+def test_completions_logprobs_come_in_the_completions_format(llama_server: ServerProcess) -> None:
+    """`/v1/completions` with `logprobs: 2`: tokens that spell the text, a log probability
+    each, the two likeliest tokens at each, and each token's offset in the text; streamed,
+    the same in the finish chunk."""
+    ask = {"model": served(llama_server), "prompt": "Name a colour.", "max_tokens": 8,
+           "logprobs": 2, "temperature": 0}  # fmt: skip
+    completion = client(llama_server).completions.create(**ask)  # type: ignore[call-overload]
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.tokens
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs or [])
+    assert "".join(logprobs.tokens).strip() == completion.choices[0].text.strip()
+    assert all(len(top) <= 2 and max(top.values()) <= 0 for top in logprobs.top_logprobs or [])
+    offsets = [len("".join(logprobs.tokens[:i])) for i in range(len(logprobs.tokens))]
+    assert logprobs.text_offset == offsets
+    chunks = list(client(llama_server).completions.create(stream=True, **ask))  # type: ignore[call-overload]
+    streamed = next(c.choices[0].logprobs for c in chunks if c.choices[0].logprobs)
+    assert streamed.tokens == logprobs.tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(llama_server).completions.create(**ask | {"logprobs": 6})  # type: ignore[call-overload]
+    assert refused.value.param == "logprobs"
+
+
+def test_n_answers_come_as_n_choices_decoded_together(llama_server: ServerProcess) -> None:
+    """`n: 3` sampled with a seed: three choices, indexed, differing, the first as `n: 1`
+    answers, their completion tokens all counted and the prompt once; the same seed gives the
+    same three again; streamed, each choice's deltas carry its index and spell the same
+    texts."""
+    ask = {"model": served(llama_server), "messages": MESSAGES, "n": 3, "temperature": 1.0,
+           "seed": 11, "max_tokens": 24}  # fmt: skip
+    first = client(llama_server).chat.completions.create(**ask)  # type: ignore[call-overload]
+    texts = [choice.message.content for choice in first.choices]
+    assert [choice.index for choice in first.choices] == [0, 1, 2]
+    assert len(set(texts)) > 1
+    again = client(llama_server).chat.completions.create(**ask)  # type: ignore[call-overload]
+    assert [choice.message.content for choice in again.choices] == texts
+    one = client(llama_server).chat.completions.create(**ask | {"n": 1})  # type: ignore[call-overload]
+    assert one.choices[0].message.content == texts[0]  # the first choice samples with the seed
+    assert first.usage is not None
+    assert one.usage is not None
+    assert first.usage.completion_tokens > one.usage.completion_tokens
+    assert first.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once
+    streamed = ["", "", ""]
+    for chunk in client(llama_server).chat.completions.create(stream=True, **ask):  # type: ignore[call-overload]
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+    assert streamed == texts
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(llama_server).chat.completions.create(**ask | {"n": 9})  # type: ignore[call-overload]
+    assert refused.value.param == "n"
+
+
+def test_a_caller_leaving_a_stream_of_n_answers_stops_them_all(llama_server: ServerProcess) -> None:
+    """Three long answers streamed, the caller gone after the first chunk: every one of them
+    stops (the engine holds nothing within seconds)."""
+    body = {"model": served(llama_server), "n": 3, "max_tokens": 400, "stream": True,
+            "messages": [{"role": "user", "content": "Write a long story."}]}  # fmt: skip
+    leave_after(llama_server.base_url, "/v1/chat/completions", body, b"chat.completion.chunk")
+    idle_soon(llama_server.base_url)
+
+
+def test_the_official_node_client_works_unchanged(llama_server: ServerProcess) -> None:
+    """OpenAI's Node package (`openai` from npm), as a Node application calls it: chat whole
+    and streamed alike, a JSON Schema answer, a forced tool call, the Responses API whole and
+    streamed (its typed events), a refused option with its `param`."""
+    node = Path(sys.executable).parent / "node"
+    ran = subprocess.run(
+        [str(node), "openai-client.js"],
+        cwd=NODE_DIR,
+        env={"PRSM_BASE_URL": llama_server.base_url + "/v1", "PRSM_API_KEY": API_KEY,
+             "PATH": str(node.parent)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    got = json.loads(ran.stdout)
+    assert got["streamed"] == got["chat"] != ""
+    assert set(got["structured"]) == {"name", "country"}
+    assert (got["finish"], got["call"]["name"]) == ("tool_calls", "get_weather")
+    assert isinstance(json.loads(got["call"]["arguments"])["city"], str)
+    assert got["final"] == got["response"] != ""
+    assert (got["events"][0], got["events"][-1]) == ("response.created", "response.completed")
+    assert got["refused"] == {"status": 400, "code": "unsupported_parameter",
+                              "param": "reasoning_effort"}  # fmt: skip
 
 
 def langchain_model(server: ServerProcess, **settings: Any) -> ChatOpenAI:

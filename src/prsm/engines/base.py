@@ -99,6 +99,14 @@ class Generation:
     """The tools the model called (then `text` is empty and `finish_reason` `tool_calls`)."""
     logprobs: tuple[TokenLogprob, ...] | None = None
     """When asked for: each answer token with its log probability and the top alternatives."""
+    choices: tuple[Generation, ...] = ()
+    """With several answers asked for (OpenAI's `n`): each of them, this one's fields being
+    the first's but for the completion tokens and confidence, which are all of theirs."""
+
+    @property
+    def answers(self) -> tuple[Generation, ...]:
+        """Every answer: the choices, or this one alone."""
+        return self.choices or (self,)
 
     @property
     def total_tokens(self) -> int:

@@ -23,6 +23,11 @@ needs no copying and attention never reads another sequence's cells. Before the 
 every slot computes the prompt all queries begin with (the system prompt), so the first
 `max_batch` queries find it cached as later ones do.
 
+A new sequence whose prompt shares more with a *running* sequence's prompt than with any free
+slot's cache (the `n` choices of one request, the same question asked twice at once) does not
+compute that part: it waits for the running one to have computed it, then copies those KV
+cells into its own slot (`MIN_SHARED` tokens or more beyond what its slot already holds).
+
 The event loop never waits on this thread: results come back through callbacks that the
 engine turns into futures and queues with `call_soon_threadsafe`.
 """
@@ -49,6 +54,9 @@ PENALTY_WINDOW = 64
 """Tokens the repeat penalty looks back over."""
 TOP_K = 40
 TOP_P = 0.95
+MIN_SHARED = 8
+"""Prompt tokens a new sequence must share with a running one, beyond what its slot caches,
+for it to copy them rather than compute them (a copy moves the whole KV stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,9 @@ class Sequence:
     cached: int = 0
     """Prompt tokens found in its slot's prompt cache instead of being computed."""
     first_token_at: float | None = None
+    leader: Sequence | None = None
+    """A running sequence whose prompt's first `lead` tokens this one copies, once computed."""
+    lead: int = 0
 
     @property
     def generating(self) -> bool:
@@ -301,6 +312,32 @@ class BatchDecoder:
         self._cached[slot] = []
         sequence.slot = slot
         sequence.prefilled = sequence.cached = shared
+        self._choose_leader(sequence)
+
+    def _choose_leader(self, sequence: Sequence) -> None:
+        """The running sequence whose prompt shares the most with `sequence`'s, if that is
+        `MIN_SHARED` tokens more than its slot already holds: its cells will be copied."""
+        limit = len(sequence.prompt) - 1
+        for running in self._active:
+            share = shared_length(running.prompt, sequence.prompt, limit)
+            if share >= max(sequence.lead, sequence.prefilled + MIN_SHARED):
+                sequence.leader, sequence.lead = running, share
+
+    def _copy_from_leader(self, sequence: Sequence) -> None:
+        """Once its leader has computed the shared prompt, copy those cells into `sequence`'s
+        slot; if the leader ended first, compute them after all."""
+        leader = sequence.leader
+        if leader is None:
+            return
+        running = leader in self._active
+        if running and leader.prefilled < sequence.lead:  # still computing them
+            return
+        if running:
+            lib, memory = self._lib, self._memory
+            lib.llama_memory_seq_cp(memory, leader.slot, sequence.slot, -1, -1)
+            lib.llama_memory_seq_rm(memory, sequence.slot, sequence.lead, -1)
+            sequence.prefilled = sequence.cached = sequence.lead
+        sequence.leader = None
 
     def _close_gaps(self) -> None:
         """With no query waiting for a slot, move the running sequence in the highest slot down
@@ -344,7 +381,11 @@ class BatchDecoder:
         n = 0
         prefill_budget = self.prefill_chunk
         for sequence in self._active:
+            self._copy_from_leader(sequence)
+        for sequence in self._active:
             sequence.output_index = -1
+            if sequence.leader is not None:  # waiting for the cells it will copy
+                continue
             if sequence.generating:
                 assert sequence.pending is not None
                 position = len(sequence.prompt) + len(sequence.answer) - 1

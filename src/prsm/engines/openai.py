@@ -16,9 +16,18 @@ from typing import Any
 import aiohttp
 
 from prsm.config import EngineSettings
-from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt, conversation
+from prsm.engines.base import (
+    DEFAULT_OPTIONS,
+    Generation,
+    Message,
+    Options,
+    Prompt,
+    TokenLogprob,
+    conversation,
+)
 from prsm.engines.constraints import wire_format
 from prsm.engines.text import StreamedText, TextSink
+from prsm.engines.tools import ToolCall, ToolUse
 from prsm.errors import EngineUnavailableError, PromptTooLongError
 
 log = logging.getLogger("prsm.engines.openai")
@@ -72,7 +81,7 @@ class OpenAIEngine:
         messages = conversation(prompt, self._settings.system_prompt)
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [wire_message(m) for m in messages],
             "max_tokens": max_tokens,
             "temperature": _either(options.temperature, self._settings.temperature),
             "seed": _either(options.seed, self._settings.seed),
@@ -88,44 +97,57 @@ class OpenAIEngine:
             body["logit_bias"] = {str(token): bias for token, bias in options.logit_bias}
         if options.response_format.constrained:
             body["response_format"] = wire_format(options.response_format)
-        generation = await self._complete(body)
+        if options.tools.tools:
+            body |= wire_tools(options.tools)
+        generation = await self._complete(body, options.logprobs)
         streamed = StreamedText((), on_text)
         streamed.add(generation.text)
         streamed.finish()
         # Asked whole: its first token reaches PRSM with the rest.
         return dataclasses.replace(generation, first_token_at=time.perf_counter())
 
-    async def _complete(self, body: dict[str, Any]) -> Generation:
-        if self._logprobs:
-            wanted = {"logprobs": True, "top_logprobs": 1}  # llama.cpp's server needs both
+    async def _complete(self, body: dict[str, Any], asked: int | None) -> Generation:
+        """The server's answer, with token logprobs when it gives them (for the confidence,
+        and for the caller when `asked` for, with that many alternatives)."""
+        if asked is not None or self._logprobs:
+            # llama.cpp's server needs both fields.
+            wanted = {"logprobs": True, "top_logprobs": max(1, asked or 0)}
             try:
-                return self._parse(await self._request("POST", "/chat/completions", body | wanted))
+                reply = await self._request("POST", "/chat/completions", body | wanted)
+                return self._parse(reply, asked)
             except EngineUnavailableError as exc:
                 if "logprob" not in str(exc).lower():
                     raise
                 self._logprobs = False
                 log.warning("the server returns no token logprobs; confidence will be 0")
-        return self._parse(await self._request("POST", "/chat/completions", body))
+        return self._parse(await self._request("POST", "/chat/completions", body), None)
 
-    def _parse(self, reply: dict[str, Any]) -> Generation:
+    def _parse(self, reply: dict[str, Any], asked: int | None) -> Generation:
         try:
             choice = reply["choices"][0]
             usage = reply.get("usage") or {}
-            text = choice["message"]["content"] or ""
-            logprobs = [
-                float(item["logprob"])
+            message = choice["message"]
+            scored = [
+                _scored(item, asked or 0)
                 for item in ((choice.get("logprobs") or {}).get("content") or [])
             ]
+            calls = tuple(
+                ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                for c in message.get("tool_calls") or ()
+            )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EngineUnavailableError(f"unexpected chat completion shape: {exc!r}") from None
+        logprobs = [t.logprob for t in scored]
         confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
         return Generation(
-            text=text.strip(),
+            text="" if calls else (message.get("content") or "").strip(),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", len(logprobs))),
             confidence=min(1.0, max(0.0, confidence)),
             model=str(reply.get("model") or self._model),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
+            finish_reason="tool_calls" if calls else str(choice.get("finish_reason") or "stop"),
+            tool_calls=calls,
+            logprobs=tuple(scored) if asked is not None else None,
         )
 
     async def _request(
@@ -151,6 +173,45 @@ class OpenAIEngine:
     async def aclose(self) -> None:
         """Close the HTTP session to the backend."""
         await self._session.close()
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """A message as OpenAI's chat completions take it (with its tool calls or call id)."""
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def wire_tools(use: ToolUse) -> dict[str, Any]:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as OpenAI's chat completions take them."""
+    tools = [
+        {"type": "function", "function": {"name": t.name, "description": t.description,
+                                          "parameters": dict(t.parameters)}}
+        for t in use.tools
+    ]  # fmt: skip
+    named = use.choice not in ("auto", "none", "required")
+    choice = {"type": "function", "function": {"name": use.choice}} if named else use.choice
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": use.parallel}
+
+
+def _scored(item: dict[str, Any], alternatives: int) -> TokenLogprob:
+    """One token's log probability as OpenAI gives it, with up to `alternatives` others."""
+
+    def spelled(entry: dict[str, Any]) -> bytes:
+        given = entry.get("bytes")
+        return bytes(given) if given else str(entry["token"]).encode()
+
+    top = tuple(
+        (spelled(other), float(other["logprob"]))
+        for other in (item.get("top_logprobs") or [])[:alternatives]
+    )
+    return TokenLogprob(spelled(item), float(item["logprob"]), top)
 
 
 def _either(given: float | int | None, configured: float | int) -> float | int:

@@ -12,9 +12,11 @@ code}}`, a validation failure as 400 `invalid_request_error`).
 from __future__ import annotations
 
 import functools
+import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Annotated, Any, Literal, Protocol
 
@@ -33,6 +35,7 @@ from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar
 from prsm.errors import UnenforceableSchemaError
 from prsm.server.auth import READ, Principal
+from prsm.server.choices import MAX_CHOICES, ChoiceText
 from prsm.server.errors import validation_error
 from prsm.server.service import Ask
 from prsm.server.streaming import AnswerStream, StreamFormat, event_schema
@@ -86,14 +89,16 @@ class _Request(BaseModel):
     user: str | None = Field(default=None, min_length=1, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(default=None, ge=1, le=1, description="One choice only.")
+    n: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHOICES,
+        description=f"How many answers (up to {MAX_CHOICES}), decoded together.",
+    )
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: LogitBias | None = Field(
         default=None, description="Token id to a bias added to its logit."
-    )
-    logprobs: Literal[False] | None = Field(
-        default=None, description="Not supported on completions: false."
     )
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
         default=None, max_length=16, description="Accepted; events and logs do not carry it."
@@ -276,9 +281,7 @@ class ChatRequest(_Request):
     response_format: AnswerFormat | None = Field(
         default=None, description="Structured output, enforced while decoding."
     )
-    logprobs: bool | None = Field(  # type: ignore[assignment]
-        default=None, description="Each answer token's log probability."
-    )
+    logprobs: bool | None = Field(default=None, description="Each answer token's log probability.")
     top_logprobs: int | None = Field(
         default=None, ge=0, le=20, description="With `logprobs`: the likeliest tokens at each."
     )
@@ -322,6 +325,16 @@ class CompletionRequest(_Request):
         description="One prompt per request (a list holds exactly one)."
     )
     echo: Literal[False] = Field(default=False, description="Not supported: false only.")
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="Each answer token's log probability, with this many likeliest tokens.",
+    )
+
+    def logprob_count(self) -> int | None:
+        """How many alternatives each token's log probability comes with (None: not asked)."""
+        return self.logprobs
 
 
 def parse(model: type[BaseModel], raw: bytes) -> Any:
@@ -357,6 +370,7 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
         options=options,
         operation="chat",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
+        choices=body.n or 1,
     )
 
 
@@ -381,6 +395,7 @@ def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
         options=body.options(),
         operation="text_completion",
         wire=body.model_dump(mode="json", exclude_none=True),
+        choices=body.n or 1,
     )
 
 
@@ -409,14 +424,33 @@ def chat_logprobs(generation: Generation) -> dict[str, Any] | None:
         return None
 
     def spelled(token: bytes, logprob: float) -> dict[str, Any]:
-        text = token.decode("utf-8", errors="replace")
-        return {"token": text, "logprob": logprob, "bytes": list(token)}
+        return {"token": _readable(token), "logprob": logprob, "bytes": list(token)}
 
     content = [
         spelled(t.token, t.logprob) | {"top_logprobs": [spelled(b, lp) for b, lp in t.top]}
         for t in generation.logprobs
     ]
     return {"content": content, "refusal": None}
+
+
+def completion_logprobs(generation: Generation) -> dict[str, Any] | None:
+    """The completions format's `logprobs`: the tokens, their log probabilities, the likeliest
+    tokens at each, and where each token starts in the text."""
+    if generation.logprobs is None:
+        return None
+    scored = generation.logprobs
+    tokens = [_readable(t.token) for t in scored]
+    starts = list(itertools.accumulate((len(token) for token in tokens[:-1]), initial=0))
+    return {
+        "tokens": tokens,
+        "token_logprobs": [t.logprob for t in scored],
+        "top_logprobs": [{_readable(b): lp for b, lp in t.top} for t in scored],
+        "text_offset": starts if tokens else [],
+    }
+
+
+def _readable(token: bytes) -> str:
+    return token.decode("utf-8", errors="replace")
 
 
 def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[str, Any]]:
@@ -427,25 +461,36 @@ def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[
 
 
 def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:
-    """A generation as OpenAI's `chat.completion`."""
-    message: dict[str, Any] = {"role": "assistant", "content": generation.text}
-    if generation.tool_calls:
-        message |= {"content": None, "tool_calls": wire_calls(generation.tool_calls)}
-    choice = {"index": 0, "message": message, "finish_reason": _finish(generation),
-              "logprobs": chat_logprobs(generation)}  # fmt: skip
+    """A generation as OpenAI's `chat.completion`: a choice per answer."""
+    choices = [_chat_choice(answer, index) for index, answer in enumerate(generation.answers)]
     return _envelope("chat.completion", "chatcmpl", generation.model, cid) | {
-        "choices": [choice],
+        "choices": choices,
         "usage": usage(generation),
         "prsm": {"confidence": generation.confidence, "correlationId": cid},
     }
 
 
+def _chat_choice(answer: Generation, index: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.tool_calls:
+        message |= {"content": None, "tool_calls": wire_calls(answer.tool_calls)}
+    return {"index": index, "message": message, "finish_reason": _finish(answer),
+            "logprobs": chat_logprobs(answer)}  # fmt: skip
+
+
 def text_completion(generation: Generation, cid: str) -> dict[str, Any]:
-    """A generation as OpenAI's `text_completion`."""
-    choice = {"index": 0, "text": generation.text, "finish_reason": _finish(generation),
-              "logprobs": None}  # fmt: skip
+    """A generation as OpenAI's `text_completion`: a choice per answer."""
+    choices = [
+        {
+            "index": index,
+            "text": answer.text,
+            "finish_reason": _finish(answer),
+            "logprobs": completion_logprobs(answer),
+        }
+        for index, answer in enumerate(generation.answers)
+    ]
     return _envelope("text_completion", "cmpl", generation.model, cid) | {
-        "choices": [choice],
+        "choices": choices,
         "usage": usage(generation),
         "prsm": {"confidence": generation.confidence, "correlationId": cid},
     }
@@ -463,28 +508,40 @@ def fingerprint(model: str) -> str:
     return f"prsm-{__version__}_llama-cpp-python-{version('llama-cpp-python')}_{model}"
 
 
-def _stream_choice(
-    chat: bool, text: str | None, finish: str | None, first: bool, calls: tuple[ToolCall, ...] = ()
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Piece:
+    """What one stream chunk's choice says: some text, a finish reason or tool calls."""
+
+    index: int = 0
+    text: str | None = None
+    finish: str | None = None
+    first: bool = False
+    """The answer's first chunk (a chat's names the role)."""
+    calls: tuple[ToolCall, ...] = ()
+
+
+def _stream_choice(chat: bool, piece: _Piece) -> dict[str, Any]:
     """A stream chunk's choice: a chat delta or a completion's text."""
+    said = {"index": piece.index, "finish_reason": piece.finish, "logprobs": None}
     if not chat:
-        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-    delta = _delta(text, first, calls)
-    return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return said | {"text": piece.text or ""}
+    return said | {"delta": _delta(piece.text, piece.first, piece.calls)}
 
 
 def _ending(
-    chat: bool, generation: Generation, first: bool, with_usage: bool
+    chat: bool, generation: Generation, started: set[int], with_usage: bool
 ) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
-    """A stream's last chunks (choice, extra fields): the tool calls in one chunk, the finish
-    reason, the usage when asked."""
-    last = _stream_choice(chat, None, _finish(generation), False)
-    if chat:
-        last["logprobs"] = chat_logprobs(generation)
-    ending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [(last, {})]
-    if chat and generation.tool_calls:
-        calls = _stream_choice(chat, None, None, first, generation.tool_calls)
-        ending.insert(0, (calls, {}))
+    """A stream's last chunks (choice, extra fields): for each answer its tool calls in one
+    chunk and its finish reason (with its logprobs); then the usage when asked. `started`:
+    the answers whose first chunk was sent."""
+    ending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+    for index, answer in enumerate(generation.answers):
+        if chat and answer.tool_calls:
+            calls = _Piece(index, first=index not in started, calls=answer.tool_calls)
+            ending.append((_stream_choice(chat, calls), {}))
+        last = _stream_choice(chat, _Piece(index, finish=_finish(answer)))
+        last["logprobs"] = chat_logprobs(answer) if chat else completion_logprobs(answer)
+        ending.append((last, {}))
     if with_usage:
         ending.append((None, {"usage": usage(generation)}))
     return ending
@@ -501,26 +558,26 @@ def _delta(text: str | None, first: bool, calls: tuple[ToolCall, ...]) -> dict[s
 
 
 def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
-    """OpenAI's stream: a chunk per delta (a chat's first one names the role), a last chunk
-    with the finish reason, the usage chunk when asked, `[DONE]`; an error as `{error}`."""
+    """OpenAI's stream: a chunk per delta (the first of each answer names the role), a last
+    chunk per answer with its finish reason, the usage chunk when asked, `[DONE]`; an error as
+    `{error}`."""
     kind, prefix = ("chat.completion.chunk", "chatcmpl") if chat else ("text_completion", "cmpl")
 
     def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
         body = _envelope(kind, prefix, model, cid) | {"choices": [choice] if choice else []}
         return sse(body | extra)
 
-    def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-        return _stream_choice(chat, text, finish, first)
-
     async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
-        first = True
+        started: set[int] = set()
         try:
             async for piece in stream.pieces():
                 if isinstance(piece, str):
-                    yield chunk(choice(piece, None, first))
-                    first = False
+                    index = piece.choice if isinstance(piece, ChoiceText) else 0
+                    said = _Piece(index, piece, first=index not in started)
+                    yield chunk(_stream_choice(chat, said))
+                    started.add(index)
                     continue
-                for part, extra in _ending(chat, piece, first, with_usage):
+                for part, extra in _ending(chat, piece, started, with_usage):
                     yield chunk(part, **extra)
         except Exception as exc:
             yield error_event(as_http_error(exc), cid, OPENAI_PREFIX)

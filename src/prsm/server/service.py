@@ -34,6 +34,7 @@ from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
+from prsm.server.choices import generate_choices
 from prsm.server.readiness import ReadinessCheck
 
 log = logging.getLogger("prsm.query")
@@ -56,6 +57,8 @@ class Ask:
     """The metrics' `method`, and the span's operation: query, chat or text_completion."""
     wire: dict[str, Any] = field(default_factory=dict)
     """The request as received, carried by a failure's event."""
+    choices: int = 1
+    """How many answers to generate (OpenAI's `n`)."""
 
     @classmethod
     def from_query(cls, request: QueryRequest) -> Ask:
@@ -306,8 +309,8 @@ class QueryService:
     ) -> Generation:
         """One generation in its span, timed: to its first token, and per token after it."""
         with tracing.engine_span(engine.model, max_tokens, ask.operation) as span:
-            generation = await engine.generate(
-                ask.prompt, max_tokens=max_tokens, options=ask.options, on_text=on_text
+            generation = await generate_choices(
+                engine, ask.prompt, max_tokens, ask.options, ask.choices, on_text
             )
             if span is not None:
                 span.set_attributes(
