@@ -27,6 +27,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python engine_quality.py
 	cd bench && ../$(BIN)/python engine_speed.py
+	cd bench && ../$(BIN)/python engine_choices.py
 	cd bench && ../$(BIN)/python api_throughput.py
 	cd bench && ../$(BIN)/python jobs_throughput.py
 	cd bench && ../$(BIN)/python service_client_overhead.py

@@ -103,7 +103,7 @@ def test_async_client_and_completions_and_models(fixed_server: ServerProcess) ->
     [
         ({"messages": []}, 400, "invalid_request_error"),
         ({"messages": MESSAGES, "temperature": 5}, 400, "invalid_request_error"),
-        ({"messages": MESSAGES, "n": 2}, 400, "invalid_request_error"),
+        ({"messages": MESSAGES, "n": 9}, 400, "invalid_request_error"),
         ({"messages": MESSAGES, "extra_body": {"tools_x": 1}}, 400, "invalid_request_error"),
         ({"messages": MESSAGES, "model": "gpt-4o"}, 404, "invalid_request_error"),
     ],
