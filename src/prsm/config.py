@@ -313,10 +313,14 @@ class JobSettings(Section):
         description="Longest wait on Redis to submit or read a job; then 503 jobs_unavailable.",
     )
     metrics_host: str = Field(
-        default="127.0.0.1", description="Address `prsm worker` serves /metrics on."
+        default="127.0.0.1",
+        description="Address `prsm worker` serves /metrics, /health and /ready on.",
     )
     metrics_port: int = Field(
-        default=9101, ge=0, le=65535, description="`prsm worker` serves /metrics here (0: off)."
+        default=9101,
+        ge=0,
+        le=65535,
+        description="`prsm worker` serves /metrics, /health and /ready here (0: off).",
     )
 
     @field_validator("callback_allow", mode="before")

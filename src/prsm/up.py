@@ -93,15 +93,15 @@ class Stack:
         self.env.setdefault(env_name("server.drain_seconds"), "0")
         self.env.setdefault(env_name("gateway.drain_seconds"), "0")
         api = self._spawn("api", api_url, ["serve", "--host", host, "--port", str(port)])
-        worker_metrics = f"http://127.0.0.1:{self.settings.jobs.metrics_port}/metrics"
-        worker = self._spawn("worker", worker_metrics, ["worker"])
+        worker_probes = f"http://127.0.0.1:{self.settings.jobs.metrics_port}"
+        worker = self._spawn("worker", worker_probes + "/metrics", ["worker"])
         gw = self.settings.gateway
         gateway_url = f"http://{gw.host}:{gw.port}"
         gateway = self._spawn("gateway", gateway_url, ["gateway", "--host", gw.host,
                                                        "--port", str(gw.port)])  # fmt: skip
         live.update(self.table())
         self._wait_ready(api, api_url + "/ready", live)
-        self._wait_ready(worker, worker_metrics, live)
+        self._wait_ready(worker, worker_probes + "/ready", live)
         self._wait_ready(gateway, gateway_url + "/ready", live)
 
     def _ensure_secrets(self) -> None:

@@ -195,13 +195,19 @@ def test_every_pod_is_locked_down(helm: Path, profile: str) -> None:
 
 
 def test_probes_and_the_specifications_resources(helm: Path) -> None:
-    """API: startup /started, readiness /ready, liveness /health; requests 512Mi/250m, limits
-    2Gi/1000m; the engine's threads follow the CPU limit."""
-    api = objects(render(helm), "Deployment")["prsm-api"]
+    """API: startup /started, readiness /ready, liveness /health; the worker: readiness /ready
+    and liveness /health on its metrics port; requests 512Mi/250m, limits 2Gi/1000m; the
+    engine's threads follow the CPU limit."""
+    deployments = objects(render(helm), "Deployment")
+    api, worker = deployments["prsm-api"], deployments["prsm-worker"]
     probes = {kind: container(api)[kind]["httpGet"]["path"] for kind in
               ("startupProbe", "readinessProbe", "livenessProbe")}  # fmt: skip
     assert probes == {"startupProbe": "/started", "readinessProbe": "/ready",
                       "livenessProbe": "/health"}  # fmt: skip
+    worker_probes = {kind: container(worker)[kind]["httpGet"] for kind in
+                     ("readinessProbe", "livenessProbe")}  # fmt: skip
+    assert worker_probes == {"readinessProbe": {"path": "/ready", "port": "metrics"},
+                             "livenessProbe": {"path": "/health", "port": "metrics"}}  # fmt: skip
     assert container(api)["resources"] == {
         "requests": {"cpu": "250m", "memory": "512Mi"},
         "limits": {"cpu": "1000m", "memory": "2Gi"},

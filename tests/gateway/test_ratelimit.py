@@ -49,6 +49,29 @@ def test_one_replica_admits_exactly_the_limit(fixed_server: ServerProcess, tmp_p
     assert 'prsm_gateway_rate_limited_total{route="/api/v1"} 5.0' in metrics
 
 
+def test_a_body_too_large_and_an_injected_fault_carry_the_ratelimit_headers(
+    fixed_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The gateway's own refusals on a limited route — 413 for a body over its bound, an
+    injected abort — count against the limit and say so, as its other answers do."""
+    config = limited(fixed_server, "20/minute", max_body_bytes=1024)
+    aborting = dict(config["routes"][0], prefix="/v1",
+                    fault={"abort": {"percent": 100, "status": 503}})  # fmt: skip
+    config["routes"].append(aborting)
+    with (
+        prsm_gateway(tmp_path, config) as gw,
+        httpx.Client(base_url=gw.base_url) as http,
+    ):
+        too_large = http.post("/api/v1/query", content=b"x" * 4096, headers=AUTH)
+        aborted = http.post("/v1/chat/completions", json={}, headers=AUTH)
+    assert too_large.status_code == 413
+    assert too_large.headers["ratelimit-limit"] == "20"
+    assert too_large.headers["ratelimit-remaining"] == "19"
+    assert aborted.status_code == 503
+    assert aborted.json()["error"]["code"] == "fault_injected"
+    assert aborted.headers["ratelimit-limit"] == "20"
+
+
 def test_two_replicas_sharing_redis_admit_the_limit_in_total(
     fixed_server: ServerProcess, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:

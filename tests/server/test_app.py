@@ -180,6 +180,31 @@ async def test_openapi_documents_query_body_and_errors(api: httpx.AsyncClient) -
     assert operation["security"] == [{"bearerAuth": []}]
 
 
+async def test_openapi_lists_the_http_layer_s_answers_where_they_occur(
+    api: httpx.AsyncClient,
+) -> None:
+    """Every operation documents 405 (another method on its path, in its API's error shape),
+    408 and 431 (the HTTP layer's refusals); the ones that generate also 499 (the caller
+    left); a probe does not."""
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert {"405", "408", "431"} <= set(operation["responses"]), (method, path)
+    generating = [("/api/v1/query", "post"), ("/v1/chat/completions", "post"),
+                  ("/v1/completions", "post"), ("/v1/responses", "post")]  # fmt: skip
+    for path, method in generating:
+        assert "499" in paths[path][method]["responses"]
+    assert "499" not in paths["/health"]["get"]["responses"]
+    openai_405 = paths["/v1/chat/completions"]["post"]["responses"]["405"]
+    assert openai_405["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert paths["/api/v1/query"]["post"]["responses"]["405"]["content"]["application/json"][
+        "schema"
+    ]["$ref"].endswith("/ErrorResponse")
+    wrong_method = await api.get("/v1/chat/completions")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_unknown_path_and_method_are_json(api: httpx.AsyncClient) -> None:
     """404 and 405 use the JSON error shape."""
     assert_error(await api.get("/api/v1/nothing"), 404, "not_found")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.types import Context, PartialTimersDict
@@ -35,6 +35,7 @@ from prsm.config import Settings
 from prsm.contracts import ReceivedAnswer
 from prsm.errors import PRSMError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
+from prsm.jobs.probes import WorkerProbes
 from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
 from prsm.keys import JOB_TYPES, JobType
@@ -349,8 +350,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         raise PRSMError("prsm worker needs PRSM_REDIS_URL")
     if settings.jobs.callback_secret is None:
         raise PRSMError("prsm worker needs PRSM_JOBS__CALLBACK_SECRET to sign callbacks")
-    if settings.jobs.metrics_port:
-        start_http_server(settings.jobs.metrics_port, addr=settings.jobs.metrics_host)
     redis = connect_redis(settings.redis_url)
     client, sender = _api_client(settings), _callback_sender(settings)
     async with sender, client:
@@ -358,8 +357,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         queues = open_queues(redis)
         workers = [_queue_worker(settings, runner, t, queue) for t, queue in queues.items()]
         stop = stop or _stop_on_signals()
-        tasks = [asyncio.create_task(w.start()) for w in workers]
-        tasks.append(asyncio.create_task(_watch_depths(queues)))
+        consumers = [asyncio.create_task(w.start()) for w in workers]
+        tasks = [*consumers, asyncio.create_task(_watch_depths(queues))]
+        probes = WorkerProbes(
+            redis, lambda: not stop.is_set() and not any(c.done() for c in consumers)
+        )
+        if settings.jobs.metrics_port:
+            await probes.start(settings.jobs.metrics_host, settings.jobs.metrics_port)
         log.info("worker started", extra={"queues": {t: CONCURRENCY[t] for t in queues}})
         try:
             await stop.wait()
@@ -369,6 +373,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await probes.stop()
             await redis.aclose()
 
 

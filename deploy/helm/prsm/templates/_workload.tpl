@@ -110,9 +110,15 @@ spec:
         - {name: metrics, containerPort: 9101, protocol: TCP}
         {{- end }}
       {{- if eq $component "worker" }}
-      # The worker serves only /metrics: alive while that answers.
+      # The worker's probes sit beside its metrics: ready while Redis answers and its queues
+      # are consumed; alive while the process answers (a Redis outage restarts no worker).
+      readinessProbe:
+        httpGet: {path: /ready, port: metrics}
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 3
       livenessProbe:
-        httpGet: {path: /metrics, port: metrics}
+        httpGet: {path: /health, port: metrics}
         periodSeconds: 20
         timeoutSeconds: 5
         failureThreshold: 3

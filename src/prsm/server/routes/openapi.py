@@ -62,12 +62,48 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+_PRSM_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+_OPENAI_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_TRANSPORT = {
+    "408": "The request's headers or body did not arrive in time (`http.header_timeout_seconds`, "
+    "`http.body_timeout_seconds`); PRSM's error shape, then the connection closes",
+    "431": "Request headers over `http.max_header_bytes` or `http.max_headers`; PRSM's error "
+    "shape (the path may not be read yet), then the connection closes",
+}
+_GENERATING = {"/api/v1/query", "/v1/chat/completions", "/v1/completions", "/v1/responses"}
+_GONE = (
+    "The caller closed the connection before the answer was complete: the generation stops. "
+    "Nobody reads this status; the access log and the metrics record it"
+)
+
+
+def _transport_answers(paths: dict[str, Any]) -> None:
+    """Add the answers every operation can get from the HTTP layer (405 for another method on
+    its path, 408, 431) and, for those that generate, 499."""
+    for path, operations in paths.items():
+        shape = _OPENAI_ERROR if path.startswith("/v1/") else _PRSM_ERROR
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            answers = operation.setdefault("responses", {})
+            other = "Another method on this path; `Allow` lists the ones it takes"
+            answers.setdefault("405", {"description": other, "content": shape})
+            for status, description in _TRANSPORT.items():
+                answers.setdefault(status, {"description": description, "content": _PRSM_ERROR})
+            if path in _GENERATING:
+                answers.setdefault("499", {"description": _GONE})
+
+
 def customise_openapi(app: FastAPI) -> None:
-    """Bearer auth and the models the hand-written request bodies refer to."""
+    """Bearer auth, the models the hand-written request bodies refer to, and the answers of
+    the HTTP layer."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = generate()
+        _transport_answers(schema.get("paths", {}))
         components = schema.setdefault("components", {})
         for name, definition in _BODY_DEFS.items():
             components.setdefault("schemas", {}).setdefault(name, definition)
