@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +116,50 @@ def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context (`traceparent`, `tracestate`) to outgoing headers."""
     if active():
         propagate.inject(headers)
+
+
+def carrier() -> dict[str, str]:
+    """The current trace context as headers, to keep with work done later (a job)."""
+    headers: dict[str, str] = {}
+    inject(headers)
+    return headers
+
+
+def current_trace_id() -> str | None:
+    """The current span's trace id in hex (events carry it), if a trace is being made."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+@contextlib.contextmanager
+def job_span(
+    job_type: str, job_id: str, attempt: int, kept: Mapping[str, str] | None
+) -> Iterator[trace.Span | None]:
+    """A CONSUMER span for one attempt of a job, continuing the trace the job was submitted
+    in (`kept`: its `traceparent`, stored with the job); what the attempt does — its query to
+    the API, its callback — is traced under it."""
+    if not active():
+        yield None
+        return
+    parent = propagate.extract(dict(kept)) if kept else None
+    attributes: dict[str, str | int] = {
+        "messaging.system": "redis",
+        "messaging.operation.type": "process",
+        "messaging.message.id": job_id,
+        "prsm.job.attempt": attempt,
+    }
+    span = tracer().start_span(
+        f"prsm.job {job_type}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    )
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
+        yield span
+    except BaseException as exc:
+        _record_error(span, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
 
 
 @dataclass(slots=True)
@@ -211,13 +255,13 @@ def engine_span(
     model: str, max_tokens: int, operation: str = "query"
 ) -> Iterator[trace.Span | None]:
     """A span around one generation in the API service (child of the request's span), with
-    the OpenTelemetry GenAI attributes: `chat` for chat completions, `text_completion` for
-    PRSM queries and completions."""
+    the OpenTelemetry GenAI attributes: `chat` for chat completions and responses,
+    `text_completion` for PRSM queries and completions."""
     if not active():
         yield None
         return
     attributes = {
-        "gen_ai.operation.name": "chat" if operation == "chat" else "text_completion",
+        "gen_ai.operation.name": "chat" if operation in ("chat", "response") else "text_completion",
         "gen_ai.request.model": model,
         "gen_ai.request.max_tokens": max_tokens,
     }

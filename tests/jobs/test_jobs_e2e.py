@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
 import signal
 import time
@@ -26,7 +28,9 @@ from tests.support import (
     API_KEY,
     Reply,
     ScriptedServer,
+    collector_app,
     metric,
+    prsm_gateway,
     prsm_serve,
     prsm_worker,
     scripted_server,
@@ -508,3 +512,56 @@ def wait_until_active(running: Stack, job_id: str) -> None:
     while running.http.get(f"/api/v1/jobs/{job_id}").json()["status"] != "active":
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
+
+
+async def test_one_trace_from_the_gateway_through_the_queue_to_the_callback(
+    tmp_path: Path,
+) -> None:
+    """Spans exported over OTLP by the gateway, the API, the worker: the caller's trace runs
+    gateway → API (submission) → the queue → the worker's attempt → its query → the API
+    (query, engine) → the callback's `traceparent`, each span the child of the one before;
+    the query's event carries the trace id."""
+    trace_id, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    async with collector_app() as collector:
+        otel["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.url
+        api_env = {"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": "Paris."} | otel
+        with (
+            EmbeddedRedis(tmp_path / "redis") as redis_url,
+            prsm_serve(tmp_path, env={"PRSM_REDIS_URL": redis_url} | api_env) as api,
+            scripted_server(Reply(200)) as receiver,
+            prsm_worker(tmp_path, worker_env(redis_url, api.base_url, **otel)),
+        ):
+            config = {"pools": {"api": {"discovery": {"kind": "static", "urls": [api.base_url]}}},
+                      "routes": [{"prefix": "/api", "pool": "api"}]}  # fmt: skip
+            with prsm_gateway(tmp_path, config, otel) as gateway:
+                query = {"prompt": "Capital?", "userId": "u1", "requestId": "traced"}
+                hook = receiver.base_url + "/hook"
+                body = {"type": "priority-query", "callbackUrl": hook, "data": query}
+                headers = AUTH | {"traceparent": f"00-{trace_id}-{caller}-01"}
+                async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+                    accepted = await http.post("/api/v1/jobs", json=body, headers=headers)
+                assert accepted.status_code == 202, accepted.text
+                [engine] = await collector.wait_for("prsm.engine.generate")
+                [job] = await collector.wait_for("prsm.job priority-query")
+                await until_called_back(receiver)
+            events = redis.Redis.from_url(redis_url).xrange(keys.EVENT_STREAM)
+    spans = {span.name: span for span in collector.spans}
+    chain = ["POST /api", "POST /api/v1/jobs", "prsm.job priority-query", "prsm.query",
+             "POST /api/v1/query", "prsm.engine.generate"]  # fmt: skip
+    assert {spans[name].trace_id.hex() for name in chain} == {trace_id}
+    assert spans[chain[0]].parent_span_id.hex() == caller
+    for parent, child in itertools.pairwise(chain):
+        assert spans[child].parent_span_id == spans[parent].span_id, (parent, child)
+    sent = {k.lower(): v for k, v in receiver.requests[0][1].items()}["traceparent"]
+    assert sent.split("-")[1:3] == [trace_id, job.span_id.hex()]
+    [event] = [json.loads(fields[b"data"]) for _, fields in events]
+    assert event["traceId"] == trace_id
+    assert engine.trace_id.hex() == trace_id
+
+
+async def until_called_back(receiver: ScriptedServer) -> None:
+    deadline = time.monotonic() + 15
+    while not receiver.requests:
+        assert time.monotonic() < deadline, "no callback arrived"
+        await asyncio.sleep(0.05)

@@ -55,3 +55,5 @@ class QueryEvent(Contract):
     request: dict[str, Any] | None = None
     service: str | None = None
     instance: str | None = None
+    trace_id: str | None = None
+    """The trace the query ran in (hex), when tracing is on."""

@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from prometheus_client import Counter
 
+from prsm import tracing
 from prsm.client._core import parse_retry_after
 from prsm.client.transport_errors import from_aiohttp
 from prsm.contracts import CORRELATION_HEADER
@@ -288,6 +289,7 @@ class CallbackSender:
         }
         if correlation_id:
             headers[CORRELATION_HEADER] = correlation_id
+        tracing.inject(headers)  # the job's trace goes on to the receiver
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False

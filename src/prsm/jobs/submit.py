@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from saq import Job, Queue
 
-from prsm import keys
+from prsm import keys, tracing
 from prsm.config import JobSettings
 from prsm.errors import (
     ConflictError,
@@ -117,7 +117,12 @@ class JobService:
             retry_backoff=True,
             ttl=settings.result_ttl_seconds,
             scheduled=_scheduled(request),
-            meta={"correlationId": correlation_id, "fingerprint": fingerprint, "owner": owner},
+            meta={
+                "correlationId": correlation_id,
+                "fingerprint": fingerprint,
+                "owner": owner,
+                "trace": tracing.carrier(),
+            },
         )
 
     async def status(self, job_id: str, caller: str) -> JobStatus:

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.types import Context, PartialTimersDict
 
-from prsm import keys
+from prsm import keys, tracing
 from prsm.client import AsyncPRSMClient, QueryResult, RetryPolicy
 from prsm.client.tls import ClientTLS
 from prsm.config import Settings
@@ -183,20 +183,21 @@ class JobRunner:
         query = QueryJobData.model_validate(data)
         request_id = query.request_id or job.key
         context = {**(query.context or {}), "requestId": request_id, "queueType": job_type}
-        async with self._attempt(job, job_type, correlation_id, callback_url, request_id):
-            result = await self.ctx.client.query(
-                query.prompt,
-                user_id=query.user_id,
-                context=context,
-                max_tokens=query.max_tokens,
-                priority=QueuePriority[job_type],
-                correlation_id=correlation_id,
-            )
-        response = _response(result)
-        await self._callback(
-            callback_url, job, correlation_id,
-            Callback(request_id=request_id, status="completed", response=response),
-        )  # fmt: skip
+        with _traced(job, job_type):
+            async with self._attempt(job, job_type, correlation_id, callback_url, request_id):
+                result = await self.ctx.client.query(
+                    query.prompt,
+                    user_id=query.user_id,
+                    context=context,
+                    max_tokens=query.max_tokens,
+                    priority=QueuePriority[job_type],
+                    correlation_id=correlation_id,
+                )
+            response = _response(result)
+            await self._callback(
+                callback_url, job, correlation_id,
+                Callback(request_id=request_id, status="completed", response=response),
+            )  # fmt: skip
         return response
 
     async def run_batch(
@@ -212,24 +213,25 @@ class JobRunner:
         """A batch's queries one after another; the results stored under its owner's key."""
         job = saq_ctx["job"]
         batch = BatchJobData.model_validate(data)
-        async with self._attempt(job, job_type, correlation_id, callback_url, batch.batch_id):
-            results = [
-                await self._batch_item(item, batch, correlation_id) for item in batch.queries
-            ]
-            payload = json.dumps([r.to_wire() for r in results])
-            await self.ctx.redis.set(
-                keys.batch_results(owner, batch.batch_id), payload, ex=BATCH_RESULTS_TTL
-            )
-        summary = {
-            "batchId": batch.batch_id,
-            "total": len(results),
-            "succeeded": sum(r.status == "success" for r in results),
-            "failed": sum(r.status == "error" for r in results),
-        }
-        await self._callback(
-            callback_url, job, correlation_id,
-            Callback(request_id=batch.batch_id, status="completed", response=summary),
-        )  # fmt: skip
+        with _traced(job, job_type):
+            async with self._attempt(job, job_type, correlation_id, callback_url, batch.batch_id):
+                results = [
+                    await self._batch_item(item, batch, correlation_id) for item in batch.queries
+                ]
+                payload = json.dumps([r.to_wire() for r in results])
+                await self.ctx.redis.set(
+                    keys.batch_results(owner, batch.batch_id), payload, ex=BATCH_RESULTS_TTL
+                )
+            summary = {
+                "batchId": batch.batch_id,
+                "total": len(results),
+                "succeeded": sum(r.status == "success" for r in results),
+                "failed": sum(r.status == "error" for r in results),
+            }
+            await self._callback(
+                callback_url, job, correlation_id,
+                Callback(request_id=batch.batch_id, status="completed", response=summary),
+            )  # fmt: skip
         return summary
 
     async def _batch_item(self, item: Any, batch: BatchJobData, correlation_id: str) -> BatchResult:
@@ -311,6 +313,11 @@ class JobRunner:
             await self.ctx.callbacks.send(
                 url, callback.to_wire(), job_id=job.key, correlation_id=correlation_id
             )
+
+
+def _traced(job: Job, job_type: JobType) -> contextlib.AbstractContextManager[Any]:
+    """The attempt's span, in the trace the job was submitted in."""
+    return tracing.job_span(job_type, job.key, job.attempts, job.meta.get("trace"))
 
 
 def _response(result: QueryResult) -> dict[str, Any]:

@@ -350,6 +350,7 @@ class QueryService:
             "context": ask.context,
             "service": self._service,
             "instance": self.settings.instance_id,
+            "trace_id": tracing.current_trace_id(),
         }
         if generation is not None:
             return QueryEvent(
