@@ -250,6 +250,14 @@ def server_span(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> I
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
+def name_server_span(method: str, route: str) -> None:
+    """Name the current server span (one another layer began) by its route."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+
+
 @contextlib.contextmanager
 def engine_span(
     model: str, max_tokens: int, operation: str = "query"

@@ -550,6 +550,7 @@ async def test_one_trace_from_the_gateway_through_the_queue_to_the_callback(
     chain = ["POST /api", "POST /api/v1/jobs", "prsm.job priority-query", "prsm.query",
              "POST /api/v1/query", "prsm.engine.generate"]  # fmt: skip
     assert {spans[name].trace_id.hex() for name in chain} == {trace_id}
+    assert not [span for span in collector.spans if span.name in ("GET", "POST")]  # all named
     assert spans[chain[0]].parent_span_id.hex() == caller
     for parent, child in itertools.pairwise(chain):
         assert spans[child].parent_span_id == spans[parent].span_id, (parent, child)

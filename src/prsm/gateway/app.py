@@ -403,7 +403,10 @@ class Gateway:
         out.append((_CID, cid.encode()))
         out.append((b"x-source-service", headers.get(b"x-source-service") or self._source))
         carrier: dict[str, str] = {}
-        tracing.inject(carrier)  # nothing when tracing is off
+        tracing.inject(carrier)  # nothing when tracing is off: the caller's context goes on
+        if carrier:  # the gateway's span is the upstream's parent, in place of the caller's
+            replaced = {name.encode() for name in carrier}
+            out = [(k, v) for k, v in out if k not in replaced]
         out.extend((k.encode(), v.encode("latin-1")) for k, v in carrier.items())
         return out
 

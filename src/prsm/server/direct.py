@@ -24,6 +24,8 @@ from prsm import tracing
 from prsm.server.errors import error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_FASTAPI_SPAN = "fastapi.telemetry"
+"""Where FastAPI's native telemetry keeps a request's span state in the ASGI scope."""
 
 
 class DirectRoutes:
@@ -41,8 +43,14 @@ class DirectRoutes:
                 if not tracing.active():
                     await _serve(endpoint, scope, receive, send)
                     return
-                # The server span FastAPI's telemetry makes for the routes it serves.
                 method, path = scope["method"], scope["path"]
+                if scope.get(_FASTAPI_SPAN) is not None:
+                    # FastAPI's telemetry has begun this request's server span: it needs only
+                    # the route's name, as FastAPI gives it for the routes it serves.
+                    tracing.name_server_span(method, path)
+                    await _serve(endpoint, scope, receive, send)
+                    return
+                # Otherwise the server span FastAPI's telemetry would have made.
                 with tracing.server_span(method, path, scope["headers"]) as span:
                     status = await _serve(endpoint, scope, receive, send)
                     span.set_attribute("http.response.status_code", status)
