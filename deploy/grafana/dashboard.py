@@ -90,6 +90,15 @@ ROWS: dict[str, list[Panel]] = {
             (("{{reason}}", rate("prsm_queries_cancelled_total", "reason")),),
             unit="reqps",
         ),
+        Panel(
+            "Response cache",
+            "Repeatable queries answered from the cache (hit), computed (miss), or missed "
+            "because Redis failed (error); and bytes of answers kept per second.",
+            (
+                ("{{result}}", rate("prsm_cache_requests_total", "result")),
+                ("bytes kept / s", rate("prsm_cache_stored_bytes_total")),
+            ),
+        ),
     ],
     "Engine": [
         Panel(

@@ -264,6 +264,20 @@ class ResponsesSettings(Section):
     )
 
 
+class CacheSettings(Section):
+    """The response cache: repeatable answers (temperature 0, or a caller's seed) kept in
+    Redis per caller and answered again without the engine."""
+
+    enabled: bool = Field(default=False, description="Keep and reuse repeatable answers.")
+    ttl_seconds: int = Field(default=3600, ge=1, description="How long an answer is kept.")
+    max_entries: int = Field(
+        default=10_000, ge=1, description="Most answers kept; past it the oldest are dropped."
+    )
+    max_entry_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="A larger answer is not kept."
+    )
+
+
 class JobSettings(Section):
     """Job queues and callbacks: timeouts, retries, the sweep, the callback secret and
     allow-list."""
@@ -501,6 +515,7 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

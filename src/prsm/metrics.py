@@ -30,6 +30,14 @@ QUERY_DURATION = Histogram(
     buckets=DURATION_BUCKETS,
 )
 QUERIES = Counter("prsm_queries_total", "Total number of PRSM queries", QUERY_LABELS)
+CACHE_REQUESTS = Counter(
+    "prsm_cache_requests_total",
+    "Repeatable queries looked up in the response cache, by result (hit, miss, error)",
+    ("service", "result"),
+)
+CACHE_STORED_BYTES = Counter(
+    "prsm_cache_stored_bytes_total", "Bytes of answers written to the response cache", ("service",)
+)
 TOKENS = Counter(
     "prsm_tokens_used_total", "Total tokens consumed", ("service", "user_tier", "model")
 )

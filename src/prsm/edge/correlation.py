@@ -22,6 +22,8 @@ access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")
 
 _HEADER = CORRELATION_HEADER.lower().encode()
+_CACHE_HEADER = b"x-prsm-cache"
+"""`hit` or `miss`, on an answer the response cache looked up."""
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=\-]{1,128}")
 # Probes are frequent and dull: logged at debug so they do not drown the queries.
 _QUIET_PATHS = frozenset({"/health", "/ready", "/started", "/metrics"})
@@ -64,6 +66,9 @@ class CorrelationMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER]
                 headers.append((_HEADER, cid.encode()))
+                cache = scope["state"].get("cache")  # set by the API's response cache
+                if cache is not None:
+                    headers.append((_CACHE_HEADER, cache.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

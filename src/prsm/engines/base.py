@@ -3,10 +3,13 @@ confidence, and hand out the text as it comes."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Literal, Protocol, runtime_checkable
 
+from prsm._version import __version__
 from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.text import TextSink
 from prsm.engines.tools import NO_TOOLS, ToolCall, ToolUse
@@ -144,3 +147,10 @@ class Engine(Protocol):
     async def aclose(self) -> None:
         """Release the model and any connections."""
         ...
+
+
+@functools.cache
+def fingerprint(model: str) -> str:
+    """What answers: PRSM's and llama.cpp's versions and the model with its weights (OpenAI's
+    `system_fingerprint`, and part of every response cache key), so a change of any shows."""
+    return f"prsm-{__version__}_llama-cpp-python-{version('llama-cpp-python')}_{model}"

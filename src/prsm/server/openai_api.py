@@ -11,13 +11,11 @@ code}}`, a validation failure as 400 `invalid_request_error`).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Request
@@ -25,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import JSONResponse, Response
 
-from prsm import __version__, errors
+from prsm import errors
 from prsm.contracts import MAX_TOKENS_LIMIT, Prompt
 from prsm.edge.errors import OPENAI_PREFIX, as_http_error
 from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
-from prsm.engines.base import Message, Options
+from prsm.engines.base import Message, Options, fingerprint
 from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar
 from prsm.errors import UnenforceableSchemaError
@@ -371,6 +369,7 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
         operation="chat",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
         choices=body.n or 1,
+        seeded=body.seed is not None,
     )
 
 
@@ -396,6 +395,7 @@ def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:
         operation="text_completion",
         wire=body.model_dump(mode="json", exclude_none=True),
         choices=body.n or 1,
+        seeded=body.seed is not None,
     )
 
 
@@ -499,13 +499,6 @@ def text_completion(generation: Generation, cid: str) -> dict[str, Any]:
 def _envelope(kind: str, prefix: str, model: str, cid: str) -> dict[str, Any]:
     return {"id": f"{prefix}-{cid}", "object": kind, "created": int(time.time()), "model": model,
             "system_fingerprint": fingerprint(model)}  # fmt: skip
-
-
-@functools.cache
-def fingerprint(model: str) -> str:
-    """OpenAI's `system_fingerprint`: what answered — PRSM's and llama.cpp's versions and the
-    model with its weights — so a change of any shows in the answers."""
-    return f"prsm-{__version__}_llama-cpp-python-{version('llama-cpp-python')}_{model}"
 
 
 @dataclass(frozen=True)

@@ -429,4 +429,5 @@ def response_ask(
         options=options,
         operation="response",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
+        seeded=False,  # the Responses API has no seed: each call samples anew
     )

@@ -6,6 +6,7 @@ Free of HTTP: the routes in `prsm.server.app` parse and authenticate, this answe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, Query
 from prsm.edge.disconnect import CLIENT_GONE
 from prsm.edge.errors import as_http_error
 from prsm.engines import Engine, Generation, load_engine
-from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt
+from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
 from prsm.engines.constraints import ResponseFormat, grammar_for
 from prsm.engines.text import TextSink
 from prsm.errors import (
@@ -36,6 +37,7 @@ from prsm.server.admission import Admission
 from prsm.server.auth import Principal
 from prsm.server.choices import generate_choices
 from prsm.server.readiness import ReadinessCheck
+from prsm.server.response_cache import Lookup, ResponseCache, cache_key, prompt_parts
 
 log = logging.getLogger("prsm.query")
 
@@ -59,6 +61,13 @@ class Ask:
     """The request as received, carried by a failure's event."""
     choices: int = 1
     """How many answers to generate (OpenAI's `n`)."""
+    seeded: bool = True
+    """Whether sampling repeats (a seed the caller or the settings chose); OpenAI's routes
+    without a `seed` sample anew each time, and such answers are never cached."""
+    cache_read: bool = True
+    """Whether an answer may come from the response cache (`Cache-Control: no-cache`: no)."""
+    cache_write: bool = True
+    """Whether the answer may be kept in it (`Cache-Control: no-store`: no)."""
 
     @classmethod
     def from_query(cls, request: QueryRequest) -> Ask:
@@ -116,6 +125,12 @@ class _Outcome:
     """Whether it got an engine slot (a refused or queued-out query never reached the engine)."""
     generation: Generation | None = None
     failure: HTTPStatusError | None = None
+    from_cache: bool = False
+    """Answered from the response cache: nothing was generated, no tokens spent."""
+
+
+_ANSWER_SETTINGS = {"system_prompt", "temperature", "seed", "repeat_penalty", "context_size"}
+"""The engine settings an answer depends on, beyond the model and the query's own options."""
 
 
 class QueryService:
@@ -127,8 +142,10 @@ class QueryService:
         loader: EngineLoader | None = None,
         events: EventSink | None = None,
         checks: dict[str, ReadinessCheck] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
+        self._cache = cache
         self._loader = loader or (lambda: load_engine(settings.engine))
         self._events = events
         self._checks = checks or {}
@@ -205,23 +222,60 @@ class QueryService:
         return engine
 
     async def answer(
-        self, ask: Ask, principal: Principal, cid: str, on_text: TextSink | None = None
+        self,
+        ask: Ask,
+        principal: Principal,
+        cid: str,
+        on_text: TextSink | None = None,
+        notes: dict[str, Any] | None = None,
     ) -> Generation:
         """Generate the answer to `ask`, passing its text to `on_text` as it comes; counted,
-        logged and published as an event whether it succeeds, fails or is cancelled.
+        logged and published as an event whether it succeeds, fails or is cancelled. With the
+        response cache on, `notes["cache"]` says `hit` or `miss` for a repeatable query.
 
         The generation is the endpoint; around it, from the outside: recording (metrics,
-        event, log line), the served-model check, admission (concurrency and queue), the
-        engine's time limit."""
+        event, log line), the served-model check, the response cache, admission (concurrency
+        and queue), the engine's time limit."""
         async with self._recorded(ask, principal, cid) as outcome:
             engine = self._engine_for(ask)
             max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
-            async with self._admitted(ask.priority), self._time_limited():
-                outcome.admitted = True
-                outcome.generation = await self._generate(
-                    engine, ask, max_tokens, outcome.started, on_text
-                )
+
+            async def generate(sink: TextSink | None) -> Generation:
+                async with self._admitted(ask.priority), self._time_limited():
+                    outcome.admitted = True
+                    return await self._generate(engine, ask, max_tokens, outcome.started, sink)
+
+            lookup = self._lookup(ask, principal, engine.model, max_tokens)
+            if lookup is None or self._cache is None:
+                outcome.generation = await generate(on_text)
+                return outcome.generation
+            outcome.generation, outcome.from_cache = await self._cache.answer(
+                lookup, on_text, generate, notes
+            )
         return outcome.generation
+
+    def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
+        """Where a repeatable query's answer is kept (None: not cached)."""
+        engine = self.settings.engine
+        temperature = (
+            engine.temperature if ask.options.temperature is None else ask.options.temperature
+        )
+        if self._cache is None or (temperature > 0 and not ask.seeded):
+            return None
+        if not (ask.cache_read or ask.cache_write):
+            return None
+        options = ask.options if temperature > 0 else dataclasses.replace(ask.options, seed=None)
+        key = cache_key({
+            "model": fingerprint(model),
+            "engine": engine.model_dump(mode="json", include=_ANSWER_SETTINGS),
+            "who": principal.identity,
+            "operation": ask.operation,
+            "prompt": prompt_parts(ask.prompt),
+            "options": options,
+            "max_tokens": max_tokens,
+            "choices": ask.choices,
+        })  # fmt: skip
+        return Lookup(key, read=ask.cache_read, write=ask.cache_write)
 
     def _engine_for(self, ask: Ask) -> Engine:
         """The ready engine, if it serves the model `ask` names (404 `unknown_model` if not)."""
@@ -272,7 +326,7 @@ class QueryService:
         status = "200" if generation is not None else "500"
         if failure is not None:
             status = str(failure.status_code)
-        tokens = generation.total_tokens if generation is not None else 0
+        tokens = generation.total_tokens if generation is not None and not outcome.from_cache else 0
         if self._events is not None:
             self._events.emit(self._event(ask, cid, duration, generation, failure, outcome.model))
         metrics.record_query(

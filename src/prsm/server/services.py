@@ -7,6 +7,7 @@ the caller is, the shared gauges — so that each route module is a plain functi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from prsm.jobs.submit import JobService
 from prsm.redis_client import connect_redis
 from prsm.server.auth import Authenticator, Principal
 from prsm.server.readiness import ReadinessCheck, redis_check
+from prsm.server.response_cache import ResponseCache
 from prsm.server.service import Ask, QueryService
 from prsm.server.streaming import AnswerStream, EventStream, StreamFormat
 from prsm.server.tls import peer_identity
@@ -94,9 +96,12 @@ class ApiServices:
         """The whole answer; if the caller leaves first, the generation stops and this is the
         499 nobody reads (the access log does)."""
         self._connections.inc()
+        state = request.scope["state"]
         try:
             return await until_disconnected(
-                self.queries.answer(ask, principal, request.scope["state"]["correlation_id"]),
+                self.queries.answer(
+                    cache_directives(ask, request), principal, state["correlation_id"], None, state
+                ),
                 request.receive,
                 request.scope,
             )
@@ -111,8 +116,11 @@ class ApiServices:
     ) -> Response:
         """The answer as server-sent events, once its first text exists (a failure before is
         an ordinary error response)."""
-        cid = request.scope["state"]["correlation_id"]
-        stream = AnswerStream(lambda on_text: self.queries.answer(ask, principal, cid, on_text))
+        state = request.scope["state"]
+        cid, ask = state["correlation_id"], cache_directives(ask, request)
+        stream = AnswerStream(
+            lambda on_text: self.queries.answer(ask, principal, cid, on_text, state)
+        )
         self._connections.inc()
         try:
             await until_disconnected(stream.started(), request.receive, request.scope)
@@ -143,6 +151,17 @@ class ApiServices:
             await self.redis.aclose()
 
 
+def cache_directives(ask: Ask, request: Request) -> Ask:
+    """`ask` as the caller's `Cache-Control` has it: `no-cache` reads no cached answer,
+    `no-store` neither reads nor keeps one."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    if "no-store" in directives:
+        return dataclasses.replace(ask, cache_read=False, cache_write=False)
+    if "no-cache" in directives:
+        return dataclasses.replace(ask, cache_read=False)
+    return ask
+
+
 def build_services(
     settings: Settings, engine: Engine | None = None, events: EventSink | None = None
 ) -> ApiServices:
@@ -170,7 +189,12 @@ def build_services(
         return engine
 
     checks["drain"] = not_draining
-    queries = QueryService(settings, given if engine is not None else None, events, checks)
+    cache = None
+    if settings.cache.enabled and redis is not None:
+        cache = ResponseCache(redis, settings.cache, settings.service_name)
+    elif settings.cache.enabled:
+        log.warning("cache.enabled needs Redis (PRSM_REDIS_URL): answers are not cached")
+    queries = QueryService(settings, given if engine is not None else None, events, checks, cache)
     drain = Drain(
         settings.server.drain_seconds, settings.server.drain_timeout_seconds, queries.admission
     )
