@@ -145,7 +145,8 @@ def test_another_model_misses_and_redis_down_is_a_miss(
     tmp_path: Path, redis_server: EmbeddedRedis, cached: ServerProcess
 ) -> None:
     """An instance serving another model (as a change of weights renames it) on the same
-    Redis misses what the first kept; an instance whose Redis is down answers, missing."""
+    Redis misses what the first kept; an instance whose Redis is down answers, missing, and
+    warns once for the outage."""
     body = {"prompt": fresh(), "userId": "u1"}
     assert ask(cached, "/api/v1/query", body).headers["x-prsm-cache"] == "miss"
     other_model = CACHED | {"PRSM_REDIS_URL": redis_server.url, "PRSM_ENGINE__MODEL_NAME": "m2"}
@@ -160,6 +161,7 @@ def test_another_model_misses_and_redis_down_is_a_miss(
         assert [a.headers["x-prsm-cache"] for a in answers] == ["miss", "miss"]
         failed = metric(server.base_url, "prsm_cache_requests_total", 'result="error"')
         assert failed >= 2
+        assert server.log_path.read_text().count("response cache read failed") == 1  # once
 
 
 def _without_ids(text: str) -> str:

@@ -12,7 +12,7 @@ operation — and of the caller's identity, so one tenant never reads another's 
   first and are answered from it.
 - `Cache-Control: no-cache` from the caller skips reading (the fresh answer is still kept);
   `no-store` skips both.
-- Redis failing is a miss (and a metric), never an error.
+- Redis failing is a miss (and a metric, and one warning an outage), never an error.
 - Entries live `cache.ttl_seconds`; an answer larger than `cache.max_entry_bytes` is not kept;
   past `cache.max_entries`, the oldest are dropped.
 """
@@ -77,6 +77,8 @@ class ResponseCache:
         self._redis = redis
         self._settings = settings
         self._flights: dict[str, asyncio.Future[Cached]] = {}
+        self._failing = False
+        """Redis failed last time: the outage has been warned of."""
         self._results = {
             result: metrics.CACHE_REQUESTS.labels(service, result)
             for result in ("hit", "miss", "error")
@@ -141,6 +143,7 @@ class ResponseCache:
         except (RedisError, OSError) as exc:
             self._failed("read", exc)
             return None
+        self._failing = False
         return None if raw is None else decode(json.loads(raw))
 
     async def _put(self, key: str, cached: Cached) -> None:
@@ -163,8 +166,12 @@ class ResponseCache:
         self._stored.inc(len(value))
 
     def _failed(self, doing: str, exc: BaseException) -> None:
+        """Count a Redis failure; warn once an outage (until Redis answers again)."""
         self._results["error"].inc()
-        log.warning("response cache %s failed: a miss", doing, extra={"error": str(exc)})
+        if not self._failing:
+            log.warning("response cache %s failed: misses until Redis answers", doing,
+                        extra={"error": str(exc)})  # fmt: skip
+        self._failing = True
 
 
 def cache_key(parts: dict[str, Any]) -> str:
