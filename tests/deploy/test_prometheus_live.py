@@ -158,6 +158,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_ENGINE__FIXED_DELAY_SECONDS": "0.5",
         "PRSM_ENGINE__MAX_QUEUE": "0",
+        # On, so that the dashboard's cache panel has series (every query asks anew: misses).
+        "PRSM_CACHE__ENABLED": "true",
     }
     worker_port = free_port()
     with (
