@@ -278,6 +278,37 @@ class CacheSettings(Section):
     )
 
 
+class Budget(Section):
+    """What one caller may spend; 0: no limit."""
+
+    tokens_per_minute: int = Field(default=0, ge=0, description="Prompt and answer tokens.")
+    requests_per_minute: int = Field(default=0, ge=0, description="Queries that reach the engine.")
+    tokens_per_day: int = Field(default=0, ge=0, description="Prompt and answer tokens a day.")
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.tokens_per_minute or self.requests_per_minute or self.tokens_per_day)
+
+
+class BudgetSettings(Section):
+    """Token and request budgets per caller, kept in Redis: exact across API replicas."""
+
+    default: Budget = Field(default_factory=Budget, description="Every caller's, unless named.")
+    callers: dict[str, Budget] = Field(
+        default_factory=dict,
+        description="Budgets by caller: the API key's id (`keyId` in the logs) or `jwt:<subject>`.",
+    )
+    on_redis_down: Literal["refuse", "admit"] = Field(
+        default="refuse",
+        description="Redis unreachable: refuse (503) queries of budgeted callers, or admit them "
+        "uncounted (a metric and a warning).",
+    )
+    minute_seconds: int = Field(
+        default=60, ge=1, description="The length of a minute window (shorter only in tests)."
+    )
+
+
 class JobSettings(Section):
     """Job queues and callbacks: timeouts, retries, the sweep, the callback secret and
     allow-list."""
@@ -516,6 +547,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

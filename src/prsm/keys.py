@@ -51,6 +51,12 @@ def stored_response(owner: str, response_id: str) -> str:
     return f"prsm:response:{owner}:{response_id}"
 
 
+def budget_window(owner: str, counter: str, window: int) -> str:
+    """One caller's count of tokens or requests in one budget window (numbered from the
+    epoch), under its owner's tag; it expires one window after its own ends."""
+    return f"prsm:budget:{owner}:{counter}:{window}"
+
+
 def job_queue(job_type: JobType) -> str:
     """The SAQ queue of one job type (its keys are `saq:<name>:*`)."""
     return f"prsm-{job_type}"

@@ -38,6 +38,16 @@ CACHE_REQUESTS = Counter(
 CACHE_STORED_BYTES = Counter(
     "prsm_cache_stored_bytes_total", "Bytes of answers written to the response cache", ("service",)
 )
+BUDGET_REFUSED = Counter(
+    "prsm_budget_refused_total",
+    "Queries refused because their caller's budget was spent",
+    ("service",),
+)
+BUDGET_UNCOUNTED = Counter(
+    "prsm_budget_uncounted_total",
+    "Queries admitted without counting against a budget: Redis was unreachable",
+    ("service",),
+)
 TOKENS = Counter(
     "prsm_tokens_used_total", "Total tokens consumed", ("service", "user_tier", "model")
 )

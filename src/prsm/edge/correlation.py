@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +23,16 @@ access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")
 
 _HEADER = CORRELATION_HEADER.lower().encode()
-_CACHE_HEADER = b"x-prsm-cache"
-"""`hit` or `miss`, on an answer the response cache looked up."""
+_ANSWER_HEADERS = "answer_headers"
+
+
+def add_answer_headers(state: dict[str, Any] | None, headers: dict[str, str]) -> None:
+    """Headers the request's answer will carry, whatever it turns out to be (set while it is
+    worked out: the response cache's verdict, the caller's budget)."""
+    if state is not None:
+        state.setdefault(_ANSWER_HEADERS, {}).update(headers)
+
+
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=\-]{1,128}")
 # Probes are frequent and dull: logged at debug so they do not drown the queries.
 _QUIET_PATHS = frozenset({"/health", "/ready", "/started", "/metrics"})
@@ -66,9 +75,8 @@ class CorrelationMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER]
                 headers.append((_HEADER, cid.encode()))
-                cache = scope["state"].get("cache")  # set by the API's response cache
-                if cache is not None:
-                    headers.append((_CACHE_HEADER, cache.encode()))
+                for name, value in scope["state"].get(_ANSWER_HEADERS, {}).items():
+                    headers.append((name.encode(), value.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

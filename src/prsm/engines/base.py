@@ -144,6 +144,11 @@ class Engine(Protocol):
         """Answer `prompt` with at most `max_tokens` generated tokens."""
         ...
 
+    async def count_tokens(self, prompt: Prompt, options: Options = DEFAULT_OPTIONS) -> int:
+        """How many tokens `prompt` is to the model, as `generate` would reckon them (budgets
+        reserve them before it runs)."""
+        ...
+
     async def aclose(self) -> None:
         """Release the model and any connections."""
         ...

@@ -51,7 +51,7 @@ class FixedEngine:
         on_text: TextSink | None = None,
     ) -> Generation:
         """The fixed answer, word by word over `delay` seconds (or the configured error)."""
-        text = prompt if isinstance(prompt, str) else "\n".join(m.content for m in prompt)
+        text = _text_of(prompt)
         self.calls.append(text)
         words = self.answer.split()
         pause = self.delay / max(1, min(len(words), max_tokens))
@@ -79,5 +79,13 @@ class FixedEngine:
             first_token_at=first_token_at,
         )
 
+    async def count_tokens(self, prompt: Prompt, options: Options = DEFAULT_OPTIONS) -> int:
+        """A word a token, as its answers count the prompt."""
+        return len(_text_of(prompt).split())
+
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def _text_of(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m.content for m in prompt)

@@ -239,6 +239,12 @@ class LlamaEngine:
 
         return on_token
 
+    async def count_tokens(self, prompt: Prompt, options: Options = DEFAULT_OPTIONS) -> int:
+        """The prompt's tokens through the chat template, tools told, as `generate` renders it."""
+        loaded = self._loaded
+        messages = with_tools(conversation(prompt, loaded.system_prompt), options.tools)
+        return len(await asyncio.to_thread(loaded.prompt_tokens, messages))
+
     async def aclose(self) -> None:
         """Stop the decode loop and free the model."""
         await asyncio.to_thread(self._loaded.close)

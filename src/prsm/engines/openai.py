@@ -170,6 +170,12 @@ class OpenAIEngine:
             raise EngineUnavailableError(f"{method} {url} did not answer a JSON object")
         return data
 
+    async def count_tokens(self, prompt: Prompt, options: Options = DEFAULT_OPTIONS) -> int:
+        """An estimate (a token per four bytes, rounded up, plus four a message): the server's
+        tokenizer is not known here."""
+        messages = conversation(prompt, self._settings.system_prompt)
+        return sum(4 + -(-len(m.content.encode()) // 4) for m in messages)
+
     async def aclose(self) -> None:
         """Close the HTTP session to the backend."""
         await self._session.close()

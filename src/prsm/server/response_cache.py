@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from prsm import metrics
 from prsm.config import CacheSettings
+from prsm.edge.correlation import add_answer_headers
 from prsm.engines import Generation
 from prsm.engines.base import Prompt, TokenLogprob
 from prsm.engines.text import TextSink
@@ -41,6 +42,8 @@ from prsm.engines.tools import ToolCall
 from prsm.server.choices import ChoiceText
 
 log = logging.getLogger("prsm.server")
+CACHE_HEADER = "x-prsm-cache"
+"""`hit` or `miss`, on every answer the cache looked up."""
 _PREFIX = "prsm:cache:"
 _INDEX = "prsm:cache:index"
 """A sorted set of the entries' keys by when they were stored, to drop the oldest."""
@@ -93,20 +96,18 @@ class ResponseCache:
         notes: dict[str, Any] | None = None,
     ) -> tuple[Generation, bool]:
         """The answer for `lookup`, and whether it came from the cache (or from an identical
-        query computing it at the same time) rather than from `generate`; `notes["cache"]`
-        says which (`hit`, `miss`) before any text is passed on."""
+        query computing it at the same time) rather than from `generate`; the answer's
+        `x-prsm-cache` header, in `notes`, says which before any text is passed on."""
         if lookup.read:
             found = await self._get(lookup.key)
             if found is None:
                 found = await self._joined(lookup.key)
             if found is not None:
                 self._results["hit"].inc()
-                if notes is not None:
-                    notes["cache"] = "hit"
+                add_answer_headers(notes, {CACHE_HEADER: "hit"})
                 return _replayed(found, on_text), True
         self._results["miss"].inc()
-        if notes is not None:
-            notes["cache"] = "miss"
+        add_answer_headers(notes, {CACHE_HEADER: "miss"})
         flight: asyncio.Future[Cached] = asyncio.get_running_loop().create_future()
         if lookup.read:
             self._flights[lookup.key] = flight

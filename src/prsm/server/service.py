@@ -35,6 +35,7 @@ from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
+from prsm.server.budgets import NOTHING, Budgets, Reservation
 from prsm.server.choices import generate_choices
 from prsm.server.readiness import ReadinessCheck
 from prsm.server.response_cache import Lookup, ResponseCache, cache_key, prompt_parts
@@ -143,9 +144,11 @@ class QueryService:
         events: EventSink | None = None,
         checks: dict[str, ReadinessCheck] | None = None,
         cache: ResponseCache | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.settings = settings
         self._cache = cache
+        self._budgets = budgets
         self._loader = loader or (lambda: load_engine(settings.engine))
         self._events = events
         self._checks = checks or {}
@@ -241,9 +244,18 @@ class QueryService:
             max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
 
             async def generate(sink: TextSink | None) -> Generation:
-                async with self._admitted(ask.priority), self._time_limited():
-                    outcome.admitted = True
-                    return await self._generate(engine, ask, max_tokens, outcome.started, sink)
+                reservation = await self._reserved(ask, principal, engine, max_tokens, notes)
+                used = 0
+                try:
+                    async with self._admitted(ask.priority), self._time_limited():
+                        outcome.admitted = True
+                        generation = await self._generate(
+                            engine, ask, max_tokens, outcome.started, sink
+                        )
+                    used = generation.total_tokens
+                    return generation
+                finally:
+                    await asyncio.shield(reservation.settle(used))
 
             lookup = self._lookup(ask, principal, engine.model, max_tokens)
             if lookup is None or self._cache is None:
@@ -253,6 +265,22 @@ class QueryService:
                 lookup, on_text, generate, notes
             )
         return outcome.generation
+
+    async def _reserved(
+        self,
+        ask: Ask,
+        principal: Principal,
+        engine: Engine,
+        max_tokens: int,
+        notes: dict[str, Any] | None,
+    ) -> Reservation:
+        """The caller's budget charged with the most this query may cost: its prompt's
+        tokens, and `max_tokens` for each answer; 429 when it has no room."""
+        budgets = self._budgets
+        if budgets is None or not budgets.budget_of(principal).limited:
+            return NOTHING
+        prompt = await engine.count_tokens(ask.prompt, ask.options)
+        return await budgets.reserve(principal, prompt + max_tokens * ask.choices, notes)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""

@@ -23,12 +23,18 @@ from prsm.contracts import CheckResult
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.drain import Drain
 from prsm.engines import Engine, Generation
-from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from prsm.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    PRSMError,
+    ServiceUnavailableError,
+)
 from prsm.events import EventSink
 from prsm.events.redis_sink import RedisEventSink
 from prsm.jobs.submit import JobService
 from prsm.redis_client import connect_redis
 from prsm.server.auth import Authenticator, Principal
+from prsm.server.budgets import Budgets
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.response_cache import ResponseCache
 from prsm.server.service import Ask, QueryService
@@ -162,6 +168,17 @@ def cache_directives(ask: Ask, request: Request) -> Ask:
     return ask
 
 
+def _budgets(settings: Settings, redis: Redis | None) -> Budgets | None:
+    """The callers' budgets, kept in Redis; budgets without Redis are a start-up error (a
+    limit that silently does not apply is no limit)."""
+    wanted = settings.budgets
+    if not wanted.default.limited and not any(b.limited for b in wanted.callers.values()):
+        return None
+    if redis is None:
+        raise PRSMError("budgets need Redis: set PRSM_REDIS_URL")
+    return Budgets(redis, wanted, settings.service_name)
+
+
 def build_services(
     settings: Settings, engine: Engine | None = None, events: EventSink | None = None
 ) -> ApiServices:
@@ -194,7 +211,10 @@ def build_services(
         cache = ResponseCache(redis, settings.cache, settings.service_name)
     elif settings.cache.enabled:
         log.warning("cache.enabled needs Redis (PRSM_REDIS_URL): answers are not cached")
-    queries = QueryService(settings, given if engine is not None else None, events, checks, cache)
+    queries = QueryService(
+        settings, given if engine is not None else None, events, checks, cache,
+        _budgets(settings, redis),
+    )  # fmt: skip
     drain = Drain(
         settings.server.drain_seconds, settings.server.drain_timeout_seconds, queries.admission
     )

@@ -1,0 +1,190 @@
+"""Token and request budgets per caller, exact across any number of API replicas.
+
+Before a query reaches the engine, what it may cost — its prompt's tokens, counted by the
+engine, plus the most it may generate — is reserved atomically in Redis, in the caller's
+current minute window (and day window, and one request), by one Lua script that admits it only
+if every window still has room: at no moment can what was admitted in a window exceed its
+budget, whichever replica admitted it. After the answer the reservation is settled to the real
+usage and the rest given back, so nobody is refused while the budget has room for their query
+but for what is reserved by queries still running. Window counters expire one window after
+their own ends, so a replica killed with reservations open leaks nothing past that window.
+
+A query over budget is 429 with `Retry-After` (the window's end). Every answer of a budgeted
+caller carries OpenAI's `x-ratelimit-{limit,remaining,reset}-{tokens,requests}` headers, so
+OpenAI's clients back off as they do against OpenAI. Redis unreachable: `budgets.on_redis_down`
+refuses (503, the default: a limit that silently stops applying is no limit) or admits,
+uncounted, with a metric and one warning an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from prsm import keys, metrics
+from prsm.config import Budget, BudgetSettings
+from prsm.edge.correlation import add_answer_headers
+from prsm.errors import RateLimitedError, ServiceUnavailableError
+from prsm.server.auth import Principal
+
+log = logging.getLogger("prsm.server")
+DAY_SECONDS = 86_400
+
+# KEYS: the window counters. ARGV: per key, (limit, amount, seconds to keep). Admits only if
+# every counter has room; returns {1, count after, ...} or {0, index of the full one, count}.
+_RESERVE = """
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 2])
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + tonumber(ARGV[3 * i - 1]) > limit then return {0, i, used} end
+end
+local after = {1}
+for i = 1, #KEYS do
+  after[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
+end
+return after
+"""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One counter of a budget: its key, its limit, when it ends."""
+
+    key: str
+    kind: str
+    """`tokens` or `requests` (OpenAI's header names)."""
+    limit: int
+    ends_in: float
+    """Seconds until the window ends."""
+    keep: int
+    """Seconds the counter is kept (its window, then one more)."""
+
+
+@dataclass
+class Reservation:
+    """Tokens and a request held for one query, until it is settled."""
+
+    budgets: Budgets | None = None
+    windows: list[Window] = field(default_factory=list)
+    tokens: int = 0
+
+    async def settle(self, used: int) -> None:
+        """Give back what the query did not use (all of it, if it did not run)."""
+        if self.budgets is not None and self.tokens > used:
+            await self.budgets.give_back(self, self.tokens - used)
+            self.tokens = used
+
+
+NOTHING = Reservation()
+"""The reservation of a caller without a budget."""
+
+
+class Budgets:
+    """The budgets of `settings`, kept in `redis`."""
+
+    def __init__(
+        self, redis: Redis, settings: BudgetSettings, service: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self._redis = redis
+        self._settings = settings
+        self._clock = clock
+        self._reserve = redis.register_script(_RESERVE)
+        self._outage = False
+        self._admitted_uncounted = metrics.BUDGET_UNCOUNTED.labels(service)
+        self._refused = metrics.BUDGET_REFUSED.labels(service)
+
+    def budget_of(self, principal: Principal) -> Budget:
+        """The caller's budget: its own by key id (or subject), else the default."""
+        named = self._settings.callers
+        return (
+            named.get(principal.key_id) or named.get(principal.identity) or self._settings.default
+        )
+
+    async def reserve(
+        self, principal: Principal, tokens: int, notes: dict[str, Any] | None = None
+    ) -> Reservation:
+        """Hold `tokens` and a request for `principal`; 429 when a window has no room. The
+        rate-limit headers of the answer go into `notes` (the request's state)."""
+        budget = self.budget_of(principal)
+        if not budget.limited:
+            return NOTHING
+        windows = self._windows(keys.owner_tag(principal.identity), budget)
+        amounts = [tokens if w.kind == "tokens" else 1 for w in windows]
+        arguments = [v for w, a in zip(windows, amounts, strict=True) for v in (w.limit, a, w.keep)]
+        try:
+            answer = await self._reserve(keys=[w.key for w in windows], args=arguments)
+        except (RedisError, OSError) as exc:
+            return self._unreachable(exc)
+        self._outage = False
+        if answer[0] == 0:
+            full = windows[int(answer[1]) - 1]
+            self._refused.inc()
+            counts = [full.limit if w is full else 0 for w in windows]
+            add_answer_headers(notes, _headers(windows, counts))
+            raise RateLimitedError(
+                f"the {full.kind} budget of this caller is spent until its window ends "
+                f"({full.limit} {full.kind} a window)",
+                code="budget_exceeded",
+                retry_after=math.ceil(full.ends_in),
+            )
+        add_answer_headers(notes, _headers(windows, [int(after) for after in answer[1:]]))
+        return Reservation(self, windows, tokens)
+
+    async def give_back(self, reservation: Reservation, tokens: int) -> None:
+        """Return `tokens` to the token windows `reservation` was taken from."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for window in reservation.windows:
+                    if window.kind == "tokens":
+                        pipe.decrby(window.key, tokens)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # kept until the window ends: never over budget
+            log.warning("budget not settled: Redis failed", extra={"error": str(exc)})
+
+    def _windows(self, owner: str, budget: Budget) -> list[Window]:
+        now = self._clock()
+        minute = self._settings.minute_seconds
+        found = []
+        for kind, limit, length in (
+            ("tokens", budget.tokens_per_minute, minute),
+            ("requests", budget.requests_per_minute, minute),
+            ("tokens", budget.tokens_per_day, DAY_SECONDS),
+        ):
+            if limit:
+                index = int(now // length)
+                key = keys.budget_window(owner, f"{kind}-{length}", index)
+                found.append(Window(key, kind, limit, (index + 1) * length - now, 2 * length))
+        return found
+
+    def _unreachable(self, exc: BaseException) -> Reservation:
+        if not self._outage:
+            log.warning("budgets cannot be counted: Redis failed", extra={"error": str(exc)})
+        self._outage = True
+        if self._settings.on_redis_down == "admit":
+            self._admitted_uncounted.inc()
+            return NOTHING
+        raise ServiceUnavailableError(
+            "budgets cannot be checked now (Redis is unreachable)",
+            code="budget_unavailable",
+            retry_after=1,
+        )
+
+
+def _headers(windows: list[Window], counts: list[int]) -> dict[str, str]:
+    """OpenAI's rate-limit headers for the shortest window of each kind."""
+    headers: dict[str, str] = {}
+    for window, count in sorted(zip(windows, counts, strict=True), key=lambda p: -p[0].ends_in):
+        kind = window.kind
+        headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, window.limit - count))
+        headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(window.ends_in)}s"
+    return headers
