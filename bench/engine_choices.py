@@ -48,11 +48,11 @@ async def timed(engine: LlamaEngine, prompt: str, count: int) -> tuple[float, fl
 async def main(rounds: int) -> None:
     engine = await LlamaEngine.load(EngineSettings())
     copying = batching.MIN_SHARED
-    results: dict[str, list[tuple[float, float]]] = {"shared": [], "computed": [], "one": []}
+    results: dict[str, list[tuple[float, float]]] = {"copied": [], "computed": [], "one": []}
     try:
         await timed(engine, "Warm up.", 1)
         for round_number in range(rounds):
-            for mode in ("shared", "computed", "one"):
+            for mode in ("copied", "computed", "one"):
                 batching.MIN_SHARED = copying if mode != "computed" else 10**9
                 prompt = f"{round_number} {mode}. {PASSAGE} What did the keeper write down?"
                 count = 1 if mode == "one" else CHOICES
@@ -66,13 +66,13 @@ async def main(rounds: int) -> None:
     }
     print(f"n = {CHOICES} answers of {MAX_TOKENS} tokens to a ~600-token prompt, {rounds} rounds")
     print(f"{'':28} {'all done (s)':>14} {'last first token (s)':>22}")
-    labels = {"shared": "prompt once, cells copied", "computed": "prompt computed n times",
+    labels = {"copied": "prompt once, cells copied", "computed": "prompt computed n times",
               "one": "one answer alone (n = 1)"}  # fmt: skip
     for mode, (done, first) in medians.items():
         print(f"{labels[mode]:28} {done:14.2f} {first:22.2f}")
-    shared, computed = medians["shared"], medians["computed"]
-    print(f"copied / computed: all done {shared[0] / computed[0]:.2f}, "
-          f"last first token {shared[1] / computed[1]:.2f} (lower is better)")  # fmt: skip
+    copied, computed = medians["copied"], medians["computed"]
+    print(f"copied / computed: all done {copied[0] / computed[0]:.2f}, "
+          f"last first token {copied[1] / computed[1]:.2f} (lower is better)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from prsm import errors
 from prsm.edge.errors import OPENAI_PREFIX, error_payload, openai_error
 
 OPENAI_DONE = b"data: [DONE]\n\n"
-RESPONSES_PATH = OPENAI_PREFIX + "responses"
 """OpenAI's last frame of every stream."""
+RESPONSES_PATH = OPENAI_PREFIX + "responses"
+"""The Responses API, whose streams end with typed events instead."""
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -27,7 +27,7 @@ from prsm.engines.base import (
 )
 from prsm.engines.constraints import wire_format
 from prsm.engines.text import StreamedText, TextSink
-from prsm.engines.tools import ToolCall, ToolUse
+from prsm.engines.tools import ToolCall, ToolUse, wire_calls
 from prsm.errors import EngineUnavailableError, PromptTooLongError
 
 log = logging.getLogger("prsm.engines.openai")
@@ -185,10 +185,7 @@ def wire_message(message: Message) -> dict[str, Any]:
     """A message as OpenAI's chat completions take it (with its tool calls or call id)."""
     wire: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
-        wire["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
+        wire["tool_calls"] = wire_calls(message.tool_calls)
     if message.tool_call_id:
         wire["tool_call_id"] = message.tool_call_id
     return wire

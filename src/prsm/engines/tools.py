@@ -170,6 +170,14 @@ def tools_prompt(use: ToolUse) -> str:
     )
 
 
+def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[str, Any]]:
+    """Tool calls as OpenAI's chat completions spell them (with their `index` in a stream
+    chunk): PRSM's answers, and the conversation the `openai` engine sends upstream."""
+    spelled = [{"id": c.id, "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments}} for c in calls]  # fmt: skip
+    return [call | {"index": i} for i, call in enumerate(spelled)] if indexed else spelled
+
+
 def calls_text(calls: tuple[ToolCall, ...]) -> str:
     """Earlier calls as the model wrote them, for the conversation."""
     made = [{"name": c.name, "arguments": json.loads(c.arguments or "{}")} for c in calls]

@@ -30,7 +30,7 @@ from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options, fingerprint
 from prsm.engines.constraints import TEXT, ResponseFormat
-from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar
+from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar, wire_calls
 from prsm.errors import UnenforceableSchemaError
 from prsm.server.auth import READ, Principal
 from prsm.server.choices import MAX_CHOICES, ChoiceText
@@ -451,13 +451,6 @@ def completion_logprobs(generation: Generation) -> dict[str, Any] | None:
 
 def _readable(token: bytes) -> str:
     return token.decode("utf-8", errors="replace")
-
-
-def wire_calls(calls: tuple[ToolCall, ...], indexed: bool = False) -> list[dict[str, Any]]:
-    """Tool calls as OpenAI spells them (with their `index` in a stream chunk)."""
-    spelled = [{"id": c.id, "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments}} for c in calls]  # fmt: skip
-    return [call | {"index": i} for i, call in enumerate(spelled)] if indexed else spelled
 
 
 def chat_completion(generation: Generation, cid: str) -> dict[str, Any]:

@@ -233,8 +233,9 @@ class QueryService:
         notes: dict[str, Any] | None = None,
     ) -> Generation:
         """Generate the answer to `ask`, passing its text to `on_text` as it comes; counted,
-        logged and published as an event whether it succeeds, fails or is cancelled. With the
-        response cache on, `notes["cache"]` says `hit` or `miss` for a repeatable query.
+        logged and published as an event whether it succeeds, fails or is cancelled. The
+        headers the answer carries for the cache's verdict and the caller's budget go into
+        `notes` (the request's state).
 
         The generation is the endpoint; around it, from the outside: recording (metrics,
         event, log line), the served-model check, the response cache, admission (concurrency
