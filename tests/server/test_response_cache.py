@@ -15,8 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from prsm.config import CacheSettings
 from prsm.embedded_redis import EmbeddedRedis
+from prsm.engines import Generation
+from prsm.server.response_cache import Lookup, ResponseCache
 from tests.support import API_KEY, ServerProcess, free_port, metric, prsm_serve
 
 OTHER_KEY = "other-key-0123456789"
@@ -166,3 +170,45 @@ def test_another_model_misses_and_redis_down_is_a_miss(
 
 def _without_ids(text: str) -> str:
     return re.sub(r'"(correlationId|id)":"[^"]*"', "", text)
+
+
+async def test_a_query_waiting_on_one_whose_caller_left_computes_its_own(
+    redis: aioredis.Redis,
+) -> None:
+    """Two identical queries, the second waiting for the first's answer: the first's caller
+    leaves (its generation is cancelled); the second is not cancelled with it, but computes
+    its own answer."""
+    cache = ResponseCache(redis, CacheSettings(enabled=True), "test")
+    lookup = Lookup("same-question", read=True, write=True)
+    started = asyncio.Event()
+    answer = Generation(text="Paris.", prompt_tokens=3, completion_tokens=2, confidence=0.9,
+                        model="fixed")  # fmt: skip
+
+    async def never(_sink: object) -> Generation:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def own(_sink: object) -> Generation:
+        return answer
+
+    first = asyncio.create_task(cache.answer(lookup, None, never))
+    await started.wait()
+    second = asyncio.create_task(cache.answer(lookup, None, own))
+    await suspended_in(second, "_joined")  # the second waits on the first
+    first.cancel()
+    assert await second == (answer, False)
+    assert first.cancelled()
+
+
+async def suspended_in(task: asyncio.Task[object], function: str) -> None:
+    """Let the loop run until `task` is waiting inside `function` (its chain of awaited
+    coroutines reaches it)."""
+    for _ in range(100_000):
+        awaiting: Any = task.get_coro()
+        while awaiting is not None and getattr(awaiting, "__name__", "") != function:
+            awaiting = getattr(awaiting, "cr_await", None)
+        if awaiting is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"the task never waited in {function}")

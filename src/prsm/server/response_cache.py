@@ -128,13 +128,17 @@ class ResponseCache:
         return generation, False
 
     async def _joined(self, key: str) -> Cached | None:
-        """The answer an identical query is computing now, once it has it (None if it fails:
-        this one computes its own)."""
+        """The answer an identical query is computing now, once it has it (None if it fails
+        or is cancelled: this one computes its own)."""
         flight = self._flights.get(key)
         if flight is None:
             return None
         try:
             return await asyncio.shield(flight)
+        except asyncio.CancelledError:
+            if not flight.done():
+                raise  # this query itself was cancelled
+            return None  # the one computing it was (its caller left)
         except Exception:
             return None
 
