@@ -35,6 +35,22 @@ async def test_a_job_starting_again_after_a_quiet_spell_is_not_swept(
     assert await sweep_now(queue) == []
 
 
+async def test_a_job_starting_its_next_attempt_at_the_next_sweep_is_not_swept(
+    redis: aioredis.Redis,
+) -> None:
+    """Seen unmarked as its first attempt starts, then, at the very next sweep, unmarked as its
+    second starts (the first failed and was retried within the interval): not swept."""
+    queue = SweepSafeQueue(redis, "test-sweep")
+    job = Job("run_query", key="j3", retries=3)
+    await queue.enqueue(job)
+    await redis.lpush(queue._active, job.id)
+    assert await sweep_now(queue) == []
+    job.attempts = 1  # the first attempt ran and failed; the retry is being taken
+    await redis.set(job.id, queue.serialize(job))
+    assert await sweep_now(queue) == []
+    assert await sweep_now(queue) == [job.id]  # and unmarked again: now it is abandoned
+
+
 async def test_a_job_unmarked_for_two_sweeps_in_a_row_is_swept(redis: aioredis.Redis) -> None:
     """In the active list and never marked, at two sweeps one after the other: abandoned."""
     queue = SweepSafeQueue(redis, "test-sweep")

@@ -42,7 +42,9 @@ class SweepSafeQueue(RedisQueue):
     for abandoned and aborts it — including one caught in that window, which then runs twice
     (or, if it cannot be retried, ends `aborted`). Here an unmarked job is swept only when a
     previous sweep (by any worker: the set lives in Redis) already found it unmarked. Jobs
-    marked active are swept, as by SAQ, once their heartbeat or timeout has lapsed.
+    marked active are swept, as by SAQ, once their heartbeat or timeout has lapsed. A job is
+    remembered unmarked with its attempts so far: one starting its next attempt is not the one
+    seen before (a job retried every sweep interval was swept as its third attempt started).
     """
 
     # SAQ's own: under a lock that lasts one sweep interval, every active id with its job.
@@ -90,11 +92,12 @@ class SweepSafeQueue(RedisQueue):
                     pipe.zrem(self._incomplete, job_id)
                     await pipe.execute()
                 continue
+            starting = job_id + b":%d" % job.attempts
             if job.status in (Status.ACTIVE, Status.ABORTING):
                 if not job.stuck:
                     continue
-            elif job_id not in seen_before:
-                unmarked.add(job_id)
+            elif starting not in seen_before:
+                unmarked.add(starting)
                 continue
             swept.append(job_id)
             abandoned.append(job)
