@@ -13,6 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 CORRELATION_HEADER = "X-Correlation-ID"
+JOB_TOKEN_HEADER = "X-PRSM-Job-Token"  # noqa: S105 (a header's name)
+"""Sent by a worker with each query it asks for a job: the query is charged to the job's
+submitter's budget (and reads and keeps cached answers as theirs)."""
 MAX_TOKENS_LIMIT = 4096
 
 

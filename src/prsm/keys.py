@@ -7,6 +7,7 @@ The channel names and the user metrics hash are the specification's wire contrac
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Literal
 
 EventType = Literal["completed", "failed"]
@@ -35,6 +36,16 @@ def user_metrics(user_id: str) -> str:
 def owner_tag(identity: str) -> str:
     """The short, non-secret tag that marks a job or batch as `identity`'s own."""
     return hashlib.sha256(f"prsm-owner\x00{identity}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Whose budget a query is charged to and whose cached answers it may read."""
+
+    key_id: str
+    """How `budgets.callers` names the account: the caller's key id or `jwt:<subject>`."""
+    tag: str
+    """The account's owner tag (`prsm.keys.owner_tag` of its identity)."""
 
 
 def batch_results(owner: str, batch_id: str) -> str:

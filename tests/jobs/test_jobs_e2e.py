@@ -347,6 +347,108 @@ def test_permanent_failure_is_final_inspectable_and_called_back(tmp_path: Path) 
     assert "invalid API key" in callback["error"]
 
 
+WORKER_KEY = "worker-key-0123456789"
+
+
+def key_id_of(api_key: str) -> str:
+    """The id budgets name a caller with `api_key` by (the logs' `keyId`)."""
+    principal = ApiKeyAuth([ApiKey.parse(api_key)]).lookup(api_key)
+    assert principal is not None
+    return principal.key_id
+
+
+def tokens_counted(redis_url: str, api_key: str) -> int:
+    """The tokens counted in the minute windows of `api_key`'s budget."""
+    stored = redis.Redis.from_url(redis_url)
+    tag = keys.owner_tag(identity_of(api_key))
+    return sum(int(stored.get(key) or 0) for key in stored.keys(f"prsm:budget:{tag}:tokens-*"))
+
+
+def job_token_in_redis(redis_url: str, job_id: str) -> str:
+    """The token the worker shows for `job_id`, read where only a worker reads it: Redis."""
+    stored = redis.Redis.from_url(redis_url)
+    [key] = [k for k in stored.keys(f"saq:job:*{job_id}") if stored.type(k) == b"string"]
+    return f"{job_id}.{json.loads(stored.get(key))['meta']['account']['token']}"
+
+
+def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Path) -> None:
+    """A worker whose own key may spend 1 token a minute runs a query job and a batch of two:
+    all complete, and exactly their tokens are counted in the submitter's budget. The job
+    token is refused when forged, and once its job is done."""
+    api_env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_API_KEYS": f"{API_KEY},{WORKER_KEY}",
+        "PRSM_BUDGETS__DEFAULT__TOKENS_PER_MINUTE": "5000",
+        "PRSM_BUDGETS__CALLERS": json.dumps({key_id_of(WORKER_KEY): {"tokens_per_minute": 1}}),
+        "PRSM_BUDGETS__MINUTE_SECONDS": "3600",
+    }
+    batch = [{"id": str(n), "prompt": "what is " * n, "userId": "u1"} for n in (1, 2)]
+    with stack(tmp_path, api_env=api_env, worker=False) as running:
+        env = worker_env(running.redis_url, running.api, PRSM_API_KEY=WORKER_KEY)
+        with prsm_worker(tmp_path, env):
+            query = running.submit(
+                {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+            )
+            batched = running.submit(
+                {"type": "batch-query", "data": {"batchId": "charged", "queries": batch}}
+            )
+            answered = running.wait(query["jobId"])
+            batched = running.wait(batched["jobId"])
+            results = running.http.get("/api/v1/batches/charged").json()
+        real = job_token_in_redis(running.redis_url, query["jobId"])
+        refused = [
+            httpx.post(
+                running.api + "/api/v1/query",
+                json={"prompt": "hi", "userId": "u1"},
+                headers={"Authorization": f"Bearer {WORKER_KEY}", "X-PRSM-Job-Token": token},
+                timeout=10,
+            )
+            for token in (f"{query['jobId']}.{'x' * 32}", real, "junk")
+        ]
+        counted = tokens_counted(running.redis_url, API_KEY)
+        counted_to_worker = tokens_counted(running.redis_url, WORKER_KEY)
+    assert (answered["status"], batched["status"]) == ("complete", "complete")
+    assert all(r["status"] == "success" for r in results), results
+    spent = answered["result"]["usage"]["tokens"] + sum(
+        r["response"]["usage"]["tokens"] for r in results
+    )
+    assert counted == spent
+    assert counted_to_worker == 0
+    assert [(r.status_code, r.json()["error"]["code"]) for r in refused] == [
+        (403, "job_token_refused")
+    ] * 3
+
+
+def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -> None:
+    """A budget with room for one query every 3 seconds, a query job and a batch of two at
+    once: all complete in their first attempt, having waited for the windows; no query ran
+    twice (3 answered in all: the batch went on from where it waited)."""
+    api_env = {
+        "PRSM_ENGINE__KIND": "fixed",
+        "PRSM_ENGINE__FIXED_ANSWER": " ".join(["word"] * 20),
+        "PRSM_BUDGETS__DEFAULT__TOKENS_PER_MINUTE": "15",
+        "PRSM_BUDGETS__MINUTE_SECONDS": "3",
+    }
+    ask = {"prompt": "hi", "userId": "u1", "maxTokens": 10}  # 11 tokens reserved
+    batch = [{"id": str(n)} | ask for n in range(2)]
+    with stack(tmp_path, api_env=api_env, worker=False) as running:
+        # No retries in the client: every refusal reaches the queue, which waits.
+        env = worker_env(running.redis_url, running.api, PRSM_RETRIES="0")
+        with prsm_worker(tmp_path, env):
+            jobs = [
+                running.submit({"type": "priority-query", "data": ask}),
+                running.submit({"type": "batch-query", "data": {"batchId": "b", "queries": batch}}),
+            ]
+            finished = [running.wait(job["jobId"], timeout=30) for job in jobs]
+            results = running.http.get("/api/v1/batches/b").json()
+        answered = metric(running.api, "prsm_queries_total", 'status="200"')
+        refused = metric(running.api, "prsm_budget_refused_total")
+    assert [(f["status"], f["attempts"]) for f in finished] == [("complete", 1)] * 2
+    assert [r["status"] for r in results] == ["success"] * 2
+    assert answered == 3
+    assert refused >= 2
+
+
 def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path: Path) -> None:
     """A job slower than jobs.timeout_seconds times out on each of its attempts; it ends
     `failed` with code job_timeout, and the failure callback is sent."""

@@ -149,6 +149,7 @@ class ClientCore:
         correlation_id: str | None,
         stream: bool = False,
         schema: Schema | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> PreparedRequest:
         # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
         """The `POST /api/v1/query` request for these arguments (only the fields given are sent)."""
@@ -164,18 +165,19 @@ class ClientCore:
             )
         except PydanticValidationError as exc:
             raise UsageError(f"invalid query: {describe_problems(exc.errors())}") from None
-        headers = {
+        sent = {
             **self.headers,
+            **(headers or {}),
             "content-type": "application/json",
             CORRELATION_HEADER: correlation_id or uuid.uuid4().hex,
         }
         if stream:
-            headers["accept"] = "text/event-stream"
-        tracing.inject(headers)
+            sent["accept"] = "text/event-stream"
+        tracing.inject(sent)
         return PreparedRequest(
             "POST",
             f"{self.base_url}/api/v1/query",
-            headers,
+            sent,
             body.model_dump_json(by_alias=True, exclude_unset=True).encode(),
         )
 

@@ -80,11 +80,13 @@ class PRSMClient:
         priority: Priority | None = None,
         correlation_id: str | None = None,
         schema: Schema | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> QueryResult:
         """Ask the model. Raises a `prsm.PRSMError` subclass on failure.
 
         With `schema` (a pydantic model or a JSON Schema), the answer is held to it while it
-        is decoded and `result.parsed` is the validated object."""
+        is decoded and `result.parsed` is the validated object. `headers` go with this request
+        only (a worker's `X-PRSM-Job-Token`, for one)."""
         with tracing.query_span(prompt, user_id, SERVICE_NAME) as span:
             request = self._core.query_request(
                 prompt,
@@ -94,6 +96,7 @@ class PRSMClient:
                 priority=priority,
                 correlation_id=correlation_id,
                 schema=schema,
+                headers=headers,
             )
             result = self._send(request, self._core.parse_query)
             span.answered(result.usage.tokens, result.confidence)

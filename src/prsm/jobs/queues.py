@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,6 +32,10 @@ FUNCTION: dict[JobType, str] = {
     "scheduled-query": "run_query",
 }
 
+
+WAIT_SECONDS = "waitSeconds"
+"""Job meta, set by the worker: the job's attempt is put off this long (its submitter's budget
+is spent until then), not counted, instead of retried after the usual delay."""
 
 log = logging.getLogger("saq")
 
@@ -136,6 +142,21 @@ class SweepSafeQueue(RedisQueue):
             await self.retry(job, error=self.swept_error_message)
         else:
             await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        """SAQ's, except for a job put off until its submitter's budget has room again
+        (`WAIT_SECONDS`): it is scheduled for then, whatever its retry delay."""
+        wait = job.meta.pop(WAIT_SECONDS, None)
+        if wait is None:
+            await super()._retry(job, error)
+            return
+        job.scheduled = math.ceil(time.time() + float(wait))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._active, 1, job.id)
+            pipe.zadd(self._incomplete, {job.id: job.scheduled})
+            pipe.set(job.id, self.serialize(job))
+            await pipe.execute()
+        await self.notify(job)
 
     async def _finish(
         self, job: Job, status: Status, *, result: Any = None, error: str | None = None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
+import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,9 +36,10 @@ from prsm.jobs.schema import (
     JobRequest,
     JobStatus,
 )
-from prsm.keys import JOB_TYPES
+from prsm.keys import JOB_TYPES, Account
 
 _STATUS = {"new": "queued", "queued": "queued", "active": "active", "aborting": "active"}
+_JOB_TOKEN = re.compile(r"(?P<job_id>[0-9a-f]{1,64})\.(?P<secret>[A-Za-z0-9_-]{16,64})")
 
 
 class JobService:
@@ -63,10 +67,11 @@ class JobService:
         correlation_id: str,
         *,
         caller: str,
+        key_id: str = "",
         idempotency_key: str | None = None,
     ) -> JobAccepted:
-        """Queue `request` for `caller`; the same idempotency key (or `requestId`) returns the
-        first job, another body with it is 409."""
+        """Queue `request` for `caller` (whose budgets name it `key_id`); the same idempotency
+        key (or `requestId`) returns the first job, another body with it is 409."""
         callback_url = None
         if request.callback_url is not None:
             try:
@@ -83,8 +88,9 @@ class JobService:
                 earlier = await self._find(job_id)
                 if earlier is not None:
                     return _repeat(earlier, fingerprint, correlation_id)
+            account = Account(key_id or caller, owner)
             await self._queues[request.type].enqueue(
-                self._job(request, job_id, callback_url, correlation_id, fingerprint, owner)
+                self._job(request, job_id, callback_url, correlation_id, fingerprint, account)
             )
         return JobAccepted(
             job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
@@ -97,7 +103,7 @@ class JobService:
         callback_url: str | None,
         correlation_id: str,
         fingerprint: str,
-        owner: str,
+        account: Account,
     ) -> Job:
         settings = self._settings
         return Job(
@@ -107,7 +113,7 @@ class JobService:
                 "data": request.data.to_wire(),
                 "callback_url": callback_url,
                 "correlation_id": correlation_id,
-                "owner": owner,
+                "owner": account.tag,
             },
             key=job_id,
             timeout=settings.timeout_seconds + TIMEOUT_BACKSTOP,
@@ -120,9 +126,29 @@ class JobService:
             meta={
                 "correlationId": correlation_id,
                 "fingerprint": fingerprint,
-                "owner": owner,
+                "owner": account.tag,
                 "trace": tracing.carrier(),
+                # Only a worker, which reads the job from Redis, can show this token: with it,
+                # the job's queries are charged to the submitter's budget (`account_of`).
+                "account": {"keyId": account.key_id, "token": secrets.token_urlsafe(24)},
             },
+        )
+
+    async def account_of(self, job_token: str) -> Account:
+        """The submitter's account of the running job `job_token` (`<job id>.<secret>`, as
+        `job_token()` spells it) names; 403 `job_token_refused` unless the job is running and
+        the secret is its own."""
+        found = _JOB_TOKEN.fullmatch(job_token)
+        if found is not None:
+            async with self._redis_bounded():
+                job = await self._find(found["job_id"])
+            if job is not None and job[1].status.value == "active":
+                meta = job[1].meta
+                account = meta.get("account", {})
+                if hmac.compare_digest(str(account.get("token", "")), found["secret"]):
+                    return Account(str(account["keyId"]), str(meta["owner"]))
+        raise PermissionDeniedError(
+            "the job token is not that of a running job", code="job_token_refused"
         )
 
     async def status(self, job_id: str, caller: str) -> JobStatus:
@@ -167,6 +193,13 @@ class JobService:
                 code="jobs_unavailable",
                 retry_after=max(1, round(limit)),
             ) from None
+
+
+def job_token(job: Job) -> str | None:
+    """The token with which a worker's queries for `job` are charged to its submitter (None
+    for a job queued before jobs had one)."""
+    secret = job.meta.get("account", {}).get("token")
+    return f"{job.key}.{secret}" if secret else None
 
 
 def _fingerprint(request: JobRequest) -> str:

@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, Histogram
@@ -32,12 +32,13 @@ from prsm import keys, tracing
 from prsm.client import AsyncPRSMClient, QueryResult, RetryPolicy
 from prsm.client.tls import ClientTLS
 from prsm.config import Settings
-from prsm.contracts import ReceivedAnswer
-from prsm.errors import PRSMError
+from prsm.contracts import JOB_TOKEN_HEADER, ReceivedAnswer
+from prsm.errors import PRSMError, RateLimitedError
 from prsm.jobs.callbacks import CallbackSender, parse_networks
 from prsm.jobs.probes import WorkerProbes
-from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, open_queues
+from prsm.jobs.queues import CONCURRENCY, TIMEOUT_BACKSTOP, WAIT_SECONDS, open_queues
 from prsm.jobs.schema import BatchJobData, BatchResult, Callback, QueryJobData, QueuePriority
+from prsm.jobs.submit import job_token
 from prsm.keys import JOB_TYPES, JobType
 from prsm.logs import correlation_id as current_correlation_id
 from prsm.metrics import show_zero
@@ -59,12 +60,18 @@ QUEUE_DEPTH = Gauge("prsm_job_queue_depth", "Jobs waiting or scheduled", ("type"
 
 
 DEQUEUE_TIMEOUT_SECONDS = 1.0
+_BATCH_DONE = "batchDone"
+"""Job meta: the results of a batch's queries answered before it waited for its budget."""
 
 
 class JobTimeoutError(PRSMError):
     """A job ran longer than its timeout."""
 
     code = "job_timeout"
+
+
+class WaitingForBudget(Exception):
+    """Ends an attempt whose job waits for its submitter's budget."""
 
 
 class JobArgumentsRedacted(logging.Filter):
@@ -125,6 +132,9 @@ class RedisOutageLog(logging.Filter):
 
 REDIS_OUTAGES = RedisOutageLog()
 logging.getLogger("saq").addFilter(JobArgumentsRedacted())
+logging.getLogger("saq").addFilter(
+    lambda record: not (record.exc_info and isinstance(record.exc_info[1], WaitingForBudget))
+)  # a job put off for its budget is not an error (the worker logs the wait)
 logging.getLogger("saq").addFilter(REDIS_OUTAGES)
 
 
@@ -164,7 +174,8 @@ class JobRunner:
     def __init__(self, context: WorkerContext) -> None:
         self.ctx = context
         for job_type in JOB_TYPES:
-            show_zero(JOBS, *((job_type, status) for status in ("complete", "failed", "retried")))
+            statuses = ("complete", "failed", "retried", "waiting")
+            show_zero(JOBS, *((job_type, status) for status in statuses))
             show_zero(JOB_DURATION, (job_type,))
 
     async def run_query(
@@ -192,6 +203,7 @@ class JobRunner:
                     max_tokens=query.max_tokens,
                     priority=QueuePriority[job_type],
                     correlation_id=correlation_id,
+                    headers=_acting_for(job),
                 )
             response = _response(result)
             await self._callback(
@@ -215,9 +227,7 @@ class JobRunner:
         batch = BatchJobData.model_validate(data)
         with _traced(job, job_type):
             async with self._attempt(job, job_type, correlation_id, callback_url, batch.batch_id):
-                results = [
-                    await self._batch_item(item, batch, correlation_id) for item in batch.queries
-                ]
+                results = await self._batch_items(batch, job, correlation_id)
                 payload = json.dumps([r.to_wire() for r in results])
                 await self.ctx.redis.set(
                     keys.batch_results(owner, batch.batch_id), payload, ex=BATCH_RESULTS_TTL
@@ -234,7 +244,23 @@ class JobRunner:
             )  # fmt: skip
         return summary
 
-    async def _batch_item(self, item: Any, batch: BatchJobData, correlation_id: str) -> BatchResult:
+    async def _batch_items(
+        self, batch: BatchJobData, job: Job, correlation_id: str
+    ) -> list[BatchResult]:
+        """The batch's queries one after another, from where an attempt that waited for the
+        submitter's budget stopped (its results so far are kept with the job)."""
+        results = [BatchResult.model_validate(r) for r in job.meta.get(_BATCH_DONE, [])]
+        for item in batch.queries[len(results) :]:
+            try:
+                results.append(await self._batch_item(item, batch, job, correlation_id))
+            except RateLimitedError:  # the submitter's budget is spent: the batch waits
+                job.meta[_BATCH_DONE] = [r.to_wire() for r in results]
+                raise
+        return results
+
+    async def _batch_item(
+        self, item: Any, batch: BatchJobData, job: Job, correlation_id: str
+    ) -> BatchResult:
         """One query of a batch; its failure is recorded, not raised (the batch goes on)."""
         try:
             result = await self.ctx.client.query(
@@ -244,8 +270,11 @@ class JobRunner:
                 max_tokens=item.max_tokens,
                 priority=QueuePriority["batch-query"],
                 correlation_id=correlation_id,
+                headers=_acting_for(job),
             )
         except PRSMError as exc:
+            if budget_spent(exc):
+                raise
             return BatchResult(id=item.id, status="error", error=str(exc))
         return BatchResult.model_validate(
             {"id": item.id, "status": "success", "response": _response(result)}
@@ -272,32 +301,9 @@ class JobRunner:
             except TimeoutError:
                 raise JobTimeoutError(f"the job ran longer than {limit} s") from None
         except Exception as exc:
-            # Jobs are at least once, so the request counts as idempotent: the classifier's
-            # decision for an idempotent request stands (a lost Redis connection is uncertain,
-            # and tried again; a refused certificate or a bug is final). A job that ran out of
-            # time may have done its work: uncertain, and so tried again.
-            outcome = Outcome.UNCERTAIN if isinstance(exc, JobTimeoutError) else classify(exc)
-            permanent = not retryable(outcome, idempotent=True)
-            if permanent:
-                job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
-            code = getattr(exc, "code", None) or type(exc).__name__
-            job.meta["error"] = {"code": code, "message": str(exc)}
-            final = permanent or job.attempts >= job.retries
-            JOBS.labels(job_type, "failed" if final else "retried").inc()
-            log.warning(
-                "job attempt failed",
-                extra={
-                    "jobId": job.key,
-                    "attempt": job.attempts,
-                    "final": final,
-                    "error": str(exc),
-                },
-            )
-            if final:
-                await self._callback(
-                    callback_url, job, correlation_id,
-                    Callback(request_id=request_id, status="failed", error=str(exc)),
-                )  # fmt: skip
+            if budget_spent(exc):
+                raise _waiting_for_budget(job, job_type, exc) from exc
+            await self._failed(job, job_type, exc, correlation_id, callback_url, request_id)
             raise
         else:
             JOBS.labels(job_type, "complete").inc()
@@ -305,6 +311,38 @@ class JobRunner:
             beat.cancel()
             JOB_DURATION.labels(job_type).observe(time.perf_counter() - started)
             current_correlation_id.reset(token)
+
+    async def _failed(
+        self,
+        job: Job,
+        job_type: JobType,
+        exc: Exception,
+        correlation_id: str,
+        callback_url: str | None,
+        request_id: str,
+    ) -> None:
+        """Record a failed attempt: tried again, or final (and called back)."""
+        # Jobs are at least once, so the request counts as idempotent: the classifier's
+        # decision for an idempotent request stands (a lost Redis connection is uncertain,
+        # and tried again; a refused certificate or a bug is final). A job that ran out of
+        # time may have done its work: uncertain, and so tried again.
+        outcome = Outcome.UNCERTAIN if isinstance(exc, JobTimeoutError) else classify(exc)
+        permanent = not retryable(outcome, idempotent=True)
+        if permanent:
+            job.retries = job.attempts  # SAQ retries while attempts < retries: stop here
+        code = getattr(exc, "code", None) or type(exc).__name__
+        job.meta["error"] = {"code": code, "message": str(exc)}
+        final = permanent or job.attempts >= job.retries
+        JOBS.labels(job_type, "failed" if final else "retried").inc()
+        log.warning(
+            "job attempt failed",
+            extra={"jobId": job.key, "attempt": job.attempts, "final": final, "error": str(exc)},
+        )
+        if final:
+            await self._callback(
+                callback_url, job, correlation_id,
+                Callback(request_id=request_id, status="failed", error=str(exc)),
+            )  # fmt: skip
 
     async def _callback(
         self, url: str | None, job: Job, correlation_id: str, callback: Callback
@@ -318,6 +356,28 @@ class JobRunner:
 def _traced(job: Job, job_type: JobType) -> contextlib.AbstractContextManager[Any]:
     """The attempt's span, in the trace the job was submitted in."""
     return tracing.job_span(job_type, job.key, job.attempts, job.meta.get("trace"))
+
+
+def budget_spent(exc: BaseException) -> TypeGuard[RateLimitedError]:
+    """Whether `exc` is the API refusing a query for its budget (429 `budget_exceeded`)."""
+    return isinstance(exc, RateLimitedError) and exc.code == "budget_exceeded"
+
+
+def _waiting_for_budget(job: Job, job_type: JobType, refusal: RateLimitedError) -> Exception:
+    """Put `job` off until its submitter's budget window ends, without spending an attempt
+    (the queue schedules it: `SweepSafeQueue`); the exception that ends this attempt."""
+    wait = refusal.retry_after or 1.0
+    job.attempts -= 1
+    job.meta[WAIT_SECONDS] = wait
+    JOBS.labels(job_type, "waiting").inc()
+    log.info("job waits for its submitter's budget", extra={"jobId": job.key, "seconds": wait})
+    return WaitingForBudget(f"the submitter's budget is spent for {wait:g} s")
+
+
+def _acting_for(job: Job) -> dict[str, str]:
+    """The header that charges the job's queries to its submitter's budget."""
+    token = job_token(job)
+    return {JOB_TOKEN_HEADER: token} if token else {}
 
 
 def _response(result: QueryResult) -> dict[str, Any]:

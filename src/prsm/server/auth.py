@@ -21,8 +21,10 @@ from typing import Any
 
 import jwt
 
+from prsm import keys
 from prsm.config import ApiKey, OAuthSettings, TLSSettings
 from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from prsm.keys import Account
 from prsm.server.tls import PeerIdentity
 
 READ = "read:ai"
@@ -41,11 +43,19 @@ class Principal:
     owner: str = ""
     """Whose jobs and batches these are: the whole key's digest, the token's issuer and
     subject, or the certificate's identity; `key_id` when empty."""
+    acting_for: Account | None = None
+    """The account of the job this caller (a worker) runs, when it showed the job's token."""
 
     @property
     def identity(self) -> str:
         """The owner of what this caller creates: only the same identity can read it back."""
         return self.owner or self.key_id
+
+    @property
+    def account(self) -> Account:
+        """Whose budget and cached answers this caller's queries use: the job's submitter for
+        a worker acting for a job, else the caller's own."""
+        return self.acting_for or Account(self.key_id, keys.owner_tag(self.identity))
 
     def require(self, scope: str) -> None:
         """Raise 403 `insufficient_scope` unless this caller holds `scope`."""

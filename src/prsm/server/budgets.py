@@ -31,8 +31,8 @@ from redis.exceptions import RedisError
 from prsm import keys, metrics
 from prsm.config import Budget, BudgetSettings
 from prsm.edge.correlation import add_answer_headers
-from prsm.errors import RateLimitedError, ServiceUnavailableError
-from prsm.server.auth import Principal
+from prsm.errors import BadRequestError, RateLimitedError, ServiceUnavailableError
+from prsm.keys import Account
 
 log = logging.getLogger("prsm.server")
 DAY_SECONDS = 86_400
@@ -102,22 +102,20 @@ class Budgets:
         self._admitted_uncounted = metrics.BUDGET_UNCOUNTED.labels(service)
         self._refused = metrics.BUDGET_REFUSED.labels(service)
 
-    def budget_of(self, principal: Principal) -> Budget:
-        """The caller's budget: its own by key id (or subject), else the default."""
-        named = self._settings.callers
-        return (
-            named.get(principal.key_id) or named.get(principal.identity) or self._settings.default
-        )
+    def budget_of(self, account: Account) -> Budget:
+        """The account's budget: its own by key id (or `jwt:<subject>`), else the default."""
+        return self._settings.callers.get(account.key_id) or self._settings.default
 
     async def reserve(
-        self, principal: Principal, tokens: int, notes: dict[str, Any] | None = None
+        self, account: Account, tokens: int, notes: dict[str, Any] | None = None
     ) -> Reservation:
-        """Hold `tokens` and a request for `principal`; 429 when a window has no room. The
-        rate-limit headers of the answer go into `notes` (the request's state)."""
-        budget = self.budget_of(principal)
+        """Hold `tokens` and a request in `account`'s budget; 429 when a window has no room.
+        The rate-limit headers of the answer go into `notes` (the request's state)."""
+        budget = self.budget_of(account)
         if not budget.limited:
             return NOTHING
-        windows = self._windows(keys.owner_tag(principal.identity), budget)
+        windows = self._windows(account.tag, budget)
+        _within_every_window(windows, tokens)
         amounts = [tokens if w.kind == "tokens" else 1 for w in windows]
         arguments = [v for w, a in zip(windows, amounts, strict=True) for v in (w.limit, a, w.keep)]
         try:
@@ -177,6 +175,19 @@ class Budgets:
             code="budget_unavailable",
             retry_after=1,
         )
+
+
+def _within_every_window(windows: list[Window], tokens: int) -> None:
+    """400 `budget_too_small` for a query that may cost more than a whole window holds: no
+    wait would admit it."""
+    for window in windows:
+        if window.kind == "tokens" and tokens > window.limit:
+            raise BadRequestError(
+                f"this query may cost {tokens} tokens (its prompt, and max_tokens for each "
+                f"answer), more than this caller's whole budget of {window.limit} tokens a "
+                "window: ask for fewer tokens",
+                code="budget_too_small",
+            )
 
 
 def _headers(windows: list[Window], counts: list[int]) -> dict[str, str]:

@@ -278,10 +278,10 @@ class QueryService:
         """The caller's budget charged with the most this query may cost: its prompt's
         tokens, and `max_tokens` for each answer; 429 when it has no room."""
         budgets = self._budgets
-        if budgets is None or not budgets.budget_of(principal).limited:
+        if budgets is None or not budgets.budget_of(principal.account).limited:
             return NOTHING
         prompt = await engine.count_tokens(ask.prompt, ask.options)
-        return await budgets.reserve(principal, prompt + max_tokens * ask.choices, notes)
+        return await budgets.reserve(principal.account, prompt + max_tokens * ask.choices, notes)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
@@ -297,7 +297,7 @@ class QueryService:
         key = cache_key({
             "model": fingerprint(model),
             "engine": engine.model_dump(mode="json", include=_ANSWER_SETTINGS),
-            "who": principal.identity,
+            "who": principal.account.tag,
             "operation": ask.operation,
             "prompt": prompt_parts(ask.prompt),
             "options": options,
@@ -373,6 +373,7 @@ class QueryService:
             extra={
                 "userId": ask.user_id,
                 "keyId": principal.key_id,
+                "accountKeyId": principal.account.key_id,
                 "status": int(status),
                 "priority": ask.priority,
                 "promptChars": ask.prompt_chars,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from prsm import metrics
 from prsm.config import Settings
-from prsm.contracts import CheckResult
+from prsm.contracts import JOB_TOKEN_HEADER, CheckResult
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.drain import Drain
 from prsm.engines import Engine, Generation
@@ -62,12 +62,14 @@ class ApiServices:
         self._gone = metrics.QUERIES_CANCELLED.labels(name, "client_gone")
 
     async def caller(self, request: Request) -> Principal:
-        """Who sent the request (API key, OAuth2 token or client certificate); a refusal is
-        logged and counted, then raised."""
+        """Who sent the request (API key, OAuth2 token or client certificate), and for whom,
+        if it is a worker showing its job's token; a refusal is logged and counted, then
+        raised."""
         try:
-            return await self.auth.authenticate(
+            principal = await self.auth.authenticate(
                 request.headers.get("authorization"), peer_identity(request.scope)
             )
+            return await self._acting(principal, request.headers.get(JOB_TOKEN_HEADER))
         except (AuthenticationError, PermissionDeniedError) as exc:
             metrics.AUTH_FAILURES.labels(self.settings.service_name, exc.code).inc()
             client = request.client.host if request.client else "unknown"
@@ -76,6 +78,13 @@ class ApiServices:
                 extra={"code": exc.code, "clientIp": client, "path": request.url.path},
             )
             raise
+
+    async def _acting(self, principal: Principal, job_token: str | None) -> Principal:
+        """`principal` acting for the submitter of the job `job_token` names (checked in
+        Redis; an instance without Redis has no budgets or cache, and ignores it)."""
+        if job_token is None or self.jobs is None:
+            return principal
+        return dataclasses.replace(principal, acting_for=await self.jobs.account_of(job_token))
 
     async def authorized(self, request: Request, scope: str) -> Principal:
         """The caller, if it holds `scope` (`read:ai`, `write:ai`); 401 or 403 otherwise."""

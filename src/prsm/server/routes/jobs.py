@@ -46,6 +46,7 @@ def job_routes(services: ApiServices) -> APIRouter:
             body,
             request.scope["state"]["correlation_id"],
             caller=principal.identity,
+            key_id=principal.key_id,
             idempotency_key=_idempotency_key(request),
         )
         return JSONResponse(accepted.to_wire(), status_code=202)
