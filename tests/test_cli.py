@@ -98,3 +98,22 @@ def test_serve_without_keys_makes_a_dev_key_that_query_uses(tmp_path: Path) -> N
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout == answer.strip() + "\n"  # printed as is, not wrapped
+
+
+def test_key_id_names_a_key_as_the_server_logs_it(fixed_server: ServerProcess) -> None:
+    """`prsm key-id` reads a key from standard input and prints the `keyId` the server logs
+    (and budgets name) for its caller."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prsm", "key-id"],
+        input=API_KEY + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.strip()
+    asked = prsm("query", "hi", "--base-url", fixed_server.base_url, "--api-key", API_KEY)
+    assert asked.returncode == 0, asked.stderr
+    logged = {e.get("keyId") for e in fixed_server.log_entries() if e.get("userId") == "cli"}
+    assert printed in logged

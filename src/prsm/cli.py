@@ -218,6 +218,26 @@ def events_tail(config: ConfigOption = None) -> None:
     asyncio.run(tail_until_stopped(settings.redis_url, lambda line: typer.echo(line)))
 
 
+@app.command("key-id")
+def show_key_id(
+    key: Annotated[
+        str | None,
+        typer.Argument(help="The API key (else read from standard input: no shell history)."),
+    ] = None,
+) -> None:
+    """Print the id logs (`keyId`) and `budgets.callers` name an API key by."""
+    from prsm.config import ApiKey
+    from prsm.server.auth import key_id
+
+    given = key if key is not None else typer.get_text_stream("stdin").readline()
+    try:
+        parsed = ApiKey.parse(given)  # as PRSM_API_KEYS entries are: `key` or `key:tier`
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(key_id(parsed.key.get_secret_value()))
+
+
 @app.command("config")
 def show_config(config: ConfigOption = None) -> None:
     """Print every setting: its doc, default, environment variable and current value."""

@@ -91,9 +91,11 @@ def test_openai_clients_see_a_rate_limit_error_and_the_window_rolls_over(
 ) -> None:
     """A budget of 100 tokens in 2-second windows: on /v1 the official client raises its
     RateLimitError (OpenAI's `rate_limit_error`, `Retry-After`); after the window, admitted
-    again. A reservation an instance was killed holding is gone with its window. A query that
+    again, the refusal's headers giving each window's own count. A reservation an instance was
+    killed holding is gone with its window. A query that
     may cost more than a whole window is 400 `budget_too_small`: no wait would help."""
     env = budgeted(redis_server, 100, PRSM_BUDGETS__MINUTE_SECONDS="2",
+                   PRSM_BUDGETS__DEFAULT__REQUESTS_PER_MINUTE="50",
                    PRSM_ENGINE__FIXED_DELAY_SECONDS="30")  # fmt: skip
     with instances(tmp_path, env, 1) as [server]:
         # A query reserving 8 + 80 tokens, then its instance SIGKILLed mid-answer.
@@ -110,6 +112,8 @@ def test_openai_clients_see_a_rate_limit_error_and_the_window_rolls_over(
             client.chat.completions.create(**ask)  # type: ignore[call-overload]
         assert refused.value.code == "budget_exceeded"
         assert int(refused.value.response.headers["retry-after"]) <= 2
+        # Each window's own count: the requests window, not the full one, has room left.
+        assert int(refused.value.response.headers["x-ratelimit-remaining-requests"]) < 50
         wait_for(lambda: _admitted(client, ask), 6)  # the next window
         with pytest.raises(openai.BadRequestError) as too_big:  # no window could admit it
             client.chat.completions.create(**ask | {"max_tokens": 120})  # type: ignore[call-overload]

@@ -65,6 +65,11 @@ class Principal:
             )
 
 
+def key_id(key: str) -> str:
+    """The short, non-secret id of an API key: how logs (`keyId`) and budgets name it."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 class ApiKeyAuth:
     """API keys, looked up by SHA-256 digest and compared in constant time against every key."""
 
@@ -84,7 +89,7 @@ class ApiKeyAuth:
                 found = tier
         if found is None:
             return None
-        return Principal(key_id=digest.hex()[:8], tier=found, owner=f"key:{digest.hex()}")
+        return Principal(key_id=key_id(token), tier=found, owner=f"key:{digest.hex()}")
 
 
 class JwtAuth:

@@ -38,13 +38,16 @@ log = logging.getLogger("prsm.server")
 DAY_SECONDS = 86_400
 
 # KEYS: the window counters. ARGV: per key, (limit, amount, seconds to keep). Admits only if
-# every counter has room; returns {1, count after, ...} or {0, index of the full one, count}.
+# every counter has room; returns {1, count after, ...} or {0, index of a full one, count, ...}.
 _RESERVE = """
+local used, full = {}, 0
 for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 2])
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used + tonumber(ARGV[3 * i - 1]) > limit then return {0, i, used} end
+  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if full == 0 and used[i] + tonumber(ARGV[3 * i - 1]) > tonumber(ARGV[3 * i - 2]) then
+    full = i
+  end
 end
+if full > 0 then return {0, full, unpack(used)} end
 local after = {1}
 for i = 1, #KEYS do
   after[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
@@ -126,8 +129,7 @@ class Budgets:
         if answer[0] == 0:
             full = windows[int(answer[1]) - 1]
             self._refused.inc()
-            counts = [full.limit if w is full else 0 for w in windows]
-            add_answer_headers(notes, _headers(windows, counts))
+            add_answer_headers(notes, _headers(windows, [int(used) for used in answer[2:]]))
             raise RateLimitedError(
                 f"the {full.kind} budget of this caller is spent until its window ends "
                 f"({full.limit} {full.kind} a window)",
