@@ -420,14 +420,14 @@ def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Pa
 
 
 def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -> None:
-    """A budget with room for one query every 3 seconds, a query job and a batch of two at
+    """A budget with room for one query every 2 seconds, a query job and a batch of two at
     once: all complete in their first attempt, having waited for the windows; no query ran
     twice (3 answered in all: the batch went on from where it waited)."""
     api_env = {
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_ENGINE__FIXED_ANSWER": " ".join(["word"] * 20),
         "PRSM_BUDGETS__DEFAULT__TOKENS_PER_MINUTE": "15",
-        "PRSM_BUDGETS__MINUTE_SECONDS": "3",
+        "PRSM_BUDGETS__MINUTE_SECONDS": "2",
     }
     ask = {"prompt": "hi", "userId": "u1", "maxTokens": 10}  # 11 tokens reserved
     batch = [{"id": str(n)} | ask for n in range(2)]

@@ -25,7 +25,7 @@ CHECKS = ",".join(
 )
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 """Where a schema-valid request is rightly refused (what JSON Schema cannot say of it)."""
-SECONDS = "30"  # per service; the seed and the example cap keep runs comparable
+SECONDS = "25"  # per service; the seed and the example cap keep runs comparable
 
 
 @pytest.fixture(scope="module")
