@@ -17,9 +17,19 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis
 
 from prsm.embedded_redis import EmbeddedRedis
-from tests.support import API_KEY, ServerProcess, free_port, metric, prsm_serve, wait_for
+from tests.support import (
+    API_KEY,
+    ServerProcess,
+    free_port,
+    idle_soon,
+    leave_after,
+    metric,
+    prsm_serve,
+    wait_for,
+)
 
 OTHER_KEY = "other-key-0123456789"
 LONG_ANSWER = " ".join(["word"] * 400)  # answers always run to their maxTokens
@@ -148,6 +158,27 @@ async def _start_and_kill(server: ServerProcess) -> bool:
                 return True
             await asyncio.sleep(0.05)
     return False
+
+
+def test_a_query_its_caller_left_is_charged_its_prompt(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """A streamed query whose caller leaves once its answer has begun: its reservation is
+    settled to its prompt's tokens (the engine read them), not given back in full."""
+    env = budgeted(redis_server, 1000, PRSM_BUDGETS__MINUTE_SECONDS="3600",
+                   PRSM_ENGINE__FIXED_ANSWER="one two three four five six",
+                   PRSM_ENGINE__FIXED_DELAY_SECONDS="6")  # fmt: skip
+    body = query(7, 50) | {"stream": True}
+    counted = redis.Redis.from_url(redis_server.url)
+    counted.flushall()  # the session's Redis: other tests' windows are still counting
+    with prsm_serve(tmp_path, env=env) as server:
+        leave_after(server.base_url, "/api/v1/query", body, b"event: delta")
+        idle_soon(server.base_url)
+        wait_for(lambda: _tokens_counted(counted) == 7, 5)
+
+
+def _tokens_counted(stored: redis.Redis) -> int:
+    return sum(int(stored.get(key) or 0) for key in stored.keys("prsm:budget:*:tokens-*"))
 
 
 @pytest.mark.parametrize(("choice", "status"), [("refuse", 503), ("admit", 200)])

@@ -78,6 +78,8 @@ class Reservation:
     budgets: Budgets | None = None
     windows: list[Window] = field(default_factory=list)
     tokens: int = 0
+    prompt: int = 0
+    """The prompt's share of `tokens`: what a query the engine took and then lost spent."""
 
     async def settle(self, used: int) -> None:
         """Give back what the query did not use (all of it, if it did not run)."""
@@ -110,10 +112,12 @@ class Budgets:
         return self._settings.callers.get(account.key_id) or self._settings.default
 
     async def reserve(
-        self, account: Account, tokens: int, notes: dict[str, Any] | None = None
+        self, account: Account, prompt: int, answers: int, notes: dict[str, Any] | None = None
     ) -> Reservation:
-        """Hold `tokens` and a request in `account`'s budget; 429 when a window has no room.
-        The rate-limit headers of the answer go into `notes` (the request's state)."""
+        """Hold a query's `prompt` tokens, the most its `answers` may take and a request in
+        `account`'s budget; 429 when a window has no room. The rate-limit headers of the
+        answer go into `notes` (the request's state)."""
+        tokens = prompt + answers
         budget = self.budget_of(account)
         if not budget.limited:
             return NOTHING
@@ -137,7 +141,7 @@ class Budgets:
                 retry_after=math.ceil(full.ends_in),
             )
         add_answer_headers(notes, _headers(windows, [int(after) for after in answer[1:]]))
-        return Reservation(self, windows, tokens)
+        return Reservation(self, windows, tokens, prompt)
 
     async def give_back(self, reservation: Reservation, tokens: int) -> None:
         """Return `tokens` to the token windows `reservation` was taken from."""

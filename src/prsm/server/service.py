@@ -256,7 +256,9 @@ class QueryService:
                     used = generation.total_tokens
                     return generation
                 finally:
-                    await asyncio.shield(reservation.settle(used))
+                    # Failed or cancelled once the engine had it: its prompt was read, at least.
+                    spent = used or (reservation.prompt if outcome.admitted else 0)
+                    await asyncio.shield(reservation.settle(spent))
 
             lookup = self._lookup(ask, principal, engine.model, max_tokens)
             if lookup is None or self._cache is None:
@@ -281,7 +283,7 @@ class QueryService:
         if budgets is None or not budgets.budget_of(principal.account).limited:
             return NOTHING
         prompt = await engine.count_tokens(ask.prompt, ask.options)
-        return await budgets.reserve(principal.account, prompt + max_tokens * ask.choices, notes)
+        return await budgets.reserve(principal.account, prompt, max_tokens * ask.choices, notes)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
