@@ -177,6 +177,25 @@ def test_a_query_its_caller_left_is_charged_its_prompt(
         wait_for(lambda: _tokens_counted(counted) == 7, 5)
 
 
+def test_a_cache_hit_costs_nothing_and_says_what_remains(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """With the response cache on, the same query twice: the hit reserves nothing, and its
+    rate-limit headers say what the miss left."""
+    env = budgeted(redis_server, 1000, PRSM_BUDGETS__MINUTE_SECONDS="3600",
+                   PRSM_CACHE__ENABLED="true")  # fmt: skip
+    redis.Redis.from_url(redis_server.url).flushall()
+    with prsm_serve(tmp_path, env=env) as server:
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        url = server.base_url + "/api/v1/query"
+        miss, hit = (httpx.post(url, json=query(5, 20), headers=auth, timeout=30) for _ in "ab")
+    assert (miss.headers["x-prsm-cache"], hit.headers["x-prsm-cache"]) == ("miss", "hit")
+    used = miss.json()["data"]["usage"]["tokens"]
+    assert used == 25
+    assert hit.headers["x-ratelimit-remaining-tokens"] == str(1000 - used)
+    assert hit.headers["x-ratelimit-limit-tokens"] == "1000"
+
+
 def _tokens_counted(stored: redis.Redis) -> int:
     return sum(int(stored.get(key) or 0) for key in stored.keys("prsm:budget:*:tokens-*"))
 

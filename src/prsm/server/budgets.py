@@ -143,6 +143,19 @@ class Budgets:
         add_answer_headers(notes, _headers(windows, [int(after) for after in answer[1:]]))
         return Reservation(self, windows, tokens, prompt)
 
+    async def report(self, account: Account, notes: dict[str, Any] | None) -> None:
+        """The rate-limit headers of an answer that costs nothing (a cache hit): each window's
+        count as it is (left out if Redis fails: the answer does not depend on it)."""
+        budget = self.budget_of(account)
+        if not budget.limited:
+            return
+        windows = self._windows(account.tag, budget)
+        try:
+            counts = await self._redis.mget([w.key for w in windows])
+        except (RedisError, OSError):
+            return
+        add_answer_headers(notes, _headers(windows, [int(count or 0) for count in counts]))
+
     async def give_back(self, reservation: Reservation, tokens: int) -> None:
         """Return `tokens` to the token windows `reservation` was taken from."""
         try:

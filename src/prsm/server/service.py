@@ -264,6 +264,8 @@ class QueryService:
             if lookup is None or self._cache is None:
                 outcome.generation = await generate(on_text)
                 return outcome.generation
+            if self._budgets is not None:  # a hit's headers; a miss's reservation replaces them
+                await self._budgets.report(principal.account, notes)
             outcome.generation, outcome.from_cache = await self._cache.answer(
                 lookup, on_text, generate, notes
             )
