@@ -506,7 +506,9 @@ def test_transient_failures_are_retried_until_the_api_is_back(tmp_path: Path) ->
                 request = QueryJobRequest.model_validate(
                     {"type": "priority-query", "data": {"prompt": "hi", "userId": "u"}}
                 )
-                accepted = await service.submit(request, "retry-cid", caller=identity_of(API_KEY))
+                accepted = await service.submit(
+                    request, "retry-cid", caller=identity_of(API_KEY), key_id=key_id_of(API_KEY)
+                )
                 await client.aclose()
                 return accepted.job_id
 

@@ -67,7 +67,7 @@ class JobService:
         correlation_id: str,
         *,
         caller: str,
-        key_id: str = "",
+        key_id: str,
         idempotency_key: str | None = None,
     ) -> JobAccepted:
         """Queue `request` for `caller` (whose budgets name it `key_id`); the same idempotency
@@ -88,7 +88,7 @@ class JobService:
                 earlier = await self._find(job_id)
                 if earlier is not None:
                     return _repeat(earlier, fingerprint, correlation_id)
-            account = Account(key_id or caller, owner)
+            account = Account(key_id, owner)
             await self._queues[request.type].enqueue(
                 self._job(request, job_id, callback_url, correlation_id, fingerprint, account)
             )
