@@ -5,9 +5,11 @@ engine, plus the most it may generate — is reserved atomically in Redis, in th
 current minute window (and day window, and one request), by one Lua script that admits it only
 if every window still has room: at no moment can what was admitted in a window exceed its
 budget, whichever replica admitted it. After the answer the reservation is settled to the real
-usage and the rest given back, so nobody is refused while the budget has room for their query
-but for what is reserved by queries still running. Window counters expire one window after
-their own ends, so a replica killed with reservations open leaks nothing past that window.
+usage and the rest given back (a query lost once the engine had it is charged its prompt), so
+nobody is refused while the budget has room for their query but for what is reserved by
+queries still running; a query that may cost more than a whole window is 400 at once. Window
+counters expire one window after their own ends, so a replica killed with reservations open
+leaks nothing past that window.
 
 A query over budget is 429 with `Retry-After` (the window's end). Every answer of a budgeted
 caller carries OpenAI's `x-ratelimit-{limit,remaining,reset}-{tokens,requests}` headers, so
