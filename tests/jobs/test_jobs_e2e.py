@@ -421,8 +421,9 @@ def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Pa
 
 def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -> None:
     """A budget with room for one query every 2 seconds, a query job and a batch of two at
-    once: all complete in their first attempt, having waited for the windows; no query ran
-    twice (3 answered in all: the batch went on from where it waited)."""
+    once: all complete in their first attempt, every refusal having sent its job back to the
+    queue until the window's end (the worker's client does not wait in the job's slot); no query
+    ran twice (3 answered in all: the batch went on from where it waited)."""
     api_env = {
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_ENGINE__FIXED_ANSWER": " ".join(["word"] * 20),
@@ -432,8 +433,7 @@ def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -
     ask = {"prompt": "hi", "userId": "u1", "maxTokens": 10}  # 11 tokens reserved
     batch = [{"id": str(n)} | ask for n in range(2)]
     with stack(tmp_path, api_env=api_env, worker=False) as running:
-        # No retries in the client: every refusal reaches the queue, which waits.
-        env = worker_env(running.redis_url, running.api, PRSM_RETRIES="0")
+        env = worker_env(running.redis_url, running.api)
         with prsm_worker(tmp_path, env):
             jobs = [
                 running.submit({"type": "priority-query", "data": ask}),
@@ -443,10 +443,12 @@ def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -
             results = running.http.get("/api/v1/batches/b").json()
         answered = metric(running.api, "prsm_queries_total", 'status="200"')
         refused = metric(running.api, "prsm_budget_refused_total")
+        waits = sum(log.read_text().count("job waits") for log in tmp_path.glob("worker-*.log"))
     assert [(f["status"], f["attempts"]) for f in finished] == [("complete", 1)] * 2
     assert [r["status"] for r in results] == ["success"] * 2
     assert answered == 3
     assert refused >= 2
+    assert waits == refused  # each refusal went back to the queue, none waited in its slot
 
 
 def test_job_over_its_timeout_is_retried_then_failed_with_a_clear_error(tmp_path: Path) -> None:

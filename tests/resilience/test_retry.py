@@ -37,6 +37,14 @@ def test_what_is_retried(error: Exception, retried: bool) -> None:
     assert RetryPolicy().should_retry(error) is retried
 
 
+def test_codes_raised_at_once_are_not_retried() -> None:
+    """A code in `raise_at_once` is raised at once; the same status with another code is not."""
+    policy = RetryPolicy(raise_at_once=frozenset({"budget_exceeded"}))
+    spent = error_for_status(429, "spent", code="budget_exceeded", retry_after=1)
+    assert policy.should_retry(spent) is False
+    assert policy.should_retry(error_for_status(429, "slow", retry_after=1)) is True
+
+
 def test_wait_honours_retry_after() -> None:
     """A Retry-After from the server is the wait, whatever the attempt."""
     policy = RetryPolicy(backoff_initial=0.1, backoff_max=1)

@@ -451,7 +451,8 @@ def _api_client(settings: Settings) -> AsyncPRSMClient:
         base_url=settings.base_url,
         api_key=api_key,
         timeout=settings.timeout,
-        retries=RetryPolicy(retries=settings.retries),
+        # A spent budget goes back to the queue at once, not waited out in the job's slot.
+        retries=RetryPolicy(retries=settings.retries, raise_at_once=frozenset({"budget_exceeded"})),
         tls=ClientTLS.from_env(),
     )
 

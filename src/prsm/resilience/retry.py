@@ -34,14 +34,18 @@ class RetryPolicy:
     up to `backoff_max`; a server's `Retry-After` is honoured instead, unless it exceeds
     `max_retry_after`, in which case the error is raised at once.
 
-    >>> RetryPolicy(retries=5, backoff_initial=0.05)
-    RetryPolicy(retries=5, backoff_initial=0.05, backoff_max=5.0, max_retry_after=30.0)
+    >>> policy = RetryPolicy(retries=5, backoff_initial=0.05)
+    >>> policy.backoff_max, policy.max_retry_after
+    (5.0, 30.0)
     """
 
     retries: int = 3
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     max_retry_after: float = 30.0
+    raise_at_once: frozenset[str] = frozenset()
+    """Error codes never retried, whatever their status (a job worker hands a spent budget,
+    `budget_exceeded`, back to its queue rather than wait in a job's slot)."""
     on_retry: Callable[[BaseException, float], None] | None = field(
         default=None, repr=False, compare=False
     )
@@ -54,6 +58,8 @@ class RetryPolicy:
     def should_retry(self, exc: BaseException, *, idempotent: bool = False) -> bool:
         """Whether `exc` may be followed by another try, and its `Retry-After` is not too long."""
         if not retryable(classify(exc), idempotent=idempotent):
+            return False
+        if isinstance(exc, HTTPStatusError) and exc.code in self.raise_at_once:
             return False
         retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
         return retry_after is None or retry_after <= self.max_retry_after
