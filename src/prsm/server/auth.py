@@ -24,7 +24,6 @@ import jwt
 from prsm import keys
 from prsm.config import ApiKey, OAuthSettings, TLSSettings
 from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
-from prsm.keys import Account
 from prsm.server.tls import PeerIdentity
 
 READ = "read:ai"
@@ -43,7 +42,7 @@ class Principal:
     owner: str = ""
     """Whose jobs and batches these are: the whole key's digest, the token's issuer and
     subject, or the certificate's identity; `key_id` when empty."""
-    acting_for: Account | None = None
+    acting_for: keys.Account | None = None
     """The account of the job this caller (a worker) runs, when it showed the job's token."""
 
     @property
@@ -52,10 +51,10 @@ class Principal:
         return self.owner or self.key_id
 
     @property
-    def account(self) -> Account:
+    def account(self) -> keys.Account:
         """Whose budget and cached answers this caller's queries use: the job's submitter for
         a worker acting for a job, else the caller's own."""
-        return self.acting_for or Account(self.key_id, keys.owner_tag(self.identity))
+        return self.acting_for or keys.Account(self.key_id, keys.owner_tag(self.identity))
 
     def require(self, scope: str) -> None:
         """Raise 403 `insufficient_scope` unless this caller holds `scope`."""

@@ -279,8 +279,9 @@ class QueryService:
         max_tokens: int,
         notes: dict[str, Any] | None,
     ) -> Reservation:
-        """The caller's budget charged with the most this query may cost: its prompt's
-        tokens, and `max_tokens` for each answer; 429 when it has no room."""
+        """The account's budget (the caller's, or the submitter's of the job a worker runs)
+        charged with the most this query may cost: its prompt's tokens, and `max_tokens` for
+        each answer; 429 when it has no room."""
         budgets = self._budgets
         if budgets is None or not budgets.budget_of(principal.account).limited:
             return NOTHING
