@@ -282,11 +282,11 @@ class QueryService:
         """The account's budget (the caller's, or the submitter's of the job a worker runs)
         charged with the most this query may cost: its prompt's tokens, and `max_tokens` for
         each answer; 429 when it has no room."""
-        budgets = self._budgets
-        if budgets is None or not budgets.budget_of(principal.account).limited:
+        budgets, account = self._budgets, principal.account
+        if budgets is None or not budgets.budget_of(account).limited:
             return NOTHING
         prompt = await engine.count_tokens(ask.prompt, ask.options)
-        return await budgets.reserve(principal.account, prompt, max_tokens * ask.choices, notes)
+        return await budgets.reserve(account, prompt, max_tokens * ask.choices, notes)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
