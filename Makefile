@@ -26,8 +26,12 @@ LATEST     := .venv-latest
 run: $(RUN_STAMP)
 	$(BIN)/prsm up
 
+# Two test processes (pytest-xdist), a module each at a time: a module's shared servers start
+# once. Most tests wait on real processes, so two overlap well on two cores.
+PYTEST := $(BIN)/pytest -n 2 --dist loadscope
+
 test: $(STAMP) $(NODE_DEPS) lint typecheck
-	$(BIN)/pytest
+	$(PYTEST)
 
 # The lock moved to the newest versions pyproject.toml allows (commit uv.lock after `make test`).
 lock: $(UV)
@@ -41,7 +45,7 @@ test-latest: $(UV) $(NODE_DEPS)
 	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade --editable . --group dev
 	$(LATEST)/bin/ruff check src tests bench chaos deploy docs
 	$(LATEST)/bin/mypy
-	$(LATEST)/bin/pytest
+	$(LATEST)/bin/pytest -n 2 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench chaos deploy docs

@@ -55,7 +55,7 @@ def run_server(
 
 def prsm_serve(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
     argv = [sys.executable, "-m", "prsm", "serve", "--port", "{port}"]
-    settings = {"PRSM_API_KEYS": API_KEY, "PRSM_LOG_LEVEL": "warning"}
+    settings = {"PRSM_API_KEYS": API_KEY, "PRSM_API_KEY": API_KEY, "PRSM_LOG_LEVEL": "warning"}
     return run_server(argv, "/ready", settings | env)
 
 

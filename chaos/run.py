@@ -332,6 +332,8 @@ async def start_stack(root: Path) -> Stack:
     ports = [free_port() for _ in range(3)]
     api_env = env_for(
         PRSM_API_KEYS=KEY,
+        PRSM_API_KEY=KEY,  # the worker's: it may show its jobs' tokens
+        PRSM_JOBS__CALLBACK_ALLOW="127.0.0.0/8",  # the receiver runs on this machine
         PRSM_REDIS_URL=redis_url,
         PRSM_ENGINE__KIND="fixed",
         PRSM_ENGINE__FIXED_ANSWER="one two three four five six",
@@ -372,6 +374,7 @@ async def start_stack(root: Path) -> Stack:
         PRSM_BASE_URL=gateway_url,
         PRSM_API_KEY=KEY,
         PRSM_JOBS__CALLBACK_SECRET=SECRET,
+        PRSM_JOBS__CALLBACK_ALLOW="127.0.0.0/8",
         PRSM_JOBS__HEARTBEAT_SECONDS="2",
         PRSM_JOBS__SWEEP_SECONDS="1",
         PRSM_JOBS__RETRY_DELAY_SECONDS="0.2",

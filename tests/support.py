@@ -29,8 +29,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
+from prsm.jobs.callbacks import LOOPBACK
+
 API_KEY = "test-key-0123456789"
 NO_DRAIN_GRACE = "0"
+LOOPBACK_CALLBACKS = ",".join(LOOPBACK)
 """Servers the tests start take no new work once told to stop: the grace after SIGTERM is for
 a load balancer still sending traffic, which no test has (the drain tests set their own)."""
 
@@ -231,6 +234,10 @@ def prsm_serve(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRSM_")}
     full_env |= {
         "PRSM_API_KEYS": API_KEY,
+        # The deployment's own key: the tests' workers use it, so it may show job tokens.
+        "PRSM_API_KEY": API_KEY,
+        # The tests' callback receivers listen on this machine: callbacks may reach it.
+        "PRSM_JOBS__CALLBACK_ALLOW": LOOPBACK_CALLBACKS,
         "PRSM_STATE_DIR": str(tmp_path / "state"),
         "PRSM_LOG_FORMAT": "json",
         "PRSM_SERVER__DRAIN_SECONDS": NO_DRAIN_GRACE,
@@ -324,8 +331,11 @@ class Certificates:
         return env | more
 
     def client(self, common_name: str, *names: str) -> tuple[Path, Path]:
-        """A client certificate and key for `common_name` (and DNS `names`)."""
-        leaf = self.ca.issue_cert(*names, common_name=common_name)
+        """A client certificate and key for `common_name` (and DNS `names`; without any, one
+        made from `common_name`: a certificate's subjectAltName may not be empty, RFC 5280)."""
+        leaf = self.ca.issue_cert(
+            *(names or (f"{common_name}.clients.test",)), common_name=common_name
+        )
         cert, key = self.directory / f"{common_name}.pem", self.directory / f"{common_name}.key"
         leaf.cert_chain_pems[0].write_to_path(cert)
         leaf.private_key_pem.write_to_path(key)

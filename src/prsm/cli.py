@@ -8,15 +8,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from prsm.client import PRSMClient
-from prsm.client.tls import ClientTLS
 from prsm.config import Settings, describe_settings, env_name, load_settings
 from prsm.errors import PRSMError, UsageError
+
+if TYPE_CHECKING:
+    from prsm.client import PRSMClient
 
 app = typer.Typer(
     help="PRSM for microservices: serve AI queries and talk to the service.",
@@ -83,6 +84,9 @@ def _failure(label: str) -> Iterator[None]:
 
 
 def _client(settings: Settings, api_key: str | None, base_url: str | None) -> PRSMClient:
+    # Here, not at the top: `prsm serve`, `worker` and `gateway` need no HTTP client of ours.
+    from prsm.client import PRSMClient
+    from prsm.client.tls import ClientTLS
     from prsm.server.run import read_dev_key
 
     key = api_key or (

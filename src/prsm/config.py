@@ -319,8 +319,10 @@ class JobSettings(Section):
         "without one (`prsm up` makes one per run).",
     )
     callback_allow: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
-        description="Networks (CIDR) callback URLs may resolve to, comma-separated.",
+        default_factory=list,
+        description="Networks (CIDR) callback URLs may resolve to, comma-separated; none by "
+        "default (loopback too must be named: in a pod it reaches every sidecar's admin "
+        "port). `prsm up` allows loopback for its own machine.",
     )
     callback_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Per attempt, for delivering a callback."
@@ -367,8 +369,14 @@ class JobSettings(Section):
         le=65535,
         description="`prsm worker` serves /metrics, /health and /ready here (0: off).",
     )
+    worker_callers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The API: callers that may act for a job's submitter with its job token "
+        "(the workers' credentials: API key ids, `jwt:<subject>`, `cert:<identity>`), "
+        "comma-separated; the key id of `api_key`, this deployment's own, always may.",
+    )
 
-    @field_validator("callback_allow", mode="before")
+    @field_validator("callback_allow", "worker_callers", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return comma_list(value)
@@ -394,6 +402,24 @@ class OAuthSettings(Section):
         description="Signature algorithms accepted, comma-separated (never `none`).",
     )
     leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on `exp`.")
+    identity_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description="The claim that names the caller (`sub`; `azp` or `client_id` for "
+        "client-credentials tokens of issuers that leave `sub` out). A token without it is "
+        "401 `invalid_token`: callers never share an identity by lacking one.",
+    )
+    tiers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tier labels a token's `tier` claim may name, comma-separated, besides "
+        "those of the API keys and mTLS; any other is counted as the default tier, so a "
+        "token cannot add metric series.",
+    )
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _split_tiers(cls, value: Any) -> Any:
+        return comma_list(value)
 
     @field_validator("algorithms", mode="before")
     @classmethod

@@ -14,6 +14,9 @@ from pydantic.alias_generators import to_camel
 
 CORRELATION_HEADER = "X-Correlation-ID"
 JOB_TOKEN_HEADER = "X-PRSM-Job-Token"  # noqa: S105 (a header's name)
+NOT_RUN_HEADER = "X-PRSM-Not-Run"
+"""On an error answer: the request was refused before anything acted on it (`true`), so any
+client may send it again, a POST included (`prsm.resilience.outcomes`)."""
 """Sent by a worker with each query it asks for a job: the query is charged to the job's
 submitter's budget (and reads and keeps cached answers as theirs)."""
 MAX_TOKENS_LIMIT = 4096

@@ -85,7 +85,9 @@ class HTTPStatusError(PRSMError):
     """An HTTP answer with an error status.
 
     `code` is the machine-readable error code of the JSON body (`"rate_limited"`, ...).
-    `retry_after` is the server's `Retry-After` in seconds, when it sent one.
+    `retry_after` is the server's `Retry-After` in seconds, when it sent one. `not_run` says
+    the server refused the request before acting on it (a draining or saturated instance, an
+    engine not ready; `X-PRSM-Not-Run` on the wire): sending it again cannot do it twice.
     """
 
     status_code: int = 500
@@ -100,8 +102,10 @@ class HTTPStatusError(PRSMError):
         correlation_id: str | None = None,
         retry_after: float | None = None,
         param: str | None = None,
+        not_run: bool = False,
     ) -> None:
         super().__init__(message)
+        self.not_run = not_run
         self.message = message
         self.param = param
         """The request field at fault, when one is (OpenAI's `param`)."""
@@ -219,6 +223,7 @@ def error_for_status(
     code: str | None = None,
     correlation_id: str | None = None,
     retry_after: float | None = None,
+    not_run: bool = False,
 ) -> HTTPStatusError:
     """The `HTTPStatusError` subclass instance that stands for an HTTP error status."""
     cls = _BY_STATUS.get(status_code)
@@ -230,6 +235,7 @@ def error_for_status(
         code=code,
         correlation_id=correlation_id,
         retry_after=retry_after,
+        not_run=not_run,
     )
 
 

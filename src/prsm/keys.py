@@ -28,9 +28,12 @@ def query_channel(event_type: EventType) -> str:
     return f"prsm:query:{event_type}"
 
 
-def user_metrics(user_id: str) -> str:
-    """Hash of `total_queries` and `total_tokens` for one user (24 h expiry)."""
-    return f"user:{user_id}:metrics"
+def user_metrics(caller_id: str, user_id: str) -> str:
+    """Hash of `total_queries` and `total_tokens` for one user of one caller (24 h expiry).
+
+    The specification's key is `user:{userId}:metrics`; `userId` is the caller's word, so
+    the key holds the caller's tag too: no caller can raise another's users' counts."""
+    return f"user:{owner_tag(caller_id)}:{user_id}:metrics"
 
 
 def owner_tag(identity: str) -> str:

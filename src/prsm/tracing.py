@@ -15,7 +15,12 @@ submission, the probes) and from FastAPI's native telemetry for the others; the 
 under them comes from here.
 
 Off costs nothing: with no tracer provider installed, `active()` is False and no span object
-is made, no header injected; FastAPI's telemetry is off too.
+is made; FastAPI's telemetry is off too. Tracing or not, work done later for a request (a job)
+keeps the trace headers it came with (`kept_context`: W3C `traceparent`/`tracestate`, and the
+B3 `x-b3-*`/`b3` and `x-request-id` that Istio's sidecars use), and every call made for it —
+the worker's queries to the API, its callbacks — sends them on (`inject`, inside
+`job_span`): in a mesh the sidecars make the spans, and each app must forward the headers, or
+the trace breaks at the queue. With the SDK on, the W3C ones come from PRSM's own span.
 """
 
 from __future__ import annotations
@@ -112,17 +117,35 @@ def shutdown() -> None:
         _installed.pop().shutdown()
 
 
+FORWARDED_HEADERS = (
+    "traceparent", "tracestate", "baggage", "x-request-id", "b3",
+    "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+)  # fmt: skip
+"""The trace headers kept with a job and sent on for it: W3C's and those Istio's docs ask
+every app to forward."""
+_W3C = ("traceparent", "tracestate", "baggage")
+_forwarding: ContextVar[Mapping[str, str] | None] = ContextVar("prsm_forwarding", default=None)
+
+
+def kept_context(incoming: Mapping[str, str]) -> dict[str, str]:
+    """The trace headers to keep with work done later for a request (a job): those of
+    `FORWARDED_HEADERS` it came with; with the SDK on, the W3C ones of the current span
+    (the request's server span, continuing the caller's) instead."""
+    kept = {name: incoming[name] for name in FORWARDED_HEADERS if name in incoming}
+    if active():
+        kept = {name: value for name, value in kept.items() if name not in _W3C}
+        propagate.inject(kept)
+    return kept
+
+
 def inject(headers: MutableMapping[str, str]) -> None:
-    """Add the current trace context (`traceparent`, `tracestate`) to outgoing headers."""
+    """Add the current trace context to outgoing headers: the SDK's (`traceparent`,
+    `tracestate`) when it is on, and the headers kept with the job being run (`job_span`)."""
     if active():
         propagate.inject(headers)
-
-
-def carrier() -> dict[str, str]:
-    """The current trace context as headers, to keep with work done later (a job)."""
-    headers: dict[str, str] = {}
-    inject(headers)
-    return headers
+    for name, value in (_forwarding.get() or {}).items():
+        if name not in headers:
+            headers[name] = value
 
 
 def current_trace_id() -> str | None:
@@ -137,7 +160,19 @@ def job_span(
 ) -> Iterator[trace.Span | None]:
     """A CONSUMER span for one attempt of a job, continuing the trace the job was submitted
     in (`kept`: its `traceparent`, stored with the job); what the attempt does — its query to
-    the API, its callback — is traced under it."""
+    the API, its callback — is traced under it, and sends the kept headers on, tracing or not."""
+    forwarding = _forwarding.set(dict(kept or {}))
+    try:
+        with _job_span(job_type, job_id, attempt, kept) as span:
+            yield span
+    finally:
+        _forwarding.reset(forwarding)
+
+
+@contextlib.contextmanager
+def _job_span(
+    job_type: str, job_id: str, attempt: int, kept: Mapping[str, str] | None
+) -> Iterator[trace.Span | None]:
     if not active():
         yield None
         return

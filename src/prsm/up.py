@@ -27,6 +27,7 @@ from rich.table import Table
 
 from prsm.config import Settings, env_name
 from prsm.embedded_redis import EmbeddedRedis
+from prsm.jobs.callbacks import LOOPBACK
 from prsm.server.run import make_dev_key
 
 READY_TIMEOUT = 180.0
@@ -113,6 +114,8 @@ class Stack:
             self.env[env_name("api_key")] = self.settings.api_keys[0].key.get_secret_value()
         if self.settings.jobs.callback_secret is None:
             self.env[env_name("jobs.callback_secret")] = secrets.token_urlsafe(32)
+        if not self.settings.jobs.callback_allow:  # one machine: callbacks stay on it
+            self.env[env_name("jobs.callback_allow")] = ",".join(LOOPBACK)
 
     def _spawn(self, name: str, url: str, args: list[str]) -> Component:
         log = self.logs / f"{name}.log"

@@ -12,11 +12,13 @@ import pytest
 
 from prsm import AsyncPRSMClient, PRSMClient, RetryPolicy
 from prsm.client import HealthStatus, QueryResult
+from prsm.contracts import NOT_RUN_HEADER
 from prsm.errors import (
     AuthenticationError,
     BadRequestError,
     ConnectError,
     ConnectionLostError,
+    PRSMError,
     ServiceUnavailableError,
     TimeoutError,
     ValidationError,
@@ -32,6 +34,7 @@ from tests.support import (
 )
 
 FAST_RETRY = RetryPolicy(retries=2, backoff_initial=0.001, backoff_max=0.01)
+NOT_RUN = {NOT_RUN_HEADER: "true"}
 
 
 class Client:
@@ -116,15 +119,27 @@ async def test_wrong_key_is_authentication_error_with_correlation_id(
     assert caught.value.correlation_id
 
 
-async def test_retries_transient_statuses_on_the_same_correlation_id(connect: Any) -> None:
-    """503, 502 then success: three requests, one correlation id, a result."""
-    with scripted_server(Reply(503), Reply(502), query_reply("third time")) as server:
+async def test_retries_what_did_not_run_on_the_same_correlation_id(connect: Any) -> None:
+    """A 503 marked not run, a 408, then success: three requests, one correlation id, a
+    result."""
+    with scripted_server(Reply(503, headers=NOT_RUN), Reply(408), query_reply("third")) as server:
         client = connect(base_url=server.base_url, retries=FAST_RETRY)
         result = await client.query("hi", user_id="u1")
-    assert result.answer == "third time"
+    assert result.answer == "third"
     ids = {headers["X-Correlation-ID"] for _, headers in server.requests}
     assert len(server.requests) == 3
     assert len(ids) == 1
+
+
+async def test_a_query_that_may_have_run_is_not_sent_again(connect: Any) -> None:
+    """An unmarked 503, a 502 or a 504 (an engine that timed out spent tokens): the query may
+    have run, so it is not sent again — it would be charged twice."""
+    for status in (503, 502, 504):
+        with scripted_server(Reply(status), query_reply()) as server:
+            client = connect(base_url=server.base_url, retries=FAST_RETRY)
+            with pytest.raises(PRSMError):
+                await client.query("hi", user_id="u1")
+        assert len(server.requests) == 1
 
 
 async def test_retry_after_zero_is_honoured(connect: Any) -> None:
@@ -136,8 +151,10 @@ async def test_retry_after_zero_is_honoured(connect: Any) -> None:
 
 
 async def test_gives_up_after_retries(connect: Any) -> None:
-    """Always 503: retries + 1 requests, then ServiceUnavailableError."""
-    with scripted_server(Reply(503, b'{"error": {"code": "saturated", "message": "m"}}')) as server:
+    """Always 503 saturated (marked not run): retries + 1 requests, then
+    ServiceUnavailableError."""
+    saturated = b'{"error": {"code": "saturated", "message": "m"}}'
+    with scripted_server(Reply(503, saturated, NOT_RUN)) as server:
         client = connect(base_url=server.base_url, retries=FAST_RETRY)
         with pytest.raises(ServiceUnavailableError) as caught:
             await client.query("hi", user_id="u1")

@@ -11,6 +11,7 @@ import pytest
 
 from prsm import PRSMClient, StreamChunk
 from prsm.client import AsyncPRSMClient, ServiceClient, SyncServiceClient
+from prsm.contracts import NOT_RUN_HEADER
 from prsm.errors import AuthenticationError, ServiceUnavailableError, TransportError
 from prsm.sd import StaticDiscovery
 from tests.support import (
@@ -94,10 +95,12 @@ def test_an_error_event_is_raised_after_the_text_before_it() -> None:
 
 
 def test_service_client_fails_over_before_the_answer_began(fixed_server: ServerProcess) -> None:
-    """One instance refuses (503): the stream comes from the other."""
+    """One instance refuses before acting (503 saturated, marked not run): the stream comes
+    from the other."""
 
     async def run() -> list[StreamChunk]:
-        with scripted_server(Reply(503, b'{"error": {"code": "saturated"}}')) as busy:
+        saturated = Reply(503, b'{"error": {"code": "saturated"}}', {NOT_RUN_HEADER: "true"})
+        with scripted_server(saturated) as busy:
             urls = [busy.base_url, fixed_server.base_url]
             async with ServiceClient(StaticDiscovery(urls), api_key=API_KEY) as prsm:
                 chunks = []

@@ -73,7 +73,8 @@ def stack(image: str) -> Iterator[Stack]:
         # The chart's embedded Redis: redis-server from the same image.
         podman(*common, "--name", f"{pod}-redis", "--entrypoint", "redis-server", image,
                "--port", "6379", "--save", "", "--appendonly", "no")  # fmt: skip
-        podman(*common, "--name", f"{pod}-api", *settings, image, "serve")
+        podman(*common, "--name", f"{pod}-api", *settings, "-e", f"PRSM_API_KEY={KEY}", image,
+               "serve")  # fmt: skip
         podman(*common, "--name", f"{pod}-worker", *settings, "-e", f"PRSM_API_KEY={KEY}",
                "-e", "PRSM_JOBS__CALLBACK_SECRET=image-test-secret", image, "worker")  # fmt: skip
         podman(*common, "--name", f"{pod}-gateway", *settings, image, "gateway")

@@ -16,6 +16,7 @@ import redis
 
 from prsm import keys
 from prsm.embedded_redis import EmbeddedRedis
+from prsm.server.auth import key_id
 from tests.support import API_KEY, prsm_serve
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -107,9 +108,12 @@ def test_the_spec_node_consumer_receives_our_events(tmp_path: Path) -> None:
                 assert got["data"]["error"]["code"] == "unknown_model"  # type: ignore[index]
             finally:
                 node.stop()
-            # The Node handler's own updateUserMetrics ran on top of ours: 2 increments.
-            metrics = redis.Redis.from_url(url).hgetall(keys.user_metrics("node-user"))
-            assert metrics[b"total_queries"] == b"2"
+            # The Node handler's own updateUserMetrics wrote the spec's key; ours is under the
+            # caller's tag (a userId is the caller's word): one increment each.
+            local = redis.Redis.from_url(url)
+            assert local.hget("user:node-user:metrics", "total_queries") == b"1"
+            ours = local.hgetall(keys.user_metrics(key_id(API_KEY), "node-user"))
+            assert ours[b"total_queries"] == b"1"
             # ...and its triggerFallback republished the failure, as did PRSM: two messages.
             seen = []
             deadline = time.monotonic() + 5

@@ -19,11 +19,14 @@ from prsm.redis_client import connect_redis
 from tests.support import free_port
 
 
-def completed(user: str = "u1", tokens: int = 12, cid: str = "c1") -> QueryEvent:
+def completed(
+    user: str = "u1", tokens: int = 12, cid: str = "c1", caller: str = "k1"
+) -> QueryEvent:
     return QueryEvent(
         type="completed",
         correlation_id=cid,
         user_id=user,
+        caller_id=caller,
         usage=Usage(tokens=tokens, prompt_tokens=tokens - 2, completion_tokens=2),
         model="m",
         latency_ms=5.0,
@@ -75,12 +78,29 @@ async def test_completed_event_reaches_subscribers_stream_and_user_hash(
     assert message["usage"] == {"tokens": 12, "promptTokens": 10, "completionTokens": 2}
     assert str(message["timestamp"]).endswith("Z")
     assert "latencyMs" in message
-    assert await redis.hgetall(keys.user_metrics("u1")) == {
+    assert await redis.hgetall(keys.user_metrics("k1", "u1")) == {
         b"total_queries": b"2",
         b"total_tokens": b"42",
     }
-    assert 86_000 < await redis.ttl(keys.user_metrics("u1")) <= 86_400
+    assert 86_000 < await redis.ttl(keys.user_metrics("k1", "u1")) <= 86_400
     assert await redis.xlen(keys.EVENT_STREAM) == 2
+    await pubsub.aclose()
+
+
+async def test_a_user_id_counts_only_under_its_callers_tag(
+    redis: aioredis.Redis, sink: RedisEventSink
+) -> None:
+    """Caller B naming caller A's user raises B's counts of that name, never A's, and the
+    event says who the caller was."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.QUERY_COMPLETED)
+    sink.emit(completed(user="jwt:alice", caller="jwt:alice", tokens=5))
+    sink.emit(completed(user="jwt:alice", caller="b0b0b0b0", tokens=7))
+    await sink.flush()
+    assert (await next_message(pubsub))["callerId"] == "jwt:alice"
+    alice = await redis.hgetall(keys.user_metrics("jwt:alice", "jwt:alice"))
+    assert alice == {b"total_queries": b"1", b"total_tokens": b"5"}
+    assert await redis.exists("user:jwt:alice:metrics") == 0
     await pubsub.aclose()
 
 
@@ -101,7 +121,7 @@ async def test_failed_event_also_asks_for_fallback(
         "failureReason": {"code": "engine_timeout", "message": "slow", "status": 504},
         "correlationId": "c9",
     }
-    assert await redis.exists(keys.user_metrics("u1")) == 0
+    assert await redis.exists(keys.user_metrics("k1", "u1")) == 0
     await pubsub.aclose()
 
 

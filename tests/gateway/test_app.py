@@ -97,7 +97,7 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
                 },
             )
             generated = httpx.get(gw.base_url + "/z").headers["x-correlation-id"]
-            httpx.get(gw.base_url + "/a%20b/c%2Fd?q=%C3%A9")
+            httpx.get(gw.base_url + "/a%20b/c%C3%A9d?q=%C3%A9")
     assert response.status_code == 200
     assert response.headers["x-upstream"] == "yes"
     assert response.headers["x-correlation-id"] == "cid-123"
@@ -111,7 +111,7 @@ def test_headers_going_up_and_coming_back(tmp_path: Path) -> None:
     assert "keep-alive" not in seen
     assert "proxy-authorization" not in seen
     assert len(generated) == 32
-    assert upstream.requests[2][0] == "/a%20b/c%2Fd?q=%C3%A9"  # percent-encoding kept
+    assert upstream.requests[2][0] == "/a%20b/c%C3%A9d?q=%C3%A9"  # percent-encoding kept
     assert {k.lower(): v for k, v in upstream.requests[1][1].items()}[
         "x-correlation-id"
     ] == generated
@@ -184,35 +184,40 @@ def test_retries_move_on_and_respect_the_per_try_timeout(tmp_path: Path) -> None
     assert max(timings) < 2.5
 
 
-def test_a_503_goes_on_to_the_next_instance_unless_the_route_leaves_it_out(
+def test_a_503_goes_on_to_the_next_instance_only_if_the_request_did_not_run(
     tmp_path: Path,
 ) -> None:
-    """A 503 says the request was not served (RFC 9110), so the classifier fails it over for
-    a POST as for a GET; a route whose `retry_on` leaves 503 out passes the upstream's own
-    503 to the caller instead."""
+    """A 503 marked `X-PRSM-Not-Run` (refused before anything acted) fails over for a POST as
+    for a GET; an unmarked 503 fails over a GET but comes back for a POST (it may have run: a
+    query would be charged twice); a route whose `retry_on` leaves 503 out passes even the
+    marked one to the caller."""
+    not_run = {"X-PRSM-Not-Run": "true"}
     with (
+        scripted_server(Reply(503, b'{"error": "draining"}', not_run)) as draining,
         scripted_server(Reply(503, b'{"error": "busy"}')) as busy,
         scripted_server(Reply(200, b'{"ok": true}')) as ok,
     ):
-        pool = static(busy.base_url, ok.base_url)
         narrow = {"attempts": 3, "retry_on": ["connect-failure", "reset"]}
         config = {
-            "pools": {"p": pool},
+            "pools": {"marked": static(draining.base_url, ok.base_url),
+                      "unmarked": static(busy.base_url, ok.base_url)},
             "routes": [
-                {"prefix": "/", "pool": "p"},
-                {"prefix": "/narrow", "pool": "p", "retries": narrow},
+                {"prefix": "/marked", "pool": "marked"},
+                {"prefix": "/unmarked", "pool": "unmarked"},
+                {"prefix": "/narrow", "pool": "marked", "retries": narrow},
             ],
-        }
+        }  # fmt: skip
         with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
-            gets = [http.get("/thing").status_code for _ in range(4)]
-            posts = [http.post("/thing", content=b"x").status_code for _ in range(4)]
+            marked = [http.post("/marked", content=b"x").status_code for _ in range(4)]
+            gets = [http.get("/unmarked").status_code for _ in range(4)]
+            unmarked = [http.post("/unmarked", content=b"x") for _ in range(4)]
             narrowed = [http.post("/narrow", content=b"x") for _ in range(4)]
+    assert marked == [200] * 4
     assert gets == [200] * 4
-    assert posts == [200] * 4
+    assert sorted(r.status_code for r in unmarked) == [200, 200, 503, 503]
+    assert {r.json()["error"] for r in unmarked if r.status_code == 503} == {"busy"}
     assert sorted(r.status_code for r in narrowed) == [200, 200, 503, 503]
-    assert {r.json()["error"] for r in narrowed if r.status_code == 503} == {"busy"}
-    assert len(ok.requests) == 10
-    assert len(busy.requests) == 6
+    assert {r.json()["error"] for r in narrowed if r.status_code == 503} == {"draining"}
 
 
 def test_faults_at_the_configured_rate(trio: dict[str, ServerProcess], tmp_path: Path) -> None:

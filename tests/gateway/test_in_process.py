@@ -57,6 +57,32 @@ async def test_longest_prefix_wins_and_rewrites_keep_the_rest_of_the_path() -> N
     assert plain.text == f"{A} GET /api/x"
 
 
+async def test_paths_are_matched_and_forwarded_in_one_form_never_leaving_their_route() -> None:
+    """Dot-segments (spelled `%2e`) and encoded slashes are 400 `invalid_path` and reach no
+    upstream (`/api/ai/%2e%2e/%2e%2e/metrics` would reach the API as `/metrics`); `.` and
+    repeated slashes are normalised before the route is matched and rewritten."""
+    seen: list[str] = []
+
+    async def recorded(request: SentRequest) -> UpstreamResponse:
+        seen.append(request.target)
+        return await ok(request)
+
+    routes = [{"prefix": "/api/ai", "rewrite": "/api/v1", "pool": "p"}]
+    gateway = Gateway(config(routes, p=[A]), transport=MemoryTransport(recorded))
+    *refused, tidied = await call(
+        gateway,
+        ("GET", "/api/ai/%2e%2e/%2e%2e/metrics"),
+        ("GET", "/api/ai/%2E%2E/x"),
+        ("GET", "/api/ai/v1%2F..%2Fmetrics"),
+        ("GET", "/api/ai/v1%5cx"),
+        ("POST", "/api//ai/./query"),
+    )
+    for answer in refused:
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_path")
+    assert tidied.text == f"{A} POST /api/v1/query"
+    assert seen == ["/api/v1/query"]
+
+
 async def test_a_refused_connection_goes_on_to_the_other_instance_a_lost_one_does_not() -> None:
     """Never sent: the next instance answers. Lost after sending, for a POST without an
     Idempotency-Key: 502, and the request went out once."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from prsm.config import JobSettings
 from prsm.jobs.callbacks import (
     CallbackNotAllowedError,
     CallbackSender,
@@ -119,6 +120,10 @@ async def test_unreachable_receiver_gives_up_after_the_attempts() -> None:
         "http://127.1:9/",
         "http://2130706433:9/",
         "http://0x7f.0.0.1:9/",
+        "http://0x7f000001:9/",
+        "http://0X7F000001:9/",
+        "http://example.0x10:9/",
+        "http://0177.0.0.1:9/",
         "http://169.254.169.254\\@127.0.0.1:9/",
         "http://evil@127.0.0.1:9/",
         "http://user:pass@127.0.0.1:9/",
@@ -170,3 +175,11 @@ async def test_undeliverable_callbacks_never_raise() -> None:
     async with CallbackSender(b"s", networks, attempts=2, backoff=0.01) as sender:
         for url in ("http://127.1:9/", f"http://127.0.0.1:{free_port()}/"):
             assert await sender.send(url, {"x": 1}, job_id="j", correlation_id=None) is False
+
+
+async def test_by_default_no_callback_target_is_allowed_not_even_loopback() -> None:
+    """With `jobs.callback_allow` unset, a callback to this machine's own ports (in a pod:
+    every sidecar's admin port) is refused, saying which setting would allow it."""
+    default = parse_networks(JobSettings().callback_allow)
+    with pytest.raises(CallbackNotAllowedError, match=r"jobs\.callback_allow"):
+        await check_target("http://127.0.0.1:9090/metrics", default)

@@ -26,6 +26,7 @@ from prsm.jobs.callbacks import verify_signature
 from prsm.server.auth import ApiKeyAuth
 from tests.support import (
     API_KEY,
+    LOOPBACK_CALLBACKS,
     Reply,
     ScriptedServer,
     collector_app,
@@ -34,6 +35,7 @@ from tests.support import (
     prsm_serve,
     prsm_worker,
     scripted_server,
+    wait_for,
 )
 
 SECRET = "callback-secret-for-tests"
@@ -106,6 +108,7 @@ def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:
         "PRSM_BASE_URL": api,
         "PRSM_API_KEY": API_KEY,
         "PRSM_JOBS__CALLBACK_SECRET": SECRET,
+        "PRSM_JOBS__CALLBACK_ALLOW": LOOPBACK_CALLBACKS,
         "PRSM_JOBS__HEARTBEAT_SECONDS": "2",
         "PRSM_JOBS__SWEEP_SECONDS": "1",
         "PRSM_JOBS__RETRY_DELAY_SECONDS": "0.2",
@@ -377,10 +380,11 @@ def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Pa
     token is refused when forged, and once its job is done."""
     api_env = {
         "PRSM_ENGINE__KIND": "fixed",
-        "PRSM_API_KEYS": f"{API_KEY},{WORKER_KEY}",
+        "PRSM_API_KEYS": f"{API_KEY},{WORKER_KEY},{OTHER_KEY}",
         "PRSM_BUDGETS__DEFAULT__TOKENS_PER_MINUTE": "5000",
         "PRSM_BUDGETS__CALLERS": json.dumps({key_id_of(WORKER_KEY): {"tokens_per_minute": 1}}),
         "PRSM_BUDGETS__MINUTE_SECONDS": "3600",
+        "PRSM_JOBS__WORKER_CALLERS": key_id_of(WORKER_KEY),
     }
     batch = [{"id": str(n), "prompt": "what is " * n, "userId": "u1"} for n in (1, 2)]
     with stack(tmp_path, api_env=api_env, worker=False) as running:
@@ -405,6 +409,12 @@ def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Pa
             )
             for token in (f"{query['jobId']}.{'x' * 32}", real, "junk")
         ]
+        not_a_worker = httpx.post(  # any other caller: refused whatever the token
+            running.api + "/api/v1/query",
+            json={"prompt": "hi", "userId": "u1"},
+            headers={"Authorization": f"Bearer {OTHER_KEY}", "X-PRSM-Job-Token": real},
+            timeout=10,
+        )
         counted = tokens_counted(running.redis_url, API_KEY)
         counted_to_worker = tokens_counted(running.redis_url, WORKER_KEY)
     assert (answered["status"], batched["status"]) == ("complete", "complete")
@@ -417,6 +427,8 @@ def test_a_jobs_queries_are_charged_to_its_submitter_not_the_worker(tmp_path: Pa
     assert [(r.status_code, r.json()["error"]["code"]) for r in refused] == [
         (403, "job_token_refused")
     ] * 3
+    assert not_a_worker.status_code == 403
+    assert "only a worker's credential" in not_a_worker.json()["error"]["message"]
 
 
 def test_a_job_over_its_submitters_budget_waits_for_the_window(tmp_path: Path) -> None:
@@ -665,6 +677,44 @@ async def test_one_trace_from_the_gateway_through_the_queue_to_the_callback(
     [event] = [json.loads(fields[b"data"]) for _, fields in events]
     assert event["traceId"] == trace_id
     assert engine.trace_id.hex() == trace_id
+
+
+FIXED = {"PRSM_ENGINE__KIND": "fixed"}
+
+
+def test_trace_headers_go_on_through_the_queue_without_tracing(tmp_path: Path) -> None:
+    """No OTEL_* anywhere (in a mesh the sidecars make the spans): a job submitted with W3C,
+    B3 and `x-request-id` headers sends each of them, unchanged, with its query to the API
+    and with its callback."""
+    incoming = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+        "x-request-id": "5d8bd6c9-mesh-request",
+        "x-b3-traceid": "80f198ee56343ba864fe8b2a57d3eff7",
+        "x-b3-spanid": "e457b5a2e4d86bd1",
+        "x-b3-parentspanid": "05e3ac9a4f6e3b90",
+        "x-b3-sampled": "1",
+    }
+    answer = {"data": {"answer": "Paris.", "confidence": 1.0, "model": "m",
+                       "usage": {"tokens": 2, "promptTokens": 1, "completionTokens": 1}},
+              "correlationId": "c"}  # fmt: skip
+    with (
+        EmbeddedRedis(tmp_path / "redis") as redis_url,
+        prsm_serve(tmp_path, env={"PRSM_REDIS_URL": redis_url} | FIXED) as api,
+        scripted_server(Reply(200, json.dumps(answer).encode())) as api_for_the_worker,
+        scripted_server(Reply(200)) as receiver,
+        prsm_worker(tmp_path, worker_env(redis_url, api_for_the_worker.base_url)),
+    ):
+        body = {"type": "priority-query", "callbackUrl": receiver.base_url + "/hook",
+                "data": {"prompt": "Capital?", "userId": "u1"}}  # fmt: skip
+        accepted = httpx.post(api.base_url + "/api/v1/jobs", json=body, headers=AUTH | incoming)
+        assert accepted.status_code == 202, accepted.text
+        wait_for(lambda: bool(receiver.requests), 15)
+    [(_, queried)] = api_for_the_worker.requests
+    [(_, called_back)] = receiver.requests
+    for sent in (queried, called_back):
+        lowered = {name.lower(): value for name, value in sent.items()}
+        assert {name: lowered.get(name) for name in incoming} == incoming
 
 
 async def until_called_back(receiver: ScriptedServer) -> None:

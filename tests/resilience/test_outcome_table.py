@@ -16,6 +16,7 @@ import trustme
 
 from prsm.client import AsyncPRSMClient, ServiceClient
 from prsm.config import Settings
+from prsm.contracts import NOT_RUN_HEADER
 from prsm.errors import PRSMError
 from prsm.gateway.app import Gateway
 from prsm.gateway.config import GatewayConfig
@@ -40,13 +41,16 @@ class Row:
     callback: str
 
 
-# The README's table ("What is retried, failed over or final"), one row per failure. The SDK
-# and ServiceClient send queries (not idempotent) and wait out a 429; the gateway forwards a
-# POST without an Idempotency-Key and never waits (a 429 is the caller's); jobs and callbacks
-# are at least once (idempotent).
+# The SDK guide's table ("What is retried, failed over or final"), one row per failure. The
+# SDK and ServiceClient send queries (not idempotent) and wait out a 429; the gateway forwards
+# a POST without an Idempotency-Key and never waits (a 429 is the caller's); jobs and
+# callbacks are at least once (idempotent). A query is sent again only if it provably did
+# not run: never sent, 408, or a 503 marked X-PRSM-Not-Run.
 TABLE = [
     Row("connection refused", Outcome.UNSENT, AGAIN, AGAIN, AGAIN, AGAIN, AGAIN),
-    Row("503", Outcome.TARGET_FAILED, AGAIN, AGAIN, AGAIN, AGAIN, AGAIN),
+    Row("503 marked not run", Outcome.NOT_RUN, AGAIN, AGAIN, AGAIN, AGAIN, AGAIN),
+    Row("408", Outcome.NOT_RUN, AGAIN, AGAIN, FINAL, AGAIN, AGAIN),
+    Row("503", Outcome.TARGET_FAILED, FINAL, FINAL, FINAL, AGAIN, AGAIN),
     Row("429", Outcome.SLOW_DOWN, AGAIN, AGAIN, FINAL, AGAIN, AGAIN),
     Row("reset after the request", Outcome.UNCERTAIN, FINAL, FINAL, FINAL, AGAIN, AGAIN),
     Row("500", Outcome.UNCERTAIN, FINAL, FINAL, FINAL, AGAIN, AGAIN),
@@ -88,6 +92,8 @@ def failing(failure: str) -> Iterator[str]:
             yield url
     else:
         headers = {"retry-after": "0"} if failure == "429" else {}
+        if failure == "503 marked not run":
+            failure, headers = "503", {NOT_RUN_HEADER: "true"}
         body = b'{"error": {"code": "scripted", "message": "scripted"}}'
         with scripted_server(Reply(int(failure), body, headers)) as server:
             yield server.base_url

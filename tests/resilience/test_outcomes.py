@@ -29,7 +29,8 @@ from prsm.resilience.outcomes import Outcome, classify, fails_over, retryable, t
         (error_for_status(502, "x"), Outcome.TARGET_FAILED),
         (error_for_status(503, "x"), Outcome.TARGET_FAILED),
         (error_for_status(504, "x"), Outcome.TARGET_FAILED),
-        (error_for_status(408, "x"), Outcome.TARGET_FAILED),
+        (error_for_status(408, "x"), Outcome.NOT_RUN),
+        (error_for_status(503, "x", not_run=True), Outcome.NOT_RUN),
         (error_for_status(429, "x"), Outcome.SLOW_DOWN),
         (error_for_status(500, "x"), Outcome.UNCERTAIN),
         (TimeoutError("read"), Outcome.UNCERTAIN),
@@ -54,15 +55,20 @@ def test_each_failure_has_one_outcome(error: Exception, outcome: Outcome) -> Non
 
 
 def test_what_may_follow_each_outcome() -> None:
-    """Uncertain outcomes are retried or failed over only for idempotent requests; a 429 is
-    retried but never failed over; refusals are final."""
+    """What may have run (a target's failure, an uncertain end) is retried or failed over only
+    for idempotent requests; what provably did not run is, always; a 429 is retried but never
+    failed over; refusals are final."""
     for idempotent in (False, True):
-        assert retryable(Outcome.UNSENT, idempotent=idempotent)
-        assert fails_over(Outcome.TARGET_FAILED, idempotent=idempotent)
+        for did_not_run in (Outcome.UNSENT, Outcome.NOT_RUN):
+            assert retryable(did_not_run, idempotent=idempotent)
+            assert fails_over(did_not_run, idempotent=idempotent)
+        for may_have_run in (Outcome.TARGET_FAILED, Outcome.UNCERTAIN):
+            assert retryable(may_have_run, idempotent=idempotent) is idempotent
+            assert fails_over(may_have_run, idempotent=idempotent) is idempotent
         assert retryable(Outcome.SLOW_DOWN, idempotent=idempotent)
         assert not fails_over(Outcome.SLOW_DOWN, idempotent=idempotent)
         assert not retryable(Outcome.REFUSED, idempotent=idempotent)
-        assert retryable(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
-        assert fails_over(Outcome.UNCERTAIN, idempotent=idempotent) is idempotent
     against_target = [o for o in Outcome if target_failed(o)]
-    assert against_target == [Outcome.UNSENT, Outcome.TARGET_FAILED, Outcome.UNCERTAIN]
+    assert against_target == [
+        Outcome.UNSENT, Outcome.NOT_RUN, Outcome.TARGET_FAILED, Outcome.UNCERTAIN
+    ]  # fmt: skip

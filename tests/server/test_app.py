@@ -177,7 +177,26 @@ async def test_openapi_documents_query_body_and_errors(api: httpx.AsyncClient) -
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"prompt", "userId"} <= set(schema["required"])
     assert {"400", "401", "413", "422", "503", "504"} <= set(operation["responses"])
-    assert operation["security"] == [{"bearerAuth": []}]
+    assert operation["security"] == [{"bearerAuth": ["read:ai"]}]
+
+
+async def test_openapi_marks_every_authenticated_operation_with_its_scope(
+    api: httpx.AsyncClient,
+) -> None:
+    """Every operation under /api/v1 and /v1 needs the bearer credential, with the scope it
+    needs (so generated clients send it); the probes need none."""
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    needs = {
+        (method, path): operation.get("security")
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    }
+    authenticated = [key for key in needs if key[1].startswith(("/api/v1/", "/v1/"))]
+    assert len(authenticated) >= 10
+    for key in authenticated:
+        write = key in {("post", "/api/v1/jobs"), ("delete", "/v1/responses/{response_id}")}
+        assert needs[key] == [{"bearerAuth": ["write:ai" if write else "read:ai"]}], key
+    assert needs[("get", "/health")] is None
 
 
 async def test_openapi_lists_the_http_layer_s_answers_where_they_occur(

@@ -1,10 +1,14 @@
+"""Who may call: API keys, scopes and certificate identities, without a server."""
+
 from __future__ import annotations
 
 import pytest
 
-from prsm.config import ApiKey, OAuthSettings
+from prsm.config import ApiKey, OAuthSettings, TLSSettings
 from prsm.errors import AuthenticationError, PermissionDeniedError
 from prsm.server.auth import ALL_SCOPES, READ, WRITE, Authenticator, Principal
+from prsm.server.tls import PeerIdentity
+from tests.support import Certificates
 
 AUTH = Authenticator([ApiKey.parse("alpha"), ApiKey.parse("beta:premium")], OAuthSettings())
 
@@ -63,3 +67,18 @@ def test_none_algorithm_cannot_be_configured() -> None:
     """`none` in oauth.algorithms is refused: it would accept unsigned tokens."""
     with pytest.raises(ValueError, match="unsigned"):
         OAuthSettings(algorithms=["RS256", "none"])
+
+
+async def test_certificate_identities_are_never_cut(certs: Certificates) -> None:
+    """Two SPIFFE ids that share their first 75 characters are two callers, each whole."""
+    tls = TLSSettings(
+        cert_file=certs.directory / "server.pem",
+        key_file=certs.directory / "server.key",
+        client_ca_file=certs.ca_file,
+    )
+    auth = Authenticator([], OAuthSettings(), tls)
+    base = "spiffe://cluster.local/ns/payments-production-eu-west/sa/settlement-"
+    peers = [PeerIdentity(f"CN={n}", None, (f"{base}{n}",)) for n in ("reader", "writer")]
+    one, two = [await auth.authenticate(None, peer) for peer in peers]
+    assert one.key_id == f"cert:{base}reader"
+    assert one.account != two.account

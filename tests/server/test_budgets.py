@@ -25,7 +25,6 @@ from tests.support import (
     ServerProcess,
     free_port,
     idle_soon,
-    leave_after,
     metric,
     prsm_serve,
     wait_for,
@@ -160,21 +159,36 @@ async def _start_and_kill(server: ServerProcess) -> bool:
     return False
 
 
-def test_a_query_its_caller_left_is_charged_its_prompt(
+def test_streams_their_callers_leave_are_charged_what_they_received(
     tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
-    """A streamed query whose caller leaves once its answer has begun: its reservation is
-    settled to its prompt's tokens (the engine read them), not given back in full."""
-    env = budgeted(redis_server, 1000, PRSM_BUDGETS__MINUTE_SECONDS="3600",
-                   PRSM_ENGINE__FIXED_ANSWER="one two three four five six",
+    """Three chat streams of `max_tokens` 60 (OpenAI's client), each closed by its caller
+    after 20 words: each is charged its prompt and at least the 20 tokens it received, not
+    its prompt alone (a caller must not buy answers by leaving early)."""
+    # 60 words in 6 s: 0.1 s a word, so a caller leaves well before the answer's end.
+    env = budgeted(redis_server, 300, PRSM_BUDGETS__MINUTE_SECONDS="3600",
                    PRSM_ENGINE__FIXED_DELAY_SECONDS="6")  # fmt: skip
-    body = query(7, 50) | {"stream": True}
     counted = redis.Redis.from_url(redis_server.url)
     counted.flushall()  # the session's Redis: other tests' windows are still counting
+    prompt = [{"role": "user", "content": "say many words"}]  # 3 tokens to the fixed engine
     with prsm_serve(tmp_path, env=env) as server:
-        leave_after(server.base_url, "/api/v1/query", body, b"event: delta")
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=API_KEY, max_retries=0)
+        for _ in range(3):
+            stream = client.chat.completions.create(
+                model="fixed",
+                messages=prompt,
+                max_tokens=60,
+                stream=True,  # type: ignore[arg-type]
+            )
+            received = 0
+            for chunk in stream:
+                received += bool(chunk.choices and chunk.choices[0].delta.content)
+                if received == 20:
+                    break
+            stream.close()
         idle_soon(server.base_url)
-        wait_for(lambda: _tokens_counted(counted) == 7, 5)
+        wait_for(lambda: _tokens_counted(counted) < 3 * (3 + 60), 5)  # all three settled
+    assert 3 * (3 + 20) <= _tokens_counted(counted) < 3 * (3 + 60)
 
 
 def test_a_cache_hit_costs_nothing_and_says_what_remains(

@@ -4,9 +4,11 @@ elsewhere, `/ready` says so at once, and the process exits 0 (real processes).""
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -134,3 +136,43 @@ def test_several_server_processes_each_drain_their_queries(tmp_path: Path) -> No
     wait_for(lambda: len(in_flight) == 4, 5)
     assert [getattr(r, "status_code", r) for r in in_flight] == [200] * 4
     assert exit_code == 0
+
+
+def test_a_keep_alive_caller_gets_every_answer_then_a_close_never_a_reset(
+    tmp_path: Path,
+) -> None:
+    """A caller sending a query every 20 ms on one kept-alive connection across SIGTERM: each
+    request is answered (200, then 503 `shutting_down` with `Retry-After` and `Connection:
+    close`); the connection ends only after an answer saying so, never with a request sent and
+    no answer (uvicorn closes an idle connection when it stops)."""
+    with prsm_serve(tmp_path, env={"PRSM_ENGINE__KIND": "fixed"}) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        body = b'{"prompt": "hi", "userId": "u1"}'
+        request = (
+            f"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        heads: list[str] = []
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            reader = connection.makefile("rb")
+            while not heads or "connection: close" not in heads[-1]:
+                if len(heads) == 3:
+                    server.process.send_signal(signal.SIGTERM)
+                connection.sendall(request)
+                heads.append(read_answer_head(reader))
+                time.sleep(0.02)
+        assert heads[0].startswith("http/1.1 200")
+        assert heads[-1].startswith("http/1.1 503")
+        assert "retry-after: 1" in heads[-1]
+        assert server.process.wait(10) == 0
+
+
+def read_answer_head(reader: Any) -> str:
+    """One answer's head, its body read past (by its Content-Length); fails on a close."""
+    lines = []
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        lines.append(line.decode().strip().lower())
+    assert lines, "the connection closed with a request unanswered"
+    length = next(int(h.split(":")[1]) for h in lines if h.startswith("content-length:"))
+    reader.read(length)
+    return "\n".join(lines)

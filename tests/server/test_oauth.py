@@ -16,17 +16,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from prsm import keys
-from prsm.config import load_settings
+from prsm.config import ApiKey, OAuthSettings, load_settings
 from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import FixedEngine
-from prsm.errors import ConfigError
+from prsm.errors import AuthenticationError, ConfigError
 from prsm.server import create_app
+from prsm.server.auth import Authenticator
 from tests.support import API_KEY, free_port, local_app
 
 ISSUER, AUDIENCE = "https://auth.example.test/", "prsm-api"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 QUERY = {"prompt": "hi", "userId": "u1"}
+ASK_RESPONSE = {"model": "fixed", "input": "hi"}
 
 
 def token(claims: dict[str, Any] | None = None, *, key: Any = KEY) -> str:
@@ -210,3 +212,81 @@ async def test_a_key_unfit_for_the_token_is_401_not_500() -> None:
         await lifespan.__aexit__(None, None, None)
     assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "invalid_token"
+
+
+def public_key_pem() -> str:
+    return (
+        KEY.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+async def test_a_token_without_its_identity_claim_is_401(api: httpx.AsyncClient) -> None:
+    """No `sub`: 401 invalid_token, not an identity shared by every such token."""
+    response = await ask(api, token({"sub": None}))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_token"
+    assert "`sub`" in response.json()["error"]["message"]
+
+
+async def test_the_identity_claim_is_configurable_and_never_cut() -> None:
+    """`oauth.identity_claim: azp` names client-credentials callers by their client id, the
+    whole of it: two ids sharing their first 64 characters are two callers."""
+    auth = Authenticator(
+        [],
+        OAuthSettings(
+            issuer=ISSUER, audience=AUDIENCE, public_key=public_key_pem(), identity_claim="azp"
+        ),
+    )
+    long = "client-" + "x" * 80
+    one = await auth.authenticate(f"Bearer {token({'sub': None, 'azp': long + '1'})}")
+    two = await auth.authenticate(f"Bearer {token({'sub': None, 'azp': long + '2'})}")
+    assert one.key_id == f"jwt:{long}1"
+    assert one.account != two.account
+    with pytest.raises(AuthenticationError, match="`azp`"):
+        await auth.authenticate(f"Bearer {token()}")
+
+
+async def test_an_unknown_tier_claim_is_the_default_tier() -> None:
+    """A token's `tier` names a tier only if the settings know it: others add no series."""
+    auth = Authenticator(
+        [ApiKey.parse("k:premium")],
+        OAuthSettings(
+            issuer=ISSUER, audience=AUDIENCE, public_key=public_key_pem(), tiers=["gold"]
+        ),
+    )
+    tiers = [
+        (await auth.authenticate(f"Bearer {token({'tier': tier})}")).tier
+        for tier in ("premium", "gold", "made-up-1", "made-up-2", None)
+    ]
+    assert tiers == ["premium", "gold", "standard", "standard", "standard"]
+
+
+async def test_storing_and_deleting_responses_need_write_scope(
+    jwks_url: str, redis_server: EmbeddedRedis
+) -> None:
+    """A `read:ai` token may ask the Responses API with `store: false`; storing (the default)
+    and deleting are writes: 403 `insufficient_scope` naming `store`, and 403 on DELETE."""
+    lifespan, api = await client_for(redis_server.url, jwks_url=jwks_url)
+    reader = {"authorization": f"Bearer {token({'scope': 'read:ai'})}"}
+    writer = {"authorization": f"Bearer {token()}"}
+    try:
+        stored = await api.post("/v1/responses", json=ASK_RESPONSE, headers=reader)
+        unstored = await api.post(
+            "/v1/responses", json=ASK_RESPONSE | {"store": False}, headers=reader
+        )
+        kept = (await api.post("/v1/responses", json=ASK_RESPONSE, headers=writer)).json()
+        deleted = await api.delete(f"/v1/responses/{kept['id']}", headers=reader)
+        read = await api.get(f"/v1/responses/{kept['id']}", headers=writer)
+    finally:
+        await api.aclose()
+        await lifespan.__aexit__(None, None, None)
+    assert stored.status_code == 403
+    assert (stored.json()["error"]["code"], stored.json()["error"]["param"]) == (
+        "insufficient_scope",
+        "store",
+    )
+    assert unstored.status_code == 200
+    assert deleted.status_code == 403
+    assert read.status_code == 200

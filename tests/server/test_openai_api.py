@@ -521,6 +521,33 @@ def test_an_option_this_model_cannot_honour_is_refused_as_openai_does(
     assert "Unsupported parameter: 'reasoning_effort'" in refused.value.message
 
 
+def test_image_and_audio_parts_are_refused_naming_the_part(fixed_server: ServerProcess) -> None:
+    """An image part in a chat message and an audio one, an image in a Responses input: 400
+    `unsupported_value` naming the part (`messages[0].content[1]`) and its kind, in OpenAI's
+    words — not pydantic's union (`messages[0].content.str`)."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    chats = [
+        ([{"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}],
+         "messages[0].content[1]", "image_url"),
+        ([{"role": "system", "content": "be brief"}, {"role": "user", "content": [audio]}],
+         "messages[1].content[0]", "input_audio"),
+    ]  # fmt: skip
+    for messages, param, kind in chats:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client(fixed_server).chat.completions.create(model="fixed", messages=messages)  # type: ignore[arg-type]
+        assert (refused.value.code, refused.value.param) == ("unsupported_value", param)
+        assert f"'{kind}' parts are not supported" in refused.value.message
+    picture = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(fixed_server).responses.create(
+            model="fixed",
+            input=[{"role": "user", "content": [picture]}],
+            store=False,  # type: ignore[list-item]
+        )
+    assert (refused.value.code, refused.value.param) == ("unsupported_value", "input[0].content[0]")
+
+
 def test_logprobs_come_as_openai_s_with_the_top_alternatives(llama_server: ServerProcess) -> None:
     """`logprobs` with `top_logprobs: 3`: one entry per answer token whose texts join to the
     answer, each a log probability with its bytes and the three likeliest tokens there, most

@@ -23,6 +23,7 @@ from prsm import tracing
 from prsm._version import __version__
 from prsm.contracts import (
     CORRELATION_HEADER,
+    NOT_RUN_HEADER,
     Contract,
     HealthResponse,
     Priority,
@@ -231,6 +232,7 @@ class ClientCore:
             code=code,
             correlation_id=cid,
             retry_after=parse_retry_after(headers.get("retry-after")),
+            not_run=headers.get(NOT_RUN_HEADER) == "true",
         )
 
 

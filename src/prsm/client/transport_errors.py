@@ -10,12 +10,15 @@ on), or whether the answer was late (`TimeoutError`) or a certificate was refuse
 from __future__ import annotations
 
 import builtins
+from typing import TYPE_CHECKING
 
 import aiohttp
-import httpx
 
 from prsm.client.tls import dropped_hint, tls_failure
 from prsm.errors import ConnectError, ConnectionLostError, TimeoutError, TLSError, TransportError
+
+if TYPE_CHECKING:  # imported where used: a server that maps only aiohttp's errors never loads it
+    import httpx
 
 
 def from_aiohttp(exc: BaseException, method: str, url: str, timeout: float) -> TransportError:
@@ -35,6 +38,8 @@ def from_aiohttp(exc: BaseException, method: str, url: str, timeout: float) -> T
 
 def from_httpx(exc: httpx.TransportError, method: str, url: str, timeout: float) -> TransportError:
     """The PRSM error an httpx transport error stands for."""
+    import httpx
+
     if tls_failure(exc):
         return TLSError(f"TLS with {url} failed: {exc}")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

@@ -8,11 +8,15 @@ sends traffic for a few seconds after a pod is told to stop, so here instead:
 1. at once: `/ready` answers 503, so the pod leaves the endpoints;
 2. for a grace (`server.drain_seconds`, `gateway.drain_seconds`): work is still taken, for
    callers that had not yet heard;
-3. then new work gets 503 `shutting_down` with `Retry-After` (the SDK and the gateway try
-   another instance); work running or waiting goes on;
+3. then new work gets 503 `shutting_down` with `Retry-After` and `Connection: close` (the SDK
+   and the gateway try another instance, on a new connection); work running or waiting goes
+   on;
 4. once none is left — or at the bound (`server.drain_timeout_seconds`; for the gateway its
-   longest route timeout), when what still waits gets 503 too — uvicorn is asked to stop, and
-   the process exits 0.
+   longest route timeout), when what still waits gets 503 too — the listeners close, and
+   connections already accepted are answered for as long as requests keep arriving on them
+   (`QUIET` apart, `LINGER` at most): uvicorn would close an idle connection at once, and a
+   request already on its way on it would meet a reset instead of its 503;
+5. then uvicorn is asked to stop, and the process exits 0.
 
 A second SIGTERM stops at once.
 """
@@ -28,6 +32,11 @@ from typing import Any, Protocol
 from prsm.errors import ServiceUnavailableError
 
 log = logging.getLogger("prsm.server")
+
+QUIET = 0.15
+"""Seconds without a request on the connections left before the server stops."""
+LINGER = 2.0
+"""The longest the connections left are still answered once the listeners closed."""
 
 
 class Drainable(Protocol):
@@ -61,10 +70,13 @@ class Drain:
         self.draining = False
         self._task: asyncio.Task[None] | None = None
         self._stop: Callable[[], None] = lambda: None
+        self._server: Any = None
 
     def install(self) -> None:
         """Take SIGTERM over from uvicorn, keeping its way to stop for the end of the drain."""
-        self._stop = _uvicorn_stop(signal.getsignal(signal.SIGTERM))
+        handler = signal.getsignal(signal.SIGTERM)
+        self._stop = _uvicorn_stop(handler)
+        self._server = getattr(handler, "__self__", None)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.begin)
 
     def begin(self) -> None:
@@ -94,13 +106,32 @@ class Drain:
             self.admission.refuse_waiting(
                 _shutting_down("this instance shut down before the engine was free")
             )
+        await self._answer_connections_left()
         log.info("drained; stopping")
         self._stop()
+
+    async def _answer_connections_left(self) -> None:
+        """Close the listeners (nothing new is accepted), then keep answering the connections
+        already accepted until no request came for `QUIET` seconds, `LINGER` at most."""
+        state = getattr(self._server, "server_state", None)
+        for listener in getattr(self._server, "servers", ()):
+            listener.close()
+        if state is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        seen = -1
+        while state.connections and state.total_requests != seen and loop.time() < deadline:
+            seen = state.total_requests
+            await asyncio.sleep(QUIET)
 
 
 def _shutting_down(message: str) -> ServiceUnavailableError:
     return ServiceUnavailableError(
-        f"{message}; retry on another instance", code="shutting_down", retry_after=1
+        f"{message}; retry on another instance",
+        code="shutting_down",
+        retry_after=1,
+        not_run=True,
     )
 
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from prsm import errors
-from prsm.contracts import CORRELATION_HEADER
+from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -56,6 +56,10 @@ def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, s
         headers["retry-after"] = str(max(1, round(error.retry_after)))
     if error.status_code == 401:
         headers["www-authenticate"] = 'Bearer realm="prsm"'
+    if error.not_run:
+        headers[NOT_RUN_HEADER.lower()] = "true"
+    if error.code == "shutting_down":  # the client opens its next request elsewhere
+        headers["connection"] = "close"
     return headers
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from prsm.engines.constraints import Constraint
+from prsm.engines.matcher import Constraint
 from prsm.errors import EngineError, PromptTooLongError
 
 log = logging.getLogger("prsm.engine")

@@ -7,6 +7,7 @@ import time
 from collections import deque
 
 from prsm.engines.base import DEFAULT_OPTIONS, Generation, Options, Prompt
+from prsm.engines.tally import count_generated
 from prsm.engines.text import StreamedText, TextSink
 
 
@@ -61,13 +62,16 @@ class FixedEngine:
             raise self.error
         streamed = StreamedText(options.stop, on_text)
         generated, first_token_at = 0, None
-        for word in words[:max_tokens]:
-            if pause:
-                await asyncio.sleep(pause)
-            generated += 1
-            first_token_at = first_token_at or time.perf_counter()
-            if streamed.add(word if generated == 1 else " " + word):
-                break
+        try:
+            for word in words[:max_tokens]:
+                if pause:
+                    await asyncio.sleep(pause)
+                generated += 1
+                first_token_at = first_token_at or time.perf_counter()
+                if streamed.add(word if generated == 1 else " " + word):
+                    break
+        finally:
+            count_generated(generated)
         finish = "length" if len(words) > max_tokens and not streamed.stopped else "stop"
         return Generation(
             text=streamed.finish(),

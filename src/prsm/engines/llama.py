@@ -38,13 +38,14 @@ from prsm.engines.batching import (
     Sequence,
     shared_length,
 )
-from prsm.engines.constraints import Constraint, Vocabulary
 from prsm.engines.cpus import usable_cpus
+from prsm.engines.grammars import compiled_grammar
+from prsm.engines.matcher import Constraint, Vocabulary
+from prsm.engines.tally import count_generated
 from prsm.engines.text import StreamedText, TextSink
 from prsm.engines.tools import (
     TextUnlessCall,
     ToolUse,
-    answer_grammar,
     calls_text,
     parse_calls,
     tools_prompt,
@@ -186,7 +187,7 @@ class LlamaEngine:
 
     async def _constraint(self, options: Options) -> Constraint | None:
         """The grammar the answer is held to: the tools' calls, or the response format."""
-        grammar = answer_grammar(options.tools, options.response_format)
+        grammar = await compiled_grammar(options.tools, options.response_format)
         if grammar is None:
             return None
         return await asyncio.to_thread(self._loaded.vocabulary.constraint, grammar)
@@ -203,6 +204,8 @@ class LlamaEngine:
             with contextlib.suppress(Exception):
                 await done
             raise
+        finally:  # retired by now, whatever ended it: its tokens are all there will be
+            count_generated(len(sequence.answer))
 
     def _sampling_for(self, options: Options) -> SamplingParams:
         base = self._sampling

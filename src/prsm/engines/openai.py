@@ -26,6 +26,7 @@ from prsm.engines.base import (
     conversation,
 )
 from prsm.engines.constraints import wire_format
+from prsm.engines.tally import count_generated, uncounted
 from prsm.engines.text import StreamedText, TextSink
 from prsm.engines.tools import ToolCall, ToolUse, wire_calls
 from prsm.errors import EngineUnavailableError, PromptTooLongError
@@ -99,7 +100,9 @@ class OpenAIEngine:
             body["response_format"] = wire_format(options.response_format)
         if options.tools.tools:
             body |= wire_tools(options.tools)
-        generation = await self._complete(body, options.logprobs)
+        with uncounted():
+            generation = await self._complete(body, options.logprobs)
+        count_generated(generation.completion_tokens)
         streamed = StreamedText((), on_text)
         streamed.add(generation.text)
         streamed.finish()

@@ -145,7 +145,7 @@ class RedisEventSink:
                 approximate=True,
             )
             if event.type == "completed":
-                metrics_key = keys.user_metrics(event.user_id)
+                metrics_key = keys.user_metrics(event.caller_id or "", event.user_id)
                 pipe.hincrby(metrics_key, "total_queries", 1)
                 pipe.hincrby(metrics_key, "total_tokens", event.usage.tokens)
                 pipe.expire(metrics_key, self._ttl)

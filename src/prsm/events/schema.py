@@ -43,6 +43,10 @@ class QueryEvent(Contract):
     timestamp: str = Field(default_factory=utc_now_iso)
     correlation_id: str
     user_id: str
+    """The user the caller says the query is for: its word, not checked."""
+    caller_id: str | None = None
+    """Who the query is charged to, as authenticated (`keyId` of the logs, `jwt:<subject>`
+    or `cert:<identity>`): consumers scope `userId` by it."""
     usage: Usage = Field(
         default_factory=lambda: Usage(tokens=0, prompt_tokens=0, completion_tokens=0)
     )

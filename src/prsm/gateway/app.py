@@ -23,12 +23,14 @@ from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
-from prsm.contracts import CORRELATION_HEADER
+from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER
 from prsm.edge.correlation import incoming_correlation_id
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.errors import OPENAI_PREFIX, send_error_reply
+from prsm.edge.paths import normalized_path
 from prsm.edge.sse import error_event
 from prsm.errors import (
+    BadRequestError,
     CircuitOpenError,
     ConnectError,
     ConnectionLostError,
@@ -90,6 +92,7 @@ _CID = CORRELATION_HEADER.lower().encode()
 OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
 _JSON = (b"content-type", b"application/json")
+_NOT_RUN = NOT_RUN_HEADER.lower().encode()
 _RETRY_SOON = (b"retry-after", b"1")
 """On the gateway's own 5xx answers: another instance may answer a moment later."""
 
@@ -98,8 +101,10 @@ class UpstreamAnswered(HTTPStatusError):
     """An upstream answered with a status the route retries on (502, 503, 504 in its
     `retry_on`); holds the answer, buffered, to pass on if no other instance does better."""
 
-    def __init__(self, response: UpstreamResponse | None, status: int) -> None:
-        super().__init__(f"upstream answered {status}", status_code=status)
+    def __init__(
+        self, response: UpstreamResponse | None, status: int, *, not_run: bool = False
+    ) -> None:
+        super().__init__(f"upstream answered {status}", status_code=status, not_run=not_run)
         self.response = response
 
 
@@ -192,8 +197,14 @@ class Gateway:
                 self.idle.set()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
         cid = incoming_correlation_id(scope)
+        try:
+            path = normalized_path(scope["path"], scope.get("raw_path"))
+        except BadRequestError as exc:
+            await send_error_reply(send, exc, cid, scope["path"])
+            return
+        if path != scope["path"]:  # matched, and forwarded, in its one form
+            scope = {**scope, "path": path, "raw_path": quote(path).encode()}
         route = None if path in OWN_PATHS else self._match(path)
         if route is None:
             if path in OWN_PATHS and scope["method"] not in ("GET", "HEAD"):
@@ -352,7 +363,8 @@ class Gateway:
             replayable=request.replayable,
         )
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
-            raise UpstreamAnswered(await _held(response), response.status)
+            not_run = (_NOT_RUN, b"true") in ((k.lower(), v) for k, v in response.headers)
+            raise UpstreamAnswered(await _held(response), response.status, not_run=not_run)
         if _small(response):
             # Read whole within the try, before the caller sees a byte: an upstream that dies
             # between its headers and its body fails this try (and the next instance may

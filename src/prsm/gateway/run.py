@@ -32,10 +32,10 @@ def default_config(api_url: str) -> GatewayConfig:
     """What `prsm up` runs: the specification's `/api/ai` → `/api/v1` in front of one API,
     `/api/v1` itself and the OpenAI-compatible `/v1`, with one budget of 1000 requests per 15
     minutes per client IP across them (a caller limited on one path cannot walk round through
-    another). A query has no
-    side effects besides being counted, so a query the API may have received is still retried
-    on another instance."""
-    retries = {"attempts": 3, "per_try_timeout": 120, "non_idempotent": True}
+    another). A query or a job the API may have received is not sent again (it is charged, or
+    stored): only what provably did not run goes on to another instance
+    (`prsm.resilience.outcomes`)."""
+    retries = {"attempts": 3, "per_try_timeout": 120}
     limit = {"limit": "1000/15 minutes", "key": "ip", "budget": "per-client"}
     return parse_gateway_config(
         {

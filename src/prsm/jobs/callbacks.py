@@ -8,8 +8,10 @@ job can make the cluster call its own internal services. Here:
   also refuses stale timestamps (replays);
 - the URL is parsed once into one canonical form (`canonical_callback_url`): odd host
   spellings that clients and resolvers read differently, and user info, are refused;
-- the target must resolve only to allowed networks (`jobs.callback_allow`, loopback by
-  default; an IPv4-mapped IPv6 address counts as the IPv4 address it carries), checked when
+- the target must resolve only to allowed networks (`jobs.callback_allow`, none by default:
+  in a pod, loopback is every sidecar's admin port, so even it must be named; `prsm up`
+  names it for its own machine; an IPv4-mapped IPv6 address counts as the IPv4 address it
+  carries), checked when
   the job is submitted and again at connect time, on the addresses actually used, so DNS
   cannot be switched in between; redirects are not followed;
 - a callback that cannot be delivered is logged and counted; it never fails the job (which
@@ -57,6 +59,8 @@ DEFAULT_TOLERANCE = 300
 CALLBACKS = Counter("prsm_callbacks_total", "Callback deliveries", ("status",))
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+"""This machine's own networks, for `jobs.callback_allow` where callbacks stay on it."""
 
 
 class CallbackNotAllowedError(UsageError):
@@ -104,6 +108,8 @@ def parse_networks(entries: Iterable[str]) -> list[Network]:
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _DOTTED_QUAD = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
+"""A label URL parsers read as a number (WHATWG's "ends in a number"): the host is IPv4."""
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 
 
@@ -112,8 +118,9 @@ def canonical_callback_url(url: str) -> str:
     `CallbackNotAllowedError`.
 
     HTTP clients and resolvers disagree on the odd spellings of a host (`127.1`, `2130706433`,
-    `0x7f.1`, a backslash before `@`), so only three are accepted: a dotted-quad IPv4 address,
-    a bracketed IPv6 address and a DNS name whose last label is not a number. User info
+    `0x7f000001`, `0x7f.1`, a backslash before `@`), so only three are accepted: a dotted-quad
+    IPv4 address, a bracketed IPv6 address and a DNS name whose last label is not a number
+    (decimal, octal or `0x` hex: what URL parsers read as IPv4). User info
     (`user:pass@host`) is refused: it would be sent on as credentials.
 
     >>> canonical_callback_url("HTTP://Example.COM:8080/hook?x=1#frag")
@@ -156,7 +163,7 @@ def _canonical_host(host: str, *, bracketed: bool) -> str:
         not host
         or len(host) > 253
         or not all(_DNS_LABEL.fullmatch(label) for label in labels)
-        or labels[-1].isdigit()
+        or _NUMBER.fullmatch(labels[-1])
     ):
         raise CallbackNotAllowedError(
             f"callbackUrl host {host!r} is neither a dotted-quad IPv4 address, a bracketed "
@@ -185,6 +192,10 @@ async def check_target(url: str, networks: list[Network]) -> str:
     except OSError as exc:
         raise CallbackNotAllowedError(f"callbackUrl host {host!r}: {exc}") from None
     addresses = {str(info[4][0]) for info in infos}
+    if not networks:
+        raise CallbackNotAllowedError(
+            "callbacks are refused: jobs.callback_allow names no network they may reach"
+        )
     denied = sorted(a for a in addresses if not _allowed(a, networks))
     if denied or not addresses:
         raise CallbackNotAllowedError(

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from saq import Job, Queue
 
-from prsm import keys, tracing
+from prsm import keys
 from prsm.config import JobSettings
 from prsm.errors import (
     ConflictError,
@@ -69,9 +69,12 @@ class JobService:
         caller: str,
         key_id: str,
         idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> JobAccepted:
-        """Queue `request` for `caller` (whose budgets name it `key_id`); the same idempotency
-        key (or `requestId`) returns the first job, another body with it is 409."""
+        """Queue `request` for `caller` (whose budgets name it `key_id`), keeping the `trace`
+        context it came in (`prsm.tracing.kept_context`) for every call made for it; the same
+        idempotency key (or `requestId`) returns the first job, another body with it is
+        409."""
         callback_url = None
         if request.callback_url is not None:
             try:
@@ -90,7 +93,9 @@ class JobService:
                     return _repeat(earlier, fingerprint, correlation_id)
             account = Account(key_id, owner)
             await self._queues[request.type].enqueue(
-                self._job(request, job_id, callback_url, correlation_id, fingerprint, account)
+                self._job(
+                    request, job_id, callback_url, correlation_id, fingerprint, account, trace or {}
+                )
             )
         return JobAccepted(
             job_id=job_id, status_url=f"/api/v1/jobs/{job_id}", correlation_id=correlation_id
@@ -104,6 +109,7 @@ class JobService:
         correlation_id: str,
         fingerprint: str,
         account: Account,
+        trace: Mapping[str, str],
     ) -> Job:
         settings = self._settings
         return Job(
@@ -127,7 +133,7 @@ class JobService:
                 "correlationId": correlation_id,
                 "fingerprint": fingerprint,
                 "owner": account.tag,
-                "trace": tracing.carrier(),
+                "trace": dict(trace),
                 # Only a worker, which reads the job from Redis, can show this token: with it,
                 # the job's queries are charged to the submitter's budget (`account_of`).
                 "account": {"keyId": account.key_id, "token": secrets.token_urlsafe(24)},

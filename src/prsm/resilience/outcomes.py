@@ -3,17 +3,24 @@
 Every caller that can try again — the SDK (one URL), `ServiceClient`, the gateway, the job
 worker and callback delivery — classifies a failure into one `Outcome` and asks `retryable`,
 `fails_over` or `target_failed`; none of them decides by itself. What differs between them is
-only whether the request may be sent twice (`idempotent`): a query through the SDK may not be
-(it is counted and published), a job or a callback may (they are at least once, and carry an
-id to drop duplicates by). Errors of lower libraries (aiohttp, httpx, sockets) are mapped into
-`prsm.errors` at each boundary first, so the table below is all there is.
+only whether the request may be sent twice (`idempotent`): a GET may; so may a job submission
+or a query carrying an `Idempotency-Key` the API deduplicates, a job run or a callback (they
+are at least once, and carry an id to drop duplicates by); a query without one may not — it
+is charged to a budget, counted and published. The rule is one for every caller, the SDK and
+the gateway alike: a request that is not idempotent is sent again only when it provably did
+not run — it never left, or the answer says it was refused before anything acted on it (408;
+a 503 marked `X-PRSM-Not-Run`, as PRSM marks a draining or saturated instance, an engine not
+ready). Errors of lower libraries (aiohttp, httpx, sockets) are mapped into `prsm.errors` at
+each boundary first, so the table below is all there is.
 
     outcome        what happened                                  retry   fail over
     unsent         no connection, DNS, breaker open: the           yes     yes
                    request never left
-    target_failed  502, 503, 504, 408, engine backend down:        yes     yes
-                   the target could not serve it, another
-                   (or later) may
+    not_run        408, or an answer marked X-PRSM-Not-Run:        yes     yes
+                   refused before anything acted on it
+    target_failed  502, 503, 504, engine backend down: the         only if only if
+                   target could not serve it, perhaps after        idempotent idempotent
+                   acting (an engine timeout spent tokens)
     slow_down      429: the caller must wait (Retry-After)         yes     no: the budget
                                                                            is the caller's
     uncertain      timeout, connection lost after sending,         only if only if
@@ -44,13 +51,14 @@ class Outcome(StrEnum):
     """What a failure means for trying again (the table in this module's docstring)."""
 
     UNSENT = "unsent"
+    NOT_RUN = "not_run"
     TARGET_FAILED = "target_failed"
     SLOW_DOWN = "slow_down"
     UNCERTAIN = "uncertain"
     REFUSED = "refused"
 
 
-_TARGET_FAILED_STATUSES = frozenset({408, 502, 503, 504})
+_TARGET_FAILED_STATUSES = frozenset({502, 503, 504})
 _TRANSIENT = (
     builtins.TimeoutError,
     ConnectionError,
@@ -61,8 +69,11 @@ _TRANSIENT = (
 """Errors that say a dependency did not answer, after it may have acted."""
 
 
-def classify_status(status: int) -> Outcome:
-    """The outcome an HTTP error status stands for (call it for statuses >= 300)."""
+def classify_status(status: int, *, not_run: bool = False) -> Outcome:
+    """The outcome an HTTP error status stands for (call it for statuses >= 300); `not_run`:
+    the answer says the request was refused before anything acted on it."""
+    if status == 408 or (not_run and status >= 500):
+        return Outcome.NOT_RUN
     if status in _TARGET_FAILED_STATUSES:
         return Outcome.TARGET_FAILED
     if status == 429:
@@ -75,7 +86,7 @@ def classify_status(status: int) -> Outcome:
 def classify(exc: BaseException) -> Outcome:
     """The outcome an error stands for: PRSM's own, or a bare timeout or connection error."""
     if isinstance(exc, errors.HTTPStatusError):
-        return classify_status(exc.status_code)
+        return classify_status(exc.status_code, not_run=exc.not_run)
     if isinstance(exc, errors.TLSError | ssl.CertificateError):
         return Outcome.REFUSED
     if isinstance(exc, errors.ConnectError | errors.CircuitOpenError):
@@ -89,22 +100,22 @@ def classify(exc: BaseException) -> Outcome:
 
 def retryable(outcome: Outcome, *, idempotent: bool) -> bool:
     """Whether the same request may be sent again (to any target, after a wait)."""
-    if outcome is Outcome.UNCERTAIN:
+    if outcome in (Outcome.TARGET_FAILED, Outcome.UNCERTAIN):
         return idempotent
     return outcome is not Outcome.REFUSED
 
 
 def fails_over(outcome: Outcome, *, idempotent: bool) -> bool:
     """Whether another target should be tried at once: the failure was the target's."""
-    if outcome is Outcome.UNCERTAIN:
+    if outcome in (Outcome.TARGET_FAILED, Outcome.UNCERTAIN):
         return idempotent
-    return outcome in (Outcome.UNSENT, Outcome.TARGET_FAILED)
+    return outcome in (Outcome.UNSENT, Outcome.NOT_RUN)
 
 
 def target_failed(outcome: Outcome) -> bool:
     """Whether the outcome counts against the target (its breaker, its ejection): it was
     unreachable, could not serve, answered 5xx, or went silent or dropped the connection."""
-    return outcome in (Outcome.UNSENT, Outcome.TARGET_FAILED, Outcome.UNCERTAIN)
+    return outcome in (Outcome.UNSENT, Outcome.NOT_RUN, Outcome.TARGET_FAILED, Outcome.UNCERTAIN)
 
 
 def counts_against_target(exc: BaseException) -> bool:

@@ -28,9 +28,10 @@ class RetryPolicy:
     """When and how long to wait before trying a request again.
 
     Retried: what `prsm.resilience.outcomes` says may be retried — for a request that must not
-    be sent twice, connection failures, 408, 502, 503, 504 and 429; never another 4xx, and
-    never a request that timed out or lost its connection after it was sent (the server may
-    still be working on it). Waits grow exponentially with full jitter from `backoff_initial`
+    be sent twice, what provably did not run (connection failures, 408, a 503 marked
+    `X-PRSM-Not-Run`) and 429; never another 4xx, and never a request that may have run (an
+    unmarked 502, 503 or 504, or a timeout or a connection lost after it was sent: the server
+    may still be working on it). Waits grow exponentially with full jitter from `backoff_initial`
     up to `backoff_max`; a server's `Retry-After` is honoured instead, unless it exceeds
     `max_retry_after`, in which case the error is raised at once.
 

@@ -82,6 +82,7 @@ class Admission:
                 f"{self.waiting} waiting; retry later",
                 code="saturated",
                 retry_after=self.retry_after,
+                not_run=True,
             )
         future = asyncio.get_running_loop().create_future()
         waiter = _Waiter(_RANK[priority], next(self._seq), future)
@@ -97,6 +98,7 @@ class Admission:
                     f"waited {self.queue_timeout:g}s for the engine; retry later",
                     code="saturated",
                     retry_after=self.retry_after,
+                    not_run=True,
                 ) from None
             waiter.future.result()  # refused meanwhile (refuse_waiting): raise that
         except asyncio.CancelledError:

@@ -3,8 +3,12 @@
 API keys are compared by SHA-256 digest in constant time, against every configured key.
 JWTs (when `oauth` is configured) must carry a valid signature — from the issuer's JWKS or a
 configured public key, with an algorithm from the configured list, never `none` — and the
-right `iss` and `aud`, and must not be expired. Their `scope` (or `scp`) claim grants
-`read:ai` (queries, job status) and `write:ai` (submitting jobs); an API key grants both.
+right `iss` and `aud`, must not be expired, and must name their caller (`oauth.identity_claim`,
+`sub` by default: a token without it is refused, never given a shared identity). Their `scope`
+(or `scp`) claim grants `read:ai` (queries, job status) and `write:ai` (submitting jobs,
+storing responses); an API key grants both. A `tier` claim names a tier only if the settings
+know it (else the default tier: claims never add metric series). Identities are never cut:
+where a key must be short, it holds a digest of the whole (`prsm.keys.owner_tag`).
 
 With mutual TLS, a client certificate the configured CA signed identifies the caller: alone it
 admits the caller (both scopes, tier `tls.client_tier`), and with `tls.allowed_clients` set only
@@ -22,7 +26,7 @@ from typing import Any
 import jwt
 
 from prsm import keys
-from prsm.config import ApiKey, OAuthSettings, TLSSettings
+from prsm.config import DEFAULT_TIER, ApiKey, OAuthSettings, TLSSettings
 from prsm.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from prsm.server.tls import PeerIdentity
 
@@ -36,7 +40,7 @@ class Principal:
     """Who is calling, as far as authorization, metrics and logs need to know."""
 
     key_id: str
-    """A short, non-secret fingerprint of the key, or `jwt:<subject>`."""
+    """A short, non-secret fingerprint of the key, `jwt:<subject>` or `cert:<identity>`."""
     tier: str
     scopes: frozenset[str] = field(default=ALL_SCOPES)
     owner: str = ""
@@ -95,8 +99,9 @@ class JwtAuth:
     """OAuth2 JWTs: signature from the issuer's keys, `iss`, `aud` and `exp` checked, scopes
     read."""
 
-    def __init__(self, settings: OAuthSettings) -> None:
+    def __init__(self, settings: OAuthSettings, tiers: frozenset[str] = frozenset()) -> None:
         self._settings = settings
+        self._tiers = tiers | {DEFAULT_TIER, *settings.tiers}
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
 
     async def verify(self, token: str) -> Principal:
@@ -132,18 +137,30 @@ class JwtAuth:
             ) from None
         except jwt.PyJWKClientConnectionError:
             raise ServiceUnavailableError(
-                "cannot fetch the issuer's signing keys", code="auth_unavailable", retry_after=5
+                "cannot fetch the issuer's signing keys",
+                code="auth_unavailable",
+                retry_after=5,
+                not_run=True,
             ) from None
         except jwt.PyJWTError as exc:  # any other token problem, a key unfit for it included
             raise AuthenticationError(f"invalid token: {exc}", code="invalid_token") from None
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        claim = self._settings.identity_claim
+        subject = claims.get(claim)
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationError(
+                f"invalid token: it has no `{claim}` claim naming its caller", code="invalid_token"
+            )
         scope = claims.get("scope") or claims.get("scp") or ""
         scopes = frozenset(scope.split() if isinstance(scope, str) else map(str, scope))
-        subject = str(claims.get("sub", "unknown"))[:64]
+        tier = claims.get("tier")
         return Principal(
             key_id=f"jwt:{subject}",
-            tier=str(claims.get("tier", "standard")),
+            tier=tier if isinstance(tier, str) and tier in self._tiers else DEFAULT_TIER,
             scopes=scopes,
-            owner=f"jwt:{claims.get('iss')}:{claims.get('sub')}",
+            owner=f"jwt:{claims.get('iss')}:{subject}",
         )
 
 
@@ -155,8 +172,9 @@ class Authenticator:
         self, keys: list[ApiKey], oauth: OAuthSettings, tls: TLSSettings | None = None
     ) -> None:
         self._keys = ApiKeyAuth(keys)
-        self._jwt = JwtAuth(oauth) if oauth.enabled else None
         self._tls = tls if tls is not None and tls.mutual else None
+        tiers = {key.tier for key in keys} | ({self._tls.client_tier} if self._tls else set())
+        self._jwt = JwtAuth(oauth, frozenset(tiers)) if oauth.enabled else None
 
     async def authenticate(
         self, authorization: str | None, peer: PeerIdentity | None = None
@@ -171,7 +189,7 @@ class Authenticator:
                     code="client_not_allowed",
                 )
             if not authorization:
-                return Principal(key_id=f"cert:{peer.id}"[:80], tier=self._tls.client_tier)
+                return Principal(key_id=f"cert:{peer.id}", tier=self._tls.client_tier)
         if not authorization:
             raise AuthenticationError(
                 "missing credentials: send `Authorization: Bearer <api key or token>`",

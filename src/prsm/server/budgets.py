@@ -5,7 +5,9 @@ engine, plus the most it may generate — is reserved atomically in Redis, in th
 current minute window (and day window, and one request), by one Lua script that admits it only
 if every window still has room: at no moment can what was admitted in a window exceed its
 budget, whichever replica admitted it. After the answer the reservation is settled to the real
-usage and the rest given back (a query lost once the engine had it is charged its prompt), so
+usage and the rest given back (a query cut short once the engine had it — its caller gone,
+its time limit passed, its engine failing — is charged its prompt and every token generated
+before it stopped, `prsm.engines.tally`), so
 nobody is refused while the budget has room for their query but for what is reserved by
 queries still running; a query that may cost more than a whole window is 400 at once. Window
 counters expire one window after their own ends, so a replica killed with reservations open
@@ -33,6 +35,8 @@ from redis.exceptions import RedisError
 from prsm import keys, metrics
 from prsm.config import Budget, BudgetSettings
 from prsm.edge.correlation import add_answer_headers
+from prsm.engines.base import Generation
+from prsm.engines.tally import Tally
 from prsm.errors import BadRequestError, RateLimitedError, ServiceUnavailableError
 from prsm.keys import Account
 
@@ -81,7 +85,19 @@ class Reservation:
     windows: list[Window] = field(default_factory=list)
     tokens: int = 0
     prompt: int = 0
-    """The prompt's share of `tokens`: what a query the engine took and then lost spent."""
+    """The prompt's share of `tokens`."""
+
+    def spent(self, generation: Generation | None, tally: Tally | None) -> int:
+        """What the query cost: its answer's tokens; cut short once the engine had it (`tally`
+        open), its prompt and every token generated before it stopped — all it reserved when
+        its engine could not tell; never reaching the engine, nothing."""
+        if generation is not None:
+            return generation.total_tokens
+        if tally is None:
+            return 0
+        if not tally.exact:
+            return self.tokens
+        return min(self.tokens, self.prompt + tally.generated)
 
     async def settle(self, used: int) -> None:
         """Give back what the query did not use (all of it, if it did not run)."""
@@ -195,6 +211,7 @@ class Budgets:
             "budgets cannot be checked now (Redis is unreachable)",
             code="budget_unavailable",
             retry_after=1,
+            not_run=True,
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
@@ -30,8 +30,7 @@ from prsm.edge.sse import OPENAI_DONE, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.base import Message, Options, fingerprint
 from prsm.engines.constraints import TEXT, ResponseFormat
-from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, answer_grammar, wire_calls
-from prsm.errors import UnenforceableSchemaError
+from prsm.engines.tools import NO_TOOLS, Tool, ToolCall, ToolUse, wire_calls
 from prsm.server.auth import READ, Principal
 from prsm.server.choices import MAX_CHOICES, ChoiceText
 from prsm.server.errors import validation_error
@@ -153,6 +152,30 @@ class TextPart(BaseModel):
     text: str
 
 
+class UnreadPart(BaseModel):
+    """A content part of a kind this model does not read — an image, audio, a file — parsed
+    only so that its refusal names it (`refuse_unread_parts`), not pydantic's union."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["image_url", "input_audio", "file", "input_image", "input_file"]
+
+
+def refuse_unread_parts(field: str, contents: Iterable[object]) -> None:
+    """400 `unsupported_value` naming the first part of `contents` (each message's content,
+    in order, under `field`) this model cannot read, as OpenAI refuses what a model does not
+    support."""
+    for index, content in enumerate(contents):
+        for number, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, UnreadPart):
+                raise errors.ValidationError(
+                    f"Unsupported content: '{part.type}' parts are not supported with this "
+                    "model; it reads text parts only.",
+                    code="unsupported_value",
+                    param=f"{field}[{index}].content[{number}]",
+                )
+
+
 class FunctionCall(BaseModel):
     """A function's name and its arguments as JSON text."""
 
@@ -179,7 +202,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart | UnreadPart, Field(discriminator="type")]] | None = None
     name: str | None = None
     tool_calls: list[WireToolCall] | None = Field(default=None, max_length=128)
     tool_call_id: str | None = Field(default=None, max_length=256)
@@ -187,7 +210,7 @@ class ChatMessage(BaseModel):
     def message(self) -> Message:
         """The message as the engine takes it."""
         text = self.content if isinstance(self.content, str) else "".join(
-            part.text for part in self.content or ()
+            part.text for part in self.content or () if isinstance(part, TextPart)
         )  # fmt: skip
         calls = tuple(
             ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()
@@ -356,10 +379,10 @@ def unsupported(problems: list[Any]) -> errors.HTTPStatusError | None:
 
 
 def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
-    """The query a chat completions request asks; a response format that cannot be enforced
-    is refused here, before the query waits for the engine."""
+    """The query a chat completions request asks (its schemas are compiled, or refused, by
+    the service once the cheap checks passed)."""
+    refuse_unread_parts("messages", (message.content for message in body.messages))
     options = body.options()
-    check_grammar(options, "response_format.json_schema.schema")
     return Ask(
         prompt=tuple(m.message() for m in body.messages),
         user_id=body.user or principal.key_id,
@@ -367,20 +390,11 @@ def chat_ask(body: ChatRequest, principal: Principal) -> Ask:
         model=body.model,
         options=options,
         operation="chat",
+        schema_param="response_format.json_schema.schema",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
         choices=body.n or 1,
         seeded=body.seed is not None,
     )
-
-
-def check_grammar(options: Options, schema_param: str) -> None:
-    """Refuse (400 `invalid_schema`, naming `tools` or `schema_param`) an answer format or
-    tools that cannot be enforced, before the query waits for the engine."""
-    try:
-        answer_grammar(options.tools, options.response_format)
-    except UnenforceableSchemaError as exc:
-        param = "tools" if options.tools.active else schema_param
-        raise errors.ValidationError(str(exc), code="invalid_schema", param=param) from None
 
 
 def completion_ask(body: CompletionRequest, principal: Principal) -> Ask:

@@ -28,14 +28,15 @@ from prsm.contracts import Prompt
 from prsm.engines.base import Message, Options
 from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.tools import Tool, ToolCall, ToolUse
-from prsm.server.auth import READ, Principal
+from prsm.server.auth import READ, WRITE, Principal
 from prsm.server.openai_api import (
     PREFIX,
     QueryPath,
     TokenLimit,
-    check_grammar,
+    UnreadPart,
     failures,
     parse,
+    refuse_unread_parts,
     request_body,
 )
 from prsm.server.response_store import ResponseStore, Stored
@@ -64,7 +65,7 @@ class OutputText(BaseModel):
     logprobs: list[Any] | None = None
 
 
-Part = Annotated[InputText | OutputText, Field(discriminator="type")]
+Part = Annotated[InputText | OutputText | UnreadPart, Field(discriminator="type")]
 
 
 class MessageItem(BaseModel):
@@ -81,7 +82,7 @@ class MessageItem(BaseModel):
         """The message's text, its parts joined."""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if not isinstance(part, UnreadPart))
 
 
 class FunctionCallItem(BaseModel):
@@ -334,6 +335,13 @@ def responses_routes(path: QueryPath, store: ResponseStore | None) -> APIRouter:
         typed events with `stream: true`; stored unless `store: false`."""
         principal = await path.authorized(request, READ)
         body: ResponsesRequest = parse(ResponsesRequest, await request.body())
+        if store is not None and body.store is not False and WRITE not in principal.scopes:
+            raise errors.PermissionDeniedError(
+                "storing a response is a write: the token does not grant `write:ai` "
+                "(send `store: false` to answer without storing)",
+                code="insufficient_scope",
+                param="store",
+            )
         earlier = await _earlier(body, principal, store)
         ask = response_ask(body, principal, earlier)
         draft = Draft(path.served_model(), body.echo())
@@ -385,7 +393,7 @@ def stored_routes(router: APIRouter, path: QueryPath, store: ResponseStore | Non
     )
     async def delete(request: Request, response_id: str) -> Response:
         """Forget the caller's stored response `response_id`."""
-        principal = await path.authorized(request, READ)
+        principal = await path.authorized(request, WRITE)
         await kept().delete(principal.identity, response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
@@ -417,10 +425,11 @@ def response_ask(
     body: ResponsesRequest, principal: Principal, earlier: list[dict[str, Any]]
 ) -> Ask:
     """The query a Responses request asks: the earlier items, then its input, under its
-    instructions; a format or tools that cannot be enforced are refused here."""
+    instructions."""
+    items = body.items()
+    refuse_unread_parts("input", (getattr(item, "content", None) for item in items))
     options = body.options()
-    check_grammar(options, "text.format.schema")
-    items = ITEMS.validate_python(earlier) + body.items()
+    items = ITEMS.validate_python(earlier) + items
     return Ask(
         prompt=conversation(items, body.instructions),
         user_id=body.user or principal.key_id,
@@ -428,6 +437,7 @@ def response_ask(
         model=body.model,
         options=options,
         operation="response",
+        schema_param="text.format.schema",
         wire=body.model_dump(mode="json", exclude_none=True, by_alias=True),
         seeded=False,  # the Responses API has no seed: each call samples anew
     )

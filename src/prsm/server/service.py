@@ -21,7 +21,9 @@ from prsm.edge.disconnect import CLIENT_GONE
 from prsm.edge.errors import as_http_error
 from prsm.engines import Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
-from prsm.engines.constraints import ResponseFormat, grammar_for
+from prsm.engines.constraints import ResponseFormat
+from prsm.engines.grammars import compiled_grammar
+from prsm.engines.tally import tallied
 from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
@@ -58,6 +60,8 @@ class Ask:
     options: Options = DEFAULT_OPTIONS
     operation: str = "query"
     """The metrics' `method`, and the span's operation: query, chat or text_completion."""
+    schema_param: str = "responseSchema"
+    """Where the request spelled its answer's schema, for a refusal to name."""
     wire: dict[str, Any] = field(default_factory=dict)
     """The request as received, carried by a failure's event."""
     choices: int = 1
@@ -72,18 +76,12 @@ class Ask:
 
     @classmethod
     def from_query(cls, request: QueryRequest) -> Ask:
-        """The query a `POST /api/v1/query` body asks; a `responseSchema` that cannot be
-        enforced is refused here (422 `invalid_schema`), before the query waits."""
+        """The query a `POST /api/v1/query` body asks."""
         options = DEFAULT_OPTIONS
         if request.response_schema is not None:
-            answer_format = ResponseFormat("json_schema", request.response_schema)
-            try:
-                grammar_for(answer_format)
-            except UnenforceableSchemaError as exc:
-                raise ValidationError(
-                    str(exc), code="invalid_schema", param="responseSchema"
-                ) from None
-            options = Options(response_format=answer_format)
+            options = Options(
+                response_format=ResponseFormat("json_schema", request.response_schema)
+            )
         return cls(
             prompt=request.prompt,
             user_id=request.user_id,
@@ -246,19 +244,19 @@ class QueryService:
 
             async def generate(sink: TextSink | None) -> Generation:
                 reservation = await self._reserved(ask, principal, engine, max_tokens, notes)
-                used = 0
-                try:
-                    async with self._admitted(ask.priority), self._time_limited():
-                        outcome.admitted = True
-                        generation = await self._generate(
-                            engine, ask, max_tokens, outcome.started, sink
-                        )
-                    used = generation.total_tokens
-                    return generation
-                finally:
-                    # Failed or cancelled once the engine had it: its prompt was read, at least.
-                    spent = used or (reservation.prompt if outcome.admitted else 0)
-                    await asyncio.shield(reservation.settle(spent))
+                generation: Generation | None = None
+                with tallied() as tally:
+                    try:
+                        await _grammar_compiled(ask)
+                        async with self._admitted(ask.priority), self._time_limited():
+                            outcome.admitted = True
+                            generation = await self._generate(
+                                engine, ask, max_tokens, outcome.started, sink
+                            )
+                        return generation
+                    finally:
+                        spent = reservation.spent(generation, tally if outcome.admitted else None)
+                        await asyncio.shield(reservation.settle(spent))
 
             lookup = self._lookup(ask, principal, engine.model, max_tokens)
             if lookup is None or self._cache is None:
@@ -362,7 +360,10 @@ class QueryService:
             status = str(failure.status_code)
         tokens = generation.total_tokens if generation is not None and not outcome.from_cache else 0
         if self._events is not None:
-            self._events.emit(self._event(ask, cid, duration, generation, failure, outcome.model))
+            caller = principal.account.key_id
+            self._events.emit(
+                self._event(ask, caller, cid, duration, generation, failure, outcome.model)
+            )
         metrics.record_query(
             service=self._service,
             method=ask.operation,
@@ -425,6 +426,7 @@ class QueryService:
     def _event(
         self,
         ask: Ask,
+        caller: str,
         cid: str,
         duration: float,
         generation: Generation | None,
@@ -434,6 +436,7 @@ class QueryService:
         common: dict[str, Any] = {
             "correlation_id": cid,
             "user_id": ask.user_id,
+            "caller_id": caller,
             "latency_ms": round(duration * 1000, 2),
             "priority": ask.priority,
             "context": ask.context,
@@ -464,7 +467,7 @@ class QueryService:
             return self.engine
         detail = self.engine_check().detail
         raise ServiceUnavailableError(
-            f"the engine is not ready ({detail})", code="not_ready", retry_after=1
+            f"the engine is not ready ({detail})", code="not_ready", retry_after=1, not_run=True
         )
 
     @asynccontextmanager
@@ -485,6 +488,24 @@ class QueryService:
         finally:
             in_flight.dec()
             self.admission.release()
+
+
+async def _grammar_compiled(ask: Ask) -> None:
+    """Compile the grammar `ask`'s answer is held to, off the event loop (the engine finds it
+    kept); 400 `invalid_schema` naming where the request spelled it if it cannot be enforced."""
+    try:
+        await compiled_grammar(ask.options.tools, ask.options.response_format)
+    except UnenforceableSchemaError as exc:
+        raise schema_refused(exc, ask.options, ask.schema_param) from None
+
+
+def schema_refused(
+    exc: UnenforceableSchemaError, options: Options, schema_param: str
+) -> ValidationError:
+    """400 `invalid_schema` for schemas that cannot be enforced, naming `tools` when tools
+    are offered, else `schema_param` (where the request spelled its answer's schema)."""
+    param = "tools" if options.tools.active else schema_param
+    return ValidationError(str(exc), code="invalid_schema", param=param)
 
 
 def _usage(generation: Generation) -> Usage:

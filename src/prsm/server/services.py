@@ -33,7 +33,7 @@ from prsm.events import EventSink
 from prsm.events.redis_sink import RedisEventSink
 from prsm.jobs.submit import JobService
 from prsm.redis_client import connect_redis
-from prsm.server.auth import Authenticator, Principal
+from prsm.server.auth import Authenticator, Principal, key_id
 from prsm.server.budgets import Budgets
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.response_cache import ResponseCache
@@ -60,6 +60,9 @@ class ApiServices:
         name = self.settings.service_name
         self._connections = metrics.ACTIVE_CONNECTIONS.labels(name, self.settings.instance_id)
         self._gone = metrics.QUERIES_CANCELLED.labels(name, "client_gone")
+        own = self.settings.api_key
+        self._workers = {*self.settings.jobs.worker_callers}
+        self._workers |= {key_id(own.get_secret_value())} if own is not None else set()
 
     async def caller(self, request: Request) -> Principal:
         """Who sent the request (API key, OAuth2 token or client certificate), and for whom,
@@ -81,9 +84,16 @@ class ApiServices:
 
     async def _acting(self, principal: Principal, job_token: str | None) -> Principal:
         """`principal` acting for the submitter of the job `job_token` names (checked in
-        Redis; an instance without Redis has no budgets or cache, and ignores it)."""
+        Redis; an instance without Redis has no budgets or cache, and ignores it). The token
+        is a bearer capability: only a worker's own credential may show it."""
         if job_token is None or self.jobs is None:
             return principal
+        if principal.key_id not in self._workers:
+            raise PermissionDeniedError(
+                "only a worker's credential may act for a job's submitter "
+                "(jobs.worker_callers, and the key id of api_key)",
+                code="job_token_refused",
+            )
         return dataclasses.replace(principal, acting_for=await self.jobs.account_of(job_token))
 
     async def authorized(self, request: Request, scope: str) -> Principal:
@@ -98,6 +108,7 @@ class ApiServices:
             raise ServiceUnavailableError(
                 "jobs need Redis: this instance runs without PRSM_REDIS_URL",
                 code="jobs_unavailable",
+                not_run=True,
             )
         return self.jobs
 

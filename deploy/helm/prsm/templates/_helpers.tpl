@@ -91,7 +91,7 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- $_ := set $config "pools" (dict "api" (dict "discovery" $discovery "balancer" "least_outstanding")) -}}
 {{- end -}}
 {{- if not (hasKey $config "routes") -}}
-{{- $retries := dict "attempts" 3 "per_try_timeout" 120 "non_idempotent" true -}}
+{{- $retries := dict "attempts" 3 "per_try_timeout" 120 -}}
 {{- $limit := dict "limit" "1000/15 minutes" "key" "ip" "budget" "per-client" -}}
 {{- $ai := dict "prefix" "/api/ai" "rewrite" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
 {{- $v1 := dict "prefix" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}

@@ -81,6 +81,10 @@ spec:
         - name: PRSM_API_KEYS
           valueFrom:
             secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: api-keys}
+        # The workers' key: only it may show a job's token and act for the job's submitter.
+        - name: PRSM_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: worker-api-key}
         - name: PRSM_ENGINE__OPENAI_API_KEY
           valueFrom:
             secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: openai-api-key, optional: true}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from starlette.responses import JSONResponse, Response
 
+from prsm import tracing
 from prsm.errors import ValidationError
 from prsm.jobs.schema import JOB_REQUEST, BatchResult, JobAccepted, JobStatus
 from prsm.server.auth import READ, WRITE
 from prsm.server.errors import parsed_body
-from prsm.server.routes.openapi import BEARER, ERRORS, JOB_SCHEMA, json_body
+from prsm.server.routes.openapi import ERRORS, JOB_SCHEMA, json_body
 from prsm.server.services import ApiServices
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -21,6 +24,20 @@ _IDEMPOTENCY_PARAMETER = {
     "it is kept) instead of queueing another; the job's `requestId` serves when it is absent.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 256},
 }
+
+
+# The ids' forms, documented (so clients and fuzzers send what can exist) but not checked
+# before authentication: an unknown id is 404, for anyone, after the caller is known.
+JobIdPath = Annotated[
+    str, Path(description="The job's id.", json_schema_extra={"pattern": "^[0-9a-f]{1,64}$"})
+]
+BatchIdPath = Annotated[
+    str,
+    Path(
+        description="The batch's id (`batchId`).",
+        json_schema_extra={"pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+    ),
+]
 
 
 def job_routes(services: ApiServices) -> APIRouter:
@@ -35,7 +52,6 @@ def job_routes(services: ApiServices) -> APIRouter:
         openapi_extra={
             "requestBody": json_body(JOB_SCHEMA),
             "parameters": [_IDEMPOTENCY_PARAMETER],
-            "security": [{BEARER: []}],
         },
     )
     async def submit_job(request: Request) -> Response:
@@ -48,11 +64,12 @@ def job_routes(services: ApiServices) -> APIRouter:
             caller=principal.identity,
             key_id=principal.key_id,
             idempotency_key=_idempotency_key(request),
+            trace=tracing.kept_context(request.headers),
         )
         return JSONResponse(accepted.to_wire(), status_code=202)
 
     @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS)
-    async def job_status(job_id: str, request: Request) -> Response:
+    async def job_status(job_id: JobIdPath, request: Request) -> Response:
         """A job's status, with its result or error once it has finished (the caller's own
         jobs only: another caller's job is 404)."""
         principal = await services.authorized(request, READ)
@@ -60,7 +77,7 @@ def job_routes(services: ApiServices) -> APIRouter:
         return Response(status.model_dump_json(by_alias=True), media_type="application/json")
 
     @router.get("/batches/{batch_id}", response_model=list[BatchResult], responses=ERRORS)
-    async def batch_results(batch_id: str, request: Request) -> Response:
+    async def batch_results(batch_id: BatchIdPath, request: Request) -> Response:
         """The per-query results of a finished batch job (kept for an hour; the caller's own
         batches only: another caller's batch is 404)."""
         principal = await services.authorized(request, READ)

@@ -94,6 +94,23 @@ def _transport_answers(paths: dict[str, Any]) -> None:
                 answers.setdefault("499", {"description": _GONE})
 
 
+_AUTHENTICATED = ("/api/v1/", "/v1/")
+"""Every operation under these needs a credential; the probes, metrics and docs do not."""
+_WRITES = {("post", "/api/v1/jobs"), ("delete", "/v1/responses/{response_id}")}
+"""Operations that need `write:ai` (storing a response does too, unless `store: false`)."""
+
+
+def _security(paths: dict[str, Any]) -> None:
+    """Mark every authenticated operation as needing the bearer credential, with the scope
+    it needs as the requirement's role (OpenAPI 3.1), so generated clients send it."""
+    for path, operations in paths.items():
+        if not path.startswith(_AUTHENTICATED):
+            continue
+        for method, operation in operations.items():
+            scope = "write:ai" if (method, path) in _WRITES else "read:ai"
+            operation["security"] = [{BEARER: [scope]}]
+
+
 def customise_openapi(app: FastAPI) -> None:
     """Bearer auth, the models the hand-written request bodies refer to, and the answers of
     the HTTP layer."""
@@ -104,6 +121,7 @@ def customise_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         schema = generate()
         _transport_answers(schema.get("paths", {}))
+        _security(schema.get("paths", {}))
         components = schema.setdefault("components", {})
         for name, definition in _BODY_DEFS.items():
             components.setdefault("schemas", {}).setdefault(name, definition)
@@ -111,7 +129,9 @@ def customise_openapi(app: FastAPI) -> None:
         schemes[BEARER] = {
             "type": "http",
             "scheme": "bearer",
-            "description": "An API key: `Authorization: Bearer <key>`.",
+            "description": "An API key, or an OAuth2 access token (JWT) when the server is set "
+            "up for one: `Authorization: Bearer <key or token>`. A token needs the scope each "
+            "operation names (`read:ai`, `write:ai`); a key holds both.",
         }
         return schema
 

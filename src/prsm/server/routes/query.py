@@ -8,7 +8,7 @@ from starlette.responses import Response
 from prsm.contracts import QueryRequest, QueryResponse
 from prsm.server.auth import READ
 from prsm.server.errors import parsed_body
-from prsm.server.routes.openapi import BEARER, ERRORS, QUERY_SCHEMA, json_body
+from prsm.server.routes.openapi import ERRORS, QUERY_SCHEMA, json_body
 from prsm.server.service import Ask, query_response
 from prsm.server.services import ApiServices
 from prsm.server.streaming import event_schema, query_events
@@ -28,7 +28,7 @@ def query_routes(services: ApiServices) -> APIRouter:
         "/query",
         response_model=QueryResponse,
         responses=ERRORS | {200: _STREAMED},
-        openapi_extra={"requestBody": json_body(QUERY_SCHEMA), "security": [{BEARER: []}]},
+        openapi_extra={"requestBody": json_body(QUERY_SCHEMA)},
     )
     async def query(request: Request) -> Response:
         """Answer a prompt with the served model.
