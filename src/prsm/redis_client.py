@@ -1,13 +1,125 @@
-"""Connecting to Redis: one place for the client options every PRSM process uses."""
+"""Connecting to Redis: the one place a client is made, for every part of PRSM.
+
+A Redis is named by one URL, whatever the deployment:
+
+- `redis://[[user]:password@]host:port/db`, `rediss://…` (TLS), `unix://…`: one server;
+- `redis+sentinel://[[user]:password@]host:port[,host:port…]/master[/db]`, with
+  `?sentinel_password=…` (and `sentinel_username=…`) when the sentinels ask for one: a
+  Sentinel deployment — the addresses of its sentinels and the name of the master they watch.
+  The client asks the sentinels where the master is, and asks again after a failover.
+
+The password in the URL is the data servers'; `redis_password` and `redis_sentinel_password`
+(`prsm.config`) join theirs in when the URL names none, so the URL can sit in a file and the
+passwords in a secret.
+
+>>> target = parse_sentinel_url("redis+sentinel://:pw@s1:26379,s2:26380/prsm/2")
+>>> target.sentinels, target.master, target.db, target.password
+((('s1', 26379), ('s2', 26380)), 'prsm', 2, 'pw')
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
 import redis.asyncio as aioredis
+
+from prsm.errors import ConfigError
+
+SENTINEL_SCHEME = "redis+sentinel://"
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+"""Short: a dead Redis must not hold up a publisher or a probe."""
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A Sentinel deployment: where its sentinels are, which master, how to log in."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    """The data servers' (master and replicas)."""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SentinelTarget(sentinels={self.sentinels!r}, master={self.master!r}, "
+            f"db={self.db}, username={self.username!r})"
+        )
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names a Sentinel deployment."""
+    return url.lower().startswith(SENTINEL_SCHEME)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """The deployment a `redis+sentinel://` URL names; `ConfigError` saying what is wrong."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    rest, _, query = rest.partition("?")
+    location, _, path = rest.partition("/")
+    auth, _, hosts = location.rpartition("@")
+    names = [part for part in path.split("/") if part]
+    if not hosts or not names or len(names) > 2:
+        raise ConfigError(
+            "a Sentinel URL reads redis+sentinel://[[user]:password@]host:port[,host:port…]"
+            f"/master[/db], not {_without_secrets(url)!r}"
+        )
+    options = {name: values[-1] for name, values in parse_qs(query).items()}
+    username, _, password = auth.partition(":") if auth else ("", "", "")
+    return SentinelTarget(
+        sentinels=tuple(_address(host) for host in hosts.split(",")),
+        master=unquote(names[0]),
+        db=_number(names[1], "the database") if len(names) == 2 else 0,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=options.get("sentinel_password"),
+    )
 
 
 def connect_redis(url: str) -> aioredis.Redis:
-    """A pooled asyncio client; connects lazily, so a Redis that is down does not stop start-up.
+    """A pooled asyncio client of the Redis `url` names; it connects lazily, so a Redis that
+    is down does not stop start-up. For a Sentinel deployment, the client of its master: each
+    new connection asks the sentinels where the master is now."""
+    if not is_sentinel_url(url):
+        return aioredis.Redis.from_url(url, **_TIMEOUTS)
+    from redis.asyncio.sentinel import Sentinel
 
-    Short socket timeouts keep a dead Redis from holding up a publisher or a probe.
-    """
-    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    target = parse_sentinel_url(url)
+    sentinel_login = {"username": target.sentinel_username, "password": target.sentinel_password}
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={**_TIMEOUTS, **sentinel_login},
+        **_data_options(target),
+    )
+    client: aioredis.Redis = sentinel.master_for(target.master)
+    return client
+
+
+def _data_options(target: SentinelTarget) -> dict[str, Any]:
+    return {"db": target.db, "username": target.username, "password": target.password,
+            **_TIMEOUTS}  # fmt: skip
+
+
+def _address(host: str) -> tuple[str, int]:
+    name, _, port = host.strip().rpartition(":")
+    if not name:
+        raise ConfigError(f"a sentinel's address is host:port, not {host!r}")
+    return name.strip("[]"), _number(port, f"the port of {name}")
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(f"{what} must be a number, not {text!r}")
+    return int(text)
+
+
+def _without_secrets(url: str) -> str:
+    """`url` with its user info and query left out, for an error message."""
+    rest = url[len(SENTINEL_SCHEME) :].partition("?")[0]
+    return SENTINEL_SCHEME + rest.rpartition("@")[2]

@@ -15,6 +15,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import limits
 import limits.strategies
@@ -62,8 +63,16 @@ class RateLimiter:
         self._local: dict[str, limits.strategies.RateLimiter] = {}
         if config.rate_limit_storage == "redis":
             assert config.redis_url is not None  # checked with the config
+            # The client PRSM makes for any Redis (one server or Sentinel), its pool lent; a
+            # gateway counting in memory never loads the Redis client.
+            from prsm.redis_client import connect_redis
+
+            pool: Any = connect_redis(config.redis_url).connection_pool
             shared = RedisStorage(
-                "async+" + config.redis_url, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX
+                "async+redis://",
+                implementation="redispy",
+                key_prefix=RATE_LIMIT_PREFIX,
+                connection_pool=pool,
             )
             self._strategies = {
                 "moving": MovingWindowRateLimiter(shared),

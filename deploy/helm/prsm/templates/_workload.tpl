@@ -76,6 +76,9 @@ spec:
         - name: PRSM_REDIS_PASSWORD
           valueFrom:
             secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: redis-password, optional: true}
+        - name: PRSM_REDIS_SENTINEL_PASSWORD
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: redis-sentinel-password, optional: true}
         {{- end }}
         {{- if eq $component "api" }}
         - name: PRSM_API_KEYS

@@ -1,0 +1,119 @@
+"""One way to name a Redis: a server's URL or a Sentinel deployment's; a client made from a
+Sentinel URL follows its master across a failover without a restart (real sentinels)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.exceptions import RedisError
+
+from prsm.config import load_settings
+from prsm.errors import ConfigError
+from prsm.redis_client import connect_redis, parse_sentinel_url
+from tests.support import API_KEY, SentinelDeployment, prsm_serve, prsm_worker
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    running = SentinelDeployment(tmp_path / "sentinel").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_sentinel_url_names_its_sentinels_master_db_and_passwords() -> None:
+    """Addresses, master and database from the URL; the passwords from the settings when the
+    URL names none, each in its place (the data servers', the sentinels')."""
+    settings = load_settings(
+        redis_url="redis+sentinel://s1:26379,[::1]:26380/prsm/2",
+        redis_password="data pw",
+        redis_sentinel_password="s&p",
+    )
+    assert settings.redis_url is not None
+    target = parse_sentinel_url(settings.redis_url)
+    assert target.sentinels == (("s1", 26379), ("::1", 26380))
+    assert (target.master, target.db) == ("prsm", 2)
+    assert (target.password, target.sentinel_password) == ("data pw", "s&p")
+    assert "data pw" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://s1:26379", "redis+sentinel://s1/prsm", "redis+sentinel://s1:x/prsm",
+     "redis+sentinel://s1:26379/prsm/zero", "redis+sentinel://:secret@/prsm"],
+)  # fmt: skip
+def test_a_malformed_sentinel_url_says_what_it_should_be(url: str) -> None:
+    """No master, no port, a port or database that is no number, no sentinel: a ConfigError
+    that never repeats the URL's password."""
+    with pytest.raises(ConfigError) as refused:
+        parse_sentinel_url(url)
+    assert "secret" not in str(refused.value)
+
+
+async def test_a_client_follows_its_master_across_a_failover(
+    deployment: SentinelDeployment,
+) -> None:
+    """The master SIGKILLed under a client made once from the Sentinel URL: writes fail for a
+    while, then reach the promoted replica — within 15 s, without a new client — and what was
+    written before the kill (replicated) is there."""
+    client = connect_redis(deployment.url)
+    await client.set("before", "1")
+    await client.wait(1, 2000)  # acknowledged by a replica
+    old = deployment.master_port()
+    deployment.kill(old)
+    killed = time.monotonic()
+    while True:
+        try:
+            await client.set("after", "1")
+            break
+        except (RedisError, OSError):
+            assert time.monotonic() - killed < 15, "no master reached 15 s after the kill"
+            await asyncio.sleep(0.1)
+    assert deployment.master_port() != old
+    assert await client.get("before") == b"1"
+    await client.aclose()
+
+
+def test_the_api_and_a_worker_on_sentinel_run_jobs_across_a_master_kill(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`prsm serve` and `prsm worker` given the Sentinel URL: a job completes; the master is
+    SIGKILLed; submissions are refused meanwhile with 503 and `Retry-After` (never a 500),
+    accepted again within 15 s, and the job then submitted completes — no process
+    restarted."""
+    from tests.jobs.test_jobs_e2e import worker_env
+
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed"}
+    job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+    with (
+        prsm_serve(tmp_path, env=env) as api,
+        prsm_worker(tmp_path, worker_env(deployment.url, api.base_url)),
+        httpx.Client(base_url=api.base_url, headers=AUTH, timeout=10) as http,
+    ):
+        assert completes(http, http.post("/api/v1/jobs", json=job).json())
+        deployment.kill(deployment.master_port())
+        killed, refusals = time.monotonic(), []
+        while (accepted := http.post("/api/v1/jobs", json=job)).status_code != 202:
+            refusals.append(accepted)
+            assert time.monotonic() - killed < 15, [r.text for r in refusals[-3:]]
+            time.sleep(0.2)
+        assert completes(http, accepted.json())
+    assert all(r.status_code == 503 and "retry-after" in r.headers for r in refusals)
+
+
+def completes(http: httpx.Client, accepted: dict[str, str]) -> bool:
+    """Whether the job `accepted` names completes within 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if http.get(accepted["statusUrl"]).json()["status"] == "complete":
+            return True
+        time.sleep(0.1)
+    return False
