@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 from prsm.config import load_settings
 from prsm.errors import ConfigError
 from prsm.redis_client import connect_redis, parse_sentinel_url
-from tests.support import API_KEY, SentinelDeployment, prsm_serve, prsm_worker
+from tests.support import API_KEY, SentinelDeployment, prsm_serve, prsm_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -116,4 +117,41 @@ def completes(http: httpx.Client, accepted: dict[str, str]) -> bool:
         if http.get(accepted["statusUrl"]).json()["status"] == "complete":
             return True
         time.sleep(0.1)
+    return False
+
+
+def test_a_master_refusing_writes_is_an_outage_not_a_500(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`min-replicas-to-write 1` on the master and its replicas gone: every write is refused
+    (NOREPLICAS). A job submission and a budgeted query are 503 with `Retry-After` (as for a
+    Redis that is down), never a 500, and no job is claimed as queued."""
+    import redis
+
+    master = redis.Redis(port=deployment.master_port())
+    master.config_set("min-replicas-to-write", 1)
+    master.config_set("min-replicas-max-lag", 2)
+    for replica in deployment.data_ports[1:]:
+        deployment.kill(replica)
+    wait_for(lambda: _refuses_writes(master), 15)
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_BUDGETS__DEFAULT__TOKENS_PER_MINUTE": "1000"}  # fmt: skip
+    with prsm_serve(tmp_path, env=env) as api:
+        job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+        submitted = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=AUTH)
+        query = httpx.post(api.base_url + "/api/v1/query", json=job["data"], headers=AUTH)
+    assert (submitted.status_code, submitted.json()["error"]["code"]) == (503, "jobs_unavailable")
+    assert (query.status_code, query.json()["error"]["code"]) == (503, "budget_unavailable")
+    assert "retry-after" in submitted.headers
+    assert "retry-after" in query.headers
+    master.close()
+
+
+def _refuses_writes(master: Any) -> bool:
+    from redis.exceptions import ResponseError
+
+    try:
+        master.set("probe", "1")
+    except ResponseError as exc:
+        return "NOREPLICAS" in str(exc)
     return False

@@ -192,7 +192,11 @@ class JobService:
             async with asyncio.timeout(limit):
                 yield
         except (RedisError, TimeoutError) as exc:
-            detail = "did not answer in time" if isinstance(exc, TimeoutError) else "is unreachable"
+            detail = (
+                "did not answer in time"
+                if isinstance(exc, TimeoutError)
+                else "is unreachable or refuses writes"
+            )
             raise ServiceUnavailableError(
                 f"the job queue's Redis {detail}; retry later (with the same Idempotency-Key, "
                 "a retry cannot queue the job twice)",

@@ -208,7 +208,7 @@ class Budgets:
             self._admitted_uncounted.inc()
             return NOTHING
         raise ServiceUnavailableError(
-            "budgets cannot be checked now (Redis is unreachable)",
+            "budgets cannot be checked now (Redis is unreachable or refuses writes)",
             code="budget_unavailable",
             retry_after=1,
             not_run=True,
