@@ -19,7 +19,9 @@ FRANCE = b'{"prompt":"What is the capital of France?","userId":"u1"}'
 
 def test_the_readme_curl_is_answered(llama_server: ServerProcess) -> None:
     """The README's curl (no Content-Type) gets a real answer from the model."""
-    response = httpx.post(llama_server.base_url + "/api/v1/query", content=FRANCE, headers=AUTH)
+    response = httpx.post(
+        llama_server.base_url + "/api/v1/query", content=FRANCE, headers=AUTH, timeout=60
+    )
     assert response.status_code == 200
     data = response.json()["data"]
     assert "Paris" in data["answer"]
@@ -51,7 +53,7 @@ async def test_async_sdk_against_the_real_model(llama_server: ServerProcess) -> 
 def test_every_log_line_of_a_query_carries_its_correlation_id(llama_server: ServerProcess) -> None:
     """The query's log lines, access log included, are JSON with its correlation id."""
     headers = AUTH | {"X-Correlation-ID": "e2e-log-check"}
-    httpx.post(llama_server.base_url + "/api/v1/query", content=FRANCE, headers=headers)
+    httpx.post(llama_server.base_url + "/api/v1/query", content=FRANCE, headers=headers, timeout=60)
     mine = llama_server.wait_for_log(lambda e: e.get("correlationId") == "e2e-log-check", 2)
     assert {e["logger"] for e in mine} >= {"prsm.query", "prsm.access"}
     query_line = next(e for e in mine if e["logger"] == "prsm.query")
@@ -75,7 +77,9 @@ def test_bad_input_from_outside(
     llama_server: ServerProcess, body: bytes, headers: dict[str, str], status: int
 ) -> None:
     """Each bad input gets its status and a JSON error; the server stays up."""
-    response = httpx.post(llama_server.base_url + "/api/v1/query", content=body, headers=headers)
+    response = httpx.post(
+        llama_server.base_url + "/api/v1/query", content=body, headers=headers, timeout=60
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"]
     assert response.json()["correlationId"] == response.headers["x-correlation-id"]
