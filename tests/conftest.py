@@ -13,7 +13,7 @@ from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import FixedEngine
 from prsm.redis_client import connect_redis
 from prsm.server import create_app
-from tests.support import API_KEY, Certificates, ServerProcess, prsm_serve
+from tests.support import API_KEY, Certificates, SentinelDeployment, ServerProcess, prsm_serve
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +109,13 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    """A Sentinel deployment of its own: a master, two replicas, three sentinels."""
+    running = SentinelDeployment(tmp_path / "sentinel").start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from prsm.redis_client import connect_redis, parse_sentinel_url
 from tests.support import API_KEY, SentinelDeployment, prsm_serve, prsm_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
-    running = SentinelDeployment(tmp_path / "sentinel").start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_a_sentinel_url_names_its_sentinels_master_db_and_passwords() -> None:
