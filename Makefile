@@ -39,8 +39,7 @@ lock: $(UV)
 
 # The checks on the newest versions, as a user installing today would get them: finds a release
 # that breaks us before it reaches the lock. Not part of CI, whose runs must not change unseen.
-# A new venv resolves to the newest releases (not --upgrade: it implies --refresh, and would
-# compile llama.cpp again).
+# A new venv resolves to the newest releases (uv may compile llama.cpp for it again: ~4 min).
 test-latest: $(UV) $(NODE_DEPS)
 	rm -rf $(LATEST)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
