@@ -124,6 +124,7 @@ FORWARDED_HEADERS = (
 """The trace headers kept with a job and sent on for it: W3C's and those Istio's docs ask
 every app to forward."""
 _W3C = ("traceparent", "tracestate", "baggage")
+"""The W3C headers: what OpenTelemetry's propagator reads and writes."""
 _forwarding: ContextVar[Mapping[str, str] | None] = ContextVar("prsm_forwarding", default=None)
 
 
@@ -282,7 +283,7 @@ def server_span(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> I
         span.end()
 
 
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_TRACE_HEADERS = frozenset(name.encode() for name in _W3C)
 
 
 def name_server_span(method: str, route: str) -> None:

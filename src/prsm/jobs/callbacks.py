@@ -183,6 +183,10 @@ async def check_target(url: str, networks: list[Network]) -> str:
     """The canonical form of `url` once every address its host resolves to is in
     `networks`; else `CallbackNotAllowedError`."""
     canonical = canonical_callback_url(url)
+    if not networks:  # nothing can be allowed: no need to ask DNS
+        raise CallbackNotAllowedError(
+            "callbacks are refused: jobs.callback_allow names no network they may reach"
+        )
     parts = urlsplit(canonical)
     host = parts.hostname or ""
     try:
@@ -192,10 +196,6 @@ async def check_target(url: str, networks: list[Network]) -> str:
     except OSError as exc:
         raise CallbackNotAllowedError(f"callbackUrl host {host!r}: {exc}") from None
     addresses = {str(info[4][0]) for info in infos}
-    if not networks:
-        raise CallbackNotAllowedError(
-            "callbacks are refused: jobs.callback_allow names no network they may reach"
-        )
     denied = sorted(a for a in addresses if not _allowed(a, networks))
     if denied or not addresses:
         raise CallbackNotAllowedError(

@@ -493,19 +493,12 @@ class QueryService:
 async def _grammar_compiled(ask: Ask) -> None:
     """Compile the grammar `ask`'s answer is held to, off the event loop (the engine finds it
     kept); 400 `invalid_schema` naming where the request spelled it if it cannot be enforced."""
+    options = ask.options
     try:
-        await compiled_grammar(ask.options.tools, ask.options.response_format)
+        await compiled_grammar(options.tools, options.response_format)
     except UnenforceableSchemaError as exc:
-        raise schema_refused(exc, ask.options, ask.schema_param) from None
-
-
-def schema_refused(
-    exc: UnenforceableSchemaError, options: Options, schema_param: str
-) -> ValidationError:
-    """400 `invalid_schema` for schemas that cannot be enforced, naming `tools` when tools
-    are offered, else `schema_param` (where the request spelled its answer's schema)."""
-    param = "tools" if options.tools.active else schema_param
-    return ValidationError(str(exc), code="invalid_schema", param=param)
+        param = "tools" if options.tools.active else ask.schema_param
+        raise ValidationError(str(exc), code="invalid_schema", param=param) from None
 
 
 def _usage(generation: Generation) -> Usage:
