@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -51,13 +52,13 @@ async def api(fixed_engine: FixedEngine) -> AsyncIterator[httpx.AsyncClient]:
 class api_client:
     """`async with api_client(settings, engine) as client:` — an in-process app and client."""
 
-    def __init__(self, settings: Settings, engine: FixedEngine) -> None:
+    def __init__(self, settings: Settings, engine: FixedEngine | None = None) -> None:
         self.app = create_app(settings, engine)
         self._lifespan = self.app.router.lifespan_context(self.app)
 
     async def __aenter__(self) -> httpx.AsyncClient:
         await self._lifespan.__aenter__()
-        await self.app.state.service.wait_loaded()
+        await self.app.state.models.wait_loaded()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app),
             base_url="http://prsm.test",
@@ -76,6 +77,23 @@ def fixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     with prsm_serve(
         tmp_path_factory.mktemp("fixed"),
         env={"PRSM_ENGINE__KIND": "fixed", "PRSM_ENGINE__FIXED_ANSWER": "Paris."},
+    ) as server:
+        yield server
+
+
+TWO_MODELS = [
+    {"name": "fixed-chat", "kind": "fixed", "fixed_answer": "Paris.", "aliases": ["gpt-4o-mini"]},
+    {"name": "minilm", "kind": "bert", "serves": "embeddings", "context_size": 256,
+     "aliases": ["text-embedding-3-small"]},
+]  # fmt: skip
+"""A chat model and the embedding model, as one `prsm serve` hosts them."""
+
+
+@pytest.fixture(scope="session")
+def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `prsm serve` process with `TWO_MODELS`, shared by the session."""
+    with prsm_serve(
+        tmp_path_factory.mktemp("models"), env={"PRSM_MODELS": json.dumps(TWO_MODELS)}
     ) as server:
         yield server
 

@@ -144,3 +144,42 @@ def test_redis_password_is_joined_into_a_url_without_one(monkeypatch: pytest.Mon
     own = "redis://:mine@cache:6379/0"
     assert load_settings(redis_url=own).redis_url == own
     assert load_settings().redis_url is None
+
+
+def test_a_model_inherits_the_engine_section_but_not_another_kind_s_file() -> None:
+    """Unset tuning comes from `engine`; the file and name only for a model of the same kind;
+    with no `models`, the engine section is the one model."""
+    settings = load_settings(
+        engine={"kind": "llama", "model_path": "/models/chat.gguf", "max_queue": 5},
+        models=[{}, {"name": "minilm", "kind": "bert", "serves": "embeddings", "max_queue": 2}],
+    )
+    chat, minilm = settings.served_models()
+    assert (chat.kind, str(chat.model_path), chat.max_queue, chat.name) == (
+        "llama", "/models/chat.gguf", 5, None
+    )  # fmt: skip
+    assert (minilm.kind, minilm.model_path, minilm.max_queue) == ("bert", None, 2)
+    assert load_settings(engine={"kind": "fixed"}).served_models()[0].kind == "fixed"
+
+
+def test_models_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`PRSM_MODELS` is a JSON list, as `prsm up` and the chart write it."""
+    monkeypatch.setenv("PRSM_MODELS", '[{"name": "a", "kind": "fixed", "aliases": ["b"]}]')
+    (model,) = load_settings().served_models()
+    assert (model.name, model.model_name, model.aliases) == ("a", "a", ["b"])
+
+
+@pytest.mark.parametrize(
+    ("models", "problem"),
+    [
+        ([{"name": "a", "kind": "fixed"}, {"name": "b", "kind": "fixed", "aliases": ["a"]}],
+         "'a' names two models"),
+        ([{"name": "e", "kind": "fixed", "serves": "embeddings"}], "kind `bert`"),
+        ([{"name": "e", "kind": "bert"}], "serves embeddings"),
+    ],
+)  # fmt: skip
+def test_models_that_clash_or_cannot_serve_are_refused(
+    models: list[dict[str, object]], problem: str
+) -> None:
+    """Two models answering to one name, or a kind that cannot serve what is asked."""
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(models=models)

@@ -41,9 +41,14 @@ def test_up_runs_redis_api_worker_and_gateway_and_stops_them_all(tmp_path: Path)
         wait_until_ready(base + "/ready", time.monotonic() + 60, up)  # type: ignore[arg-type]
         checks = httpx.get(base + "/ready").json()["checks"]
         assert checks["redis"]["ok"]
-        assert checks["engine"]["ok"]
+        engines = {name: check["ok"] for name, check in checks.items() if "engine" in name}
+        assert engines == {"engine": True, "engine:all-MiniLM-L6-v2": True}
         key = (tmp_path / "state" / "dev-api-key").read_text().strip()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            embedded = http.post(
+                "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hello"}
+            )
+            assert len(embedded.json()["data"][0]["embedding"]) == 384
             assert (
                 http.post("/api/v1/query", json={"prompt": "hi", "userId": "u"}).status_code == 200
             )

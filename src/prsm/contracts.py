@@ -87,8 +87,8 @@ class QueryRequest(Contract):
         default=None,
         min_length=1,
         max_length=256,
-        description="Model to use; must be the served model when given (404 `unknown_model` "
-        "otherwise).",
+        description="Model to use: the id or an alias of a served model (404 `unknown_model` "
+        "otherwise); unset, the instance's first chat model.",
     )
     response_schema: dict[str, Any] | None = Field(
         default=None,

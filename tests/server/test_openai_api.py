@@ -392,17 +392,21 @@ def test_the_standard_fields_clients_send_are_accepted(fixed_server: ServerProce
 
 def test_models_by_id_and_embeddings_answer_as_openai_does(fixed_server: ServerProcess) -> None:
     """`models.retrieve` finds the served model and 404s `model_not_found` for another;
-    `embeddings.create` says, as OpenAI's 404, that no embedding model is served."""
+    `embeddings.create` of the chat model is 400 `wrong_model_kind`, and of a model not served
+    404 `model_not_found` saying that no embedding model is."""
     openai_client = client(fixed_server)
     served_id = openai_client.models.list().data[0].id
     assert openai_client.models.retrieve(served_id).id == served_id
     with pytest.raises(openai.NotFoundError) as missing:
         openai_client.models.retrieve("gpt-4o")
     assert missing.value.code == "model_not_found"
-    with pytest.raises(openai.NotFoundError) as no_embeddings:
+    with pytest.raises(openai.BadRequestError) as chat_model:
         openai_client.embeddings.create(model=served_id, input="hello")
+    assert chat_model.value.code == "wrong_model_kind"
+    with pytest.raises(openai.NotFoundError) as no_embeddings:
+        openai_client.embeddings.create(model="text-embedding-3-small", input="hello")
     assert no_embeddings.value.code == "model_not_found"
-    assert "no embedding model is served" in no_embeddings.value.message
+    assert "not served here" in no_embeddings.value.message
 
 
 WEATHER_TOOL = {

@@ -24,7 +24,7 @@ async def run(
     settings = load_settings(api_keys=API_KEY, engine={"kind": "fixed"}, redis_url=redis_url)
     app = create_app(settings, engine, events=sink)
     async with app.router.lifespan_context(app):
-        await app.state.service.wait_loaded()
+        await app.state.models.wait_loaded()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             headers = {"authorization": f"Bearer {API_KEY}", "x-correlation-id": "cid-1"}
@@ -89,7 +89,7 @@ async def test_the_query_log_line_says_whether_the_engine_was_reached(
     headers = {"authorization": f"Bearer {API_KEY}"}
     with caplog.at_level(logging.INFO, logger="prsm.query"):
         async with app.router.lifespan_context(app):
-            await app.state.service.wait_loaded()
+            await app.state.models.wait_loaded()
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 ok = await client.post("/api/v1/query", json=QUERY, headers=headers)

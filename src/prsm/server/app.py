@@ -26,7 +26,9 @@ from prsm.server.errors import install_error_handlers
 from prsm.server.openai_api import openai_routes
 from prsm.server.response_store import ResponseStore
 from prsm.server.responses_api import responses_routes
+from prsm.server.routes.embeddings import embedding_routes
 from prsm.server.routes.jobs import job_routes
+from prsm.server.routes.models import model_routes
 from prsm.server.routes.openapi import customise_openapi
 from prsm.server.routes.probes import probe_routes
 from prsm.server.routes.query import query_routes
@@ -55,7 +57,7 @@ def create_app(
         summary="AI queries for microservices.",
         lifespan=_lifespan(services, handle_signals),
     )
-    app.state.service = services.queries
+    app.state.models = services.models
     install_error_handlers(app)
     customise_openapi(app)
     routers = [
@@ -63,6 +65,8 @@ def create_app(
         job_routes(services),
         probe_routes(services),
         openai_routes(services),
+        model_routes(services),
+        embedding_routes(services),
         responses_routes(services, stored_responses(services)),
     ]
     for router in routers:

@@ -1,6 +1,6 @@
-"""The OpenAI wire format on `prsm serve`: `POST /v1/chat/completions`, `POST /v1/completions`
-and `GET /v1/models`, so that any OpenAI client (the official SDKs, LangChain, curl) works
-unchanged.
+"""The OpenAI wire format on `prsm serve`: `POST /v1/chat/completions` and `POST /v1/completions`
+(the model list and embeddings are in `prsm.server.routes`), so that any OpenAI client (the
+official SDKs, LangChain, curl) works unchanged.
 
 One query path, two wire formats: a request here becomes the same `Ask` as
 `POST /api/v1/query` and goes through the same authentication, admission, priorities, events,
@@ -619,13 +619,6 @@ class Completion(BaseModel):
     prsm: dict[str, Any]
 
 
-class ModelList(BaseModel):
-    """OpenAI's model list."""
-
-    object: Literal["list"]
-    data: list[dict[str, Any]]
-
-
 def request_body(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The OpenAPI request body of `model`, and the definitions it refers to."""
     schema = model.model_json_schema(ref_template=_REF)
@@ -682,12 +675,12 @@ class QueryPath(Protocol):
     ) -> Response:
         """The answer as server-sent events in the format `events` gives."""
 
-    def served_model(self) -> str:
-        """The served model's name."""
+    def served_model(self, name: str | None = None) -> str:
+        """The id of the generative model a request naming `name` reaches."""
 
 
 def openai_routes(path: QueryPath) -> APIRouter:
-    """The router with OpenAI's chat completions, completions and model list."""
+    """The router with OpenAI's chat completions and completions."""
     router = APIRouter(prefix=PREFIX, tags=["openai"])
 
     async def run(
@@ -695,7 +688,7 @@ def openai_routes(path: QueryPath) -> APIRouter:
     ) -> Response:
         cid = request.scope["state"]["correlation_id"]
         if body.stream:
-            events = chunks(chat, path.served_model(), cid, body.usage_in_stream)
+            events = chunks(chat, path.served_model(ask.model), cid, body.usage_in_stream)
             return await path.stream(ask, principal, request, events)
         answered = await path.answer(ask, principal, request)
         if isinstance(answered, Response):
@@ -729,53 +722,4 @@ def openai_routes(path: QueryPath) -> APIRouter:
         body = parse(CompletionRequest, await request.body())
         return await run(request, principal, completion_ask(body, principal), body, chat=False)
 
-    model_routes(router, path)
     return router
-
-
-def model_routes(router: APIRouter, path: QueryPath) -> None:
-    """Add the model list, one model by id, and the (absent) embeddings to `router`."""
-
-    @router.get(
-        "/models",
-        summary="OpenAI model list",
-        response_model=ModelList,
-        responses=failures(401, 403, 503),
-    )
-    async def models(request: Request) -> Response:
-        """The served model."""
-        await path.authorized(request, READ)
-        return JSONResponse({"object": "list", "data": [model_object(path.served_model())]})
-
-    @router.get(
-        "/models/{model_id:path}",
-        summary="OpenAI model",
-        responses=failures(401, 403, 404, 503),
-    )
-    async def model(request: Request, model_id: str) -> Response:
-        """The served model, by its id (404 `model_not_found` for any other)."""
-        await path.authorized(request, READ)
-        served = path.served_model()
-        if model_id != served:
-            message = f"model {model_id!r} is not served here; this instance serves {served!r}"
-            raise errors.NotFoundError(message, code="unknown_model", param="model")
-        return JSONResponse(model_object(served))
-
-    @router.post(
-        "/embeddings",
-        summary="OpenAI embeddings (none served)",
-        responses=failures(401, 403, 404),
-    )
-    async def embeddings(request: Request) -> Response:
-        """No embedding model is served: OpenAI's 404 `model_not_found`, saying so."""
-        await path.authorized(request, READ)
-        message = (
-            f"no embedding model is served here; this instance serves the chat model "
-            f"{path.served_model()!r} (chat and completions only)"
-        )
-        raise errors.NotFoundError(message, code="unknown_model", param="model")
-
-
-def model_object(model_id: str) -> dict[str, Any]:
-    """OpenAI's model object for the served model."""
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "prsm"}

@@ -344,7 +344,7 @@ def responses_routes(path: QueryPath, store: ResponseStore | None) -> APIRouter:
             )
         earlier = await _earlier(body, principal, store)
         ask = response_ask(body, principal, earlier)
-        draft = Draft(path.served_model(), body.echo())
+        draft = Draft(path.served_model(ask.model), body.echo())
 
         async def finish(response: dict[str, Any]) -> None:
             if store is not None and body.store is not False:

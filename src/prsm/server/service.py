@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prsm import errors, metrics, tracing
-from prsm.config import Settings
+from prsm.config import ModelSettings, Settings
 from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, QueryResponse, Usage
 from prsm.edge.disconnect import CLIENT_GONE
 from prsm.edge.errors import as_http_error
-from prsm.engines import Engine, Generation, load_engine
+from prsm.engines import Embedder, Embeddings, Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
 from prsm.engines.constraints import ResponseFormat
 from prsm.engines.grammars import compiled_grammar
@@ -28,7 +28,6 @@ from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
     HTTPStatusError,
-    NotFoundError,
     ServiceUnavailableError,
     UnenforceableSchemaError,
     ValidationError,
@@ -39,12 +38,11 @@ from prsm.server.admission import Admission
 from prsm.server.auth import Principal
 from prsm.server.budgets import NOTHING, Budgets, Reservation
 from prsm.server.choices import generate_choices
-from prsm.server.readiness import ReadinessCheck
 from prsm.server.response_cache import Lookup, ResponseCache, cache_key, prompt_parts
 
 log = logging.getLogger("prsm.query")
 
-EngineLoader = Callable[[], Awaitable[Engine]]
+EngineLoader = Callable[[], Awaitable[Engine | Embedder]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,27 +131,30 @@ _ANSWER_SETTINGS = {"system_prompt", "temperature", "seed", "repeat_penalty", "c
 
 
 class QueryService:
-    """Answers queries with one engine, loaded in the background so probes answer at once."""
+    """Answers the queries of one model with its engine, loaded in the background so probes
+    answer at once; with its own admission, so that one saturated model does not hold up
+    another's queries."""
 
     def __init__(
         self,
         settings: Settings,
         loader: EngineLoader | None = None,
         events: EventSink | None = None,
-        checks: dict[str, ReadinessCheck] | None = None,
         cache: ResponseCache | None = None,
         budgets: Budgets | None = None,
+        model: ModelSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.spec = model or settings.served_models()[0]
+        """The served model: its names, what it serves, its engine's settings."""
         self._cache = cache
         self._budgets = budgets
-        self._loader = loader or (lambda: load_engine(settings.engine))
+        self._loader = loader or (lambda: load_engine(self.spec))
         self._events = events
-        self._checks = checks or {}
-        self.engine: Engine | None = None
+        self.engine: Engine | Embedder | None = None
         self.load_error: str | None = None
         self._loading: asyncio.Task[None] | None = None
-        engine = settings.engine
+        engine = self.spec
         self.admission = Admission(
             engine.at_once,
             max_queue=engine.max_queue,
@@ -166,10 +167,8 @@ class QueryService:
         )
         metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
-    async def start(self) -> None:
-        """Load the engine in the background and start the event sink."""
-        if self._events is not None:
-            await self._events.start()
+    def start(self) -> None:
+        """Load the engine in the background."""
         self._loading = asyncio.create_task(self._load(), name="prsm-engine-load")
 
     async def _load(self) -> None:
@@ -183,7 +182,7 @@ class QueryService:
         log.info(
             "engine ready",
             extra={
-                "engine": self.settings.engine.kind,
+                "engine": self.spec.kind,
                 "model": self.engine.model,
                 "loadSeconds": round(time.perf_counter() - started, 3),
             },
@@ -195,22 +194,13 @@ class QueryService:
             await self._loading
 
     async def stop(self) -> None:
-        """Stop taking queries, close the engine and flush the events."""
+        """Stop loading, or close the engine."""
         if self._loading is not None:
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)
         if self.engine is not None:
             await self.engine.aclose()
             self.engine = None
-        if self._events is not None:
-            await self._events.aclose()
-
-    async def readiness(self) -> dict[str, CheckResult]:
-        """The engine's state and every extra check (Redis, when events are on)."""
-        results = {"engine": self.engine_check()}
-        for name, check in self._checks.items():
-            results[name] = await check()
-        return results
 
     def engine_check(self) -> CheckResult:
         """Whether the engine is loaded, loading or failed, for readiness."""
@@ -239,8 +229,8 @@ class QueryService:
         event, log line), the served-model check, the response cache, admission (concurrency
         and queue), the engine's time limit."""
         async with self._recorded(ask, principal, cid) as outcome:
-            engine = self._engine_for(ask)
-            max_tokens = ask.max_tokens or self.settings.engine.default_max_tokens
+            engine = self.ready_engine()
+            max_tokens = ask.max_tokens or self.spec.default_max_tokens
 
             async def generate(sink: TextSink | None) -> Generation:
                 reservation = await self._reserved(ask, principal, engine, max_tokens, notes)
@@ -269,6 +259,39 @@ class QueryService:
             )
         return outcome.generation
 
+    async def refuse(self, ask: Ask, principal: Principal, cid: str, error: Exception) -> None:
+        """Record `ask` as failed with `error` without running it (a model that is not
+        served), then raise `error`."""
+        async with self._recorded(ask, principal, cid):
+            raise error
+
+    async def embed(
+        self, ask: Ask, texts: list[str], principal: Principal, cid: str,
+        notes: dict[str, Any] | None = None,
+    ) -> Embeddings:  # fmt: skip
+        """The vectors of `texts`, recorded, budgeted and admitted as a query is (`ask` says
+        who asks, and how the event and metrics name it)."""
+        async with self._recorded(ask, principal, cid) as outcome:
+            embedder = self.ready_embedder()
+            reservation = NOTHING
+            if self._budgets is not None and self._budgets.budget_of(principal.account).limited:
+                tokens = await embedder.count_tokens(texts)
+                reservation = await self._budgets.reserve(principal.account, tokens, 0, notes)
+            embeddings: Embeddings | None = None
+            try:
+                async with self._admitted(ask.priority), self._time_limited():
+                    outcome.admitted = True
+                    embeddings = await embedder.embed(texts)
+            finally:
+                spent = reservation.tokens if outcome.admitted else 0
+                spent = embeddings.prompt_tokens if embeddings is not None else spent
+                await asyncio.shield(reservation.settle(spent))
+            outcome.generation = Generation(
+                text="", prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
+                confidence=1.0, model=embeddings.model,
+            )  # fmt: skip
+        return embeddings
+
     async def _reserved(
         self,
         ask: Ask,
@@ -288,7 +311,7 @@ class QueryService:
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
-        engine = self.settings.engine
+        engine = self.spec
         temperature = (
             engine.temperature if ask.options.temperature is None else ask.options.temperature
         )
@@ -309,20 +332,22 @@ class QueryService:
         })  # fmt: skip
         return Lookup(key, read=ask.cache_read, write=ask.cache_write)
 
-    def _engine_for(self, ask: Ask) -> Engine:
-        """The ready engine, if it serves the model `ask` names (404 `unknown_model` if not)."""
-        engine = self.ready_engine()
-        if ask.model is not None and ask.model != engine.model:
-            raise NotFoundError(
-                f"model {ask.model!r} is not served here; this instance serves {engine.model!r}",
-                code="unknown_model",
-            )
-        return engine
+    @property
+    def name(self) -> str | None:
+        """The model's id: its configured name, or its engine's once loaded (None before)."""
+        if self.spec.name is not None:
+            return self.spec.name
+        return self.engine.model if self.engine is not None else None
+
+    @property
+    def names(self) -> list[str]:
+        """Every id that reaches this model: its own, then its aliases."""
+        return [self.name, *self.spec.aliases] if self.name is not None else []
 
     @asynccontextmanager
     async def _time_limited(self) -> AsyncIterator[None]:
         """The engine's time limit: past it, the generation is cancelled and this is 504."""
-        timeout = self.settings.engine.timeout_seconds
+        timeout = self.spec.timeout_seconds
         try:
             async with asyncio.timeout(timeout):
                 yield
@@ -462,7 +487,21 @@ class QueryService:
         )
 
     def ready_engine(self) -> Engine:
-        """The loaded engine; 503 `not_ready` while it loads or after it failed."""
+        """The loaded generative engine; 503 `not_ready` while it loads or after it failed."""
+        engine = self.loaded()
+        if isinstance(engine, Embedder):
+            raise _serves_not("generation", engine.model, "embeddings")
+        return engine
+
+    def ready_embedder(self) -> Embedder:
+        """The loaded embedding engine; 503 `not_ready` while it loads or after it failed."""
+        engine = self.loaded()
+        if not isinstance(engine, Embedder):
+            raise _serves_not("embeddings", engine.model, "generation")
+        return engine
+
+    def loaded(self) -> Engine | Embedder:
+        """The loaded engine, of either kind; 503 `not_ready` while it loads or after it failed."""
         if self.engine is not None:
             return self.engine
         detail = self.engine_check().detail
@@ -488,6 +527,13 @@ class QueryService:
         finally:
             in_flight.dec()
             self.admission.release()
+
+
+def _serves_not(wanted: str, model: str, served: str) -> ValidationError:
+    """400 for a request of a kind its model does not serve (a chat model's embeddings)."""
+    return ValidationError(
+        f"model {model!r} serves {served}, not {wanted}", code="wrong_model_kind", param="model"
+    )
 
 
 async def _grammar_compiled(ask: Ask) -> None:

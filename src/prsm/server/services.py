@@ -10,21 +10,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import Request
 from redis.asyncio import Redis
 from starlette.responses import Response
 
 from prsm import metrics
-from prsm.config import Settings
+from prsm.config import Serves, Settings
 from prsm.contracts import JOB_TOKEN_HEADER, CheckResult
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.drain import Drain
-from prsm.engines import Engine, Generation
+from prsm.engines import Embeddings, Engine, Generation
 from prsm.errors import (
     AuthenticationError,
+    HTTPStatusError,
     PermissionDeniedError,
     PRSMError,
     ServiceUnavailableError,
@@ -37,11 +39,13 @@ from prsm.server.auth import Authenticator, Principal, key_id
 from prsm.server.budgets import Budgets
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.response_cache import ResponseCache
+from prsm.server.served import ServedModels
 from prsm.server.service import Ask, QueryService
 from prsm.server.streaming import AnswerStream, EventStream, StreamFormat
 from prsm.server.tls import peer_identity
 
 log = logging.getLogger("prsm.server")
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -49,7 +53,7 @@ class ApiServices:
     """The API's services, built once per app by `build_services`."""
 
     settings: Settings
-    queries: QueryService
+    models: ServedModels
     drain: Drain
     auth: Authenticator
     jobs: JobService | None = None
@@ -112,25 +116,49 @@ class ApiServices:
             )
         return self.jobs
 
-    def served_model(self) -> str:
-        """The name of the model the engine serves."""
-        return self.queries.ready_engine().model
+    def served_model(self, name: str | None = None) -> str:
+        """The id of the generative model a request naming `name` reaches."""
+        return self.models.find(name).ready_engine().model
 
     async def answer(
         self, ask: Ask, principal: Principal, request: Request
     ) -> Generation | Response:
         """The whole answer; if the caller leaves first, the generation stops and this is the
         499 nobody reads (the access log does)."""
-        self._connections.inc()
         state = request.scope["state"]
+        queries = await self._model_for(ask, principal, state["correlation_id"])
+        ask = cache_directives(ask, request)
+        return await self._unless_gone(
+            queries.answer(ask, principal, state["correlation_id"], None, state), request
+        )
+
+    async def embed(
+        self, ask: Ask, texts: list[str], principal: Principal, request: Request
+    ) -> Embeddings | Response:
+        """The vectors of `texts`, by the embedding model `ask` names; the 499 nobody reads if
+        the caller leaves first."""
+        state = request.scope["state"]
+        queries = await self._model_for(ask, principal, state["correlation_id"], "embeddings")
+        return await self._unless_gone(
+            queries.embed(ask, texts, principal, state["correlation_id"], state), request
+        )
+
+    async def _model_for(
+        self, ask: Ask, principal: Principal, cid: str, serves: Serves = "generation"
+    ) -> QueryService:
+        """The model `ask` names; a refusal (no such model, or one of the other kind) is
+        recorded as a failed query, as any other refusal is."""
         try:
-            return await until_disconnected(
-                self.queries.answer(
-                    cache_directives(ask, request), principal, state["correlation_id"], None, state
-                ),
-                request.receive,
-                request.scope,
-            )
+            return self.models.find(ask.model, serves)
+        except HTTPStatusError as exc:
+            await self.models.default.refuse(ask, principal, cid, exc)
+            raise
+
+    async def _unless_gone(self, work: Coroutine[Any, Any, T], request: Request) -> T | Response:
+        """`work`'s result, counted as a connection; stopped, and 499, when the caller leaves."""
+        self._connections.inc()
+        try:
+            return await until_disconnected(work, request.receive, request.scope)
         except ClientGone:
             self._gone.inc()
             return Response(status_code=CLIENT_GONE)
@@ -144,9 +172,8 @@ class ApiServices:
         an ordinary error response)."""
         state = request.scope["state"]
         cid, ask = state["correlation_id"], cache_directives(ask, request)
-        stream = AnswerStream(
-            lambda on_text: self.queries.answer(ask, principal, cid, on_text, state)
-        )
+        queries = await self._model_for(ask, principal, cid)
+        stream = AnswerStream(lambda on_text: queries.answer(ask, principal, cid, on_text, state))
         self._connections.inc()
         try:
             await until_disconnected(stream.started(), request.receive, request.scope)
@@ -167,12 +194,12 @@ class ApiServices:
             self._connections.dec()
 
     async def start(self) -> None:
-        """Load the engine and start what runs beside requests."""
-        await self.queries.start()
+        """Load the engines and start what runs beside requests."""
+        await self.models.start()
 
     async def stop(self) -> None:
-        """Stop the query service and close Redis."""
-        await self.queries.stop()
+        """Stop the models and close Redis."""
+        await self.models.stop()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -225,22 +252,26 @@ def build_services(
         assert engine is not None
         return engine
 
+    budgets = _budgets(settings, redis)
+
     checks["drain"] = not_draining
     cache = None
     if settings.cache.enabled and redis is not None:
         cache = ResponseCache(redis, settings.cache, settings.service_name)
     elif settings.cache.enabled:
         log.warning("cache.enabled needs Redis (PRSM_REDIS_URL): answers are not cached")
-    queries = QueryService(
-        settings, given if engine is not None else None, events, checks, cache,
-        _budgets(settings, redis),
-    )  # fmt: skip
-    drain = Drain(
-        settings.server.drain_seconds, settings.server.drain_timeout_seconds, queries.admission
+    models = ServedModels(
+        [
+            QueryService(settings, given if engine and i == 0 else None, events, cache, budgets, m)
+            for i, m in enumerate(settings.served_models())
+        ],
+        checks,
+        events,
     )
+    drain = Drain(settings.server.drain_seconds, settings.server.drain_timeout_seconds, models)
     return ApiServices(
         settings=settings,
-        queries=queries,
+        models=models,
         drain=drain,
         auth=Authenticator(settings.api_keys, settings.oauth, settings.tls),
         jobs=JobService(redis, settings.jobs) if redis is not None else None,

@@ -11,6 +11,7 @@ from prsm.contracts import ErrorResponse, QueryRequest
 from prsm.jobs.schema import JOB_REQUEST
 from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
 from prsm.server.responses_api import SCHEMA_DEFINITIONS as RESPONSES_SCHEMA_DEFINITIONS
+from prsm.server.routes.embeddings import SCHEMA_DEFINITIONS as EMBEDDING_SCHEMA_DEFINITIONS
 
 BEARER = "bearerAuth"
 """The security scheme's name."""
@@ -37,6 +38,7 @@ _BODY_DEFS = _merged(
     JOB_SCHEMA.pop("$defs", {}),
     OPENAI_SCHEMA_DEFINITIONS,
     RESPONSES_SCHEMA_DEFINITIONS,
+    EMBEDDING_SCHEMA_DEFINITIONS,
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -30,7 +30,7 @@ def probe_routes(services: ApiServices) -> APIRouter:
     @router.get("/ready", response_model=ReadyResponse, responses=_NOT_READY)
     async def ready() -> Response:
         """Readiness: 200 when every check passes, else 503 naming the failing ones."""
-        checks = await services.queries.readiness()
+        checks = await services.models.readiness()
         ok = all(check.ok for check in checks.values())
         ready_gauge.set(1 if ok else 0)
         body = ReadyResponse(status="ready" if ok else "not_ready", checks=checks)
@@ -38,13 +38,12 @@ def probe_routes(services: ApiServices) -> APIRouter:
 
     @router.get("/started", response_model=ReadyResponse, responses=_NOT_READY)
     async def started_probe() -> Response:
-        """Start-up: 200 once the engine has loaded, whatever the other checks say (a startup
+        """Start-up: 200 once every engine has loaded, whatever the other checks say (a startup
         probe that covers model loading, and no more: a Redis outage must not restart pods)."""
-        engine = services.queries.engine_check()
-        body = ReadyResponse(
-            status="started" if engine.ok else "starting", checks={"engine": engine}
-        )
-        return JSONResponse(body.to_wire(), status_code=200 if engine.ok else 503)
+        engines = services.models.engine_checks()
+        ok = all(check.ok for check in engines.values())
+        body = ReadyResponse(status="started" if ok else "starting", checks=engines)
+        return JSONResponse(body.to_wire(), status_code=200 if ok else 503)
 
     @router.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
