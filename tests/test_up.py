@@ -41,14 +41,12 @@ def test_up_runs_redis_api_worker_and_gateway_and_stops_them_all(tmp_path: Path)
         wait_until_ready(base + "/ready", time.monotonic() + 60, up)  # type: ignore[arg-type]
         checks = httpx.get(base + "/ready").json()["checks"]
         assert checks["redis"]["ok"]
-        engines = {name: check["ok"] for name, check in checks.items() if "engine" in name}
-        assert engines == {"engine": True, "engine:all-MiniLM-L6-v2": True}
+        assert {n: c["ok"] for n, c in checks.items() if "engine" in n} == {
+            "engine": True, "engine:all-MiniLM-L6-v2": True
+        }  # fmt: skip
         key = (tmp_path / "state" / "dev-api-key").read_text().strip()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
-            embedded = http.post(
-                "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hello"}
-            )
-            assert len(embedded.json()["data"][0]["embedding"]) == 384
+            assert_embeds(http)
             assert (
                 http.post("/api/v1/query", json={"prompt": "hi", "userId": "u"}).status_code == 200
             )
@@ -128,3 +126,9 @@ def test_events_tail_prints_live_events(
         "channel": "prsm:query:completed",
         "event": {"type": "completed", "userId": "u"},
     }
+
+
+def assert_embeds(http: httpx.Client) -> None:
+    """The embedding model answers beside the chat model."""
+    embedded = http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hello"})
+    assert len(embedded.json()["data"][0]["embedding"]) == 384

@@ -168,6 +168,7 @@ def gateway(
             drain_seconds=settings.gateway.drain_seconds,
             handle_signals=True,
             redis_url=settings.redis_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         )
     try:
         serve(app, host or settings.gateway.host, port or settings.gateway.port)

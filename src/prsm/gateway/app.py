@@ -45,6 +45,7 @@ from prsm.errors import (
     error_for_status,
 )
 from prsm.gateway.config import GatewayConfig, Route
+from prsm.gateway.models import ModelDirectory, body_model, model_union, with_model
 from prsm.gateway.ratelimit import RateLimiter
 from prsm.gateway.steps import (
     Exchange,
@@ -138,6 +139,7 @@ class Gateway:
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
         transport: Transport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.config = config
         self.pools = {
@@ -159,6 +161,11 @@ class Gateway:
         self.limiter = limiter or RateLimiter(config)
         self.transport = transport or HTTPTransport()
         self._route_handlers = {route.prefix: self._route_handler(route) for route in self._routes}
+        self._directories = {
+            r.prefix: ModelDirectory(r, self.pools, self.transport, api_key)
+            for r in self._routes
+            if r.models is not None
+        }
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._source = config.source_service.encode()
         self.in_flight = 0
@@ -169,12 +176,15 @@ class Gateway:
         self._attempts: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
-        """Start discovery for every pool."""
+        """Start discovery for every pool, then learn which pool serves which model."""
         for pool in self.pools.values():
             await pool.start()
+        await asyncio.gather(*(d.start() for d in self._directories.values()))
 
     async def aclose(self) -> None:
         """Stop discovery and close every upstream connection."""
+        for directory in self._directories.values():
+            await directory.aclose()
         for pool in self.pools.values():
             await pool.aclose()
         await self.transport.aclose()
@@ -270,7 +280,19 @@ class Gateway:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, exchange.cid)
+        directory = self._directories.get(route.prefix)
+        listing = exchange.path == route.prefix.rstrip("/") + "/models"
+        if directory is not None and listing and scope["method"] == "GET":
+            return await self._model_union(route, directory, upstream_path, outgoing, exchange)
         pool = self.pools[self._choose_pool(route, headers)]
+        model = body_model(body) if directory is not None else None
+        if directory is not None and model is not None:
+            try:
+                served = await directory.resolve(model)
+            except NotFoundError as exc:
+                return await exchange.error(exc)
+            pool = self.pools[served.pool]
+            body = body if served.model == model else with_model(body, served.model)
         request = UpstreamRequest(
             scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
         )
@@ -280,6 +302,31 @@ class Gateway:
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE
+
+    async def _model_union(
+        self,
+        route: Route,
+        directory: ModelDirectory,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        exchange: Exchange,
+    ) -> int:
+        """`GET <prefix>/models` on a route by model: every pool's list in one, each asked with
+        the caller's credentials."""
+
+        async def fetch(name: str) -> tuple[int, bytes]:
+            request = UpstreamRequest("GET", target, headers, b"", True)
+            try:
+                response = await _whole(await self._pipeline(route, self.pools[name])(request))
+            except (PRSMError, _TooLong):
+                return 502, b""
+            return response.status, b"".join([c async for c in response.chunks()])
+
+        status, body = await model_union(directory.pools, fetch)
+        if status == 502 and not body:
+            return await _unavailable(exchange)
+        await send_raw_json(exchange.send, status, body, exchange.cid)
+        return status
 
     def _pipeline(self, route: Route, pool: Pool) -> Pipeline:
         """The route's tries on the pool, built once from `prsm.resilience`'s pieces: the
@@ -674,7 +721,17 @@ async def send_json(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Send a whole JSON answer with the correlation id (and `extra` headers)."""
-    body = json.dumps(payload).encode()
+    await send_raw_json(send, status, json.dumps(payload).encode(), cid, extra)
+
+
+async def send_raw_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    cid: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send `body`, JSON already, with the correlation id (and `extra` headers)."""
     headers = [_JSON, (b"content-length", str(len(body)).encode()), (_CID, cid.encode())]
     if extra:
         headers.extend(extra)

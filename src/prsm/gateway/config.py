@@ -236,6 +236,21 @@ class RateLimit(Strict):
         return value
 
 
+class ModelRoutes(Strict):
+    """Routing by the body's `model`: which pool serves which model id or alias."""
+
+    map: dict[str, str] = Field(default_factory=dict)
+    """Model id or alias → pool; wins over what is learned."""
+    pools: list[str] = Field(default_factory=list)
+    """The pools to learn from, the first winning a name two serve; empty: every pool."""
+    learn: bool = True
+    """Learn each pool's ids and aliases from its `GET <upstream prefix>/models`, asked with
+    the gateway's `api_key` (PRSM_API_KEY)."""
+    refresh_seconds: float = Field(default=30.0, gt=0)
+    """How often the lists are asked again (and at most once a second when a request names a
+    model no pool is known to serve)."""
+
+
 class Route(Strict):
     """A path prefix and where it goes: one pool or a weighted split, with its retries, timeout,
     rate limit and faults."""
@@ -252,6 +267,9 @@ class Route(Strict):
     """The whole request, every try included, until the response headers."""
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
+    models: ModelRoutes | None = None
+    """Send each request to the pool that serves the model its JSON body names (the alias
+    resolved, the model's id forwarded); a body naming no model goes by `pool` or `split`."""
 
     @model_validator(mode="after")
     def _target(self) -> Route:
@@ -265,8 +283,11 @@ class Route(Strict):
 
     @property
     def pools(self) -> list[str]:
-        """The pools the route sends to."""
-        return [self.pool] if self.pool is not None else list(self.split or {})
+        """The pools the route sends to (by its split, or by model)."""
+        named = [self.pool] if self.pool is not None else list(self.split or {})
+        models = self.models
+        by_model = [*models.map.values(), *models.pools] if models is not None else []
+        return list(dict.fromkeys([*named, *by_model]))
 
 
 class GatewayConfig(Strict):

@@ -83,13 +83,16 @@ class ReloadingGateway:
         drain_seconds: float = 5.0,
         handle_signals: bool = False,
         redis_url: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.config_file = config_file
         self.redis_url = redis_url
+        self.api_key = api_key
+        """What the gateway shows the pools when it asks their model lists."""
         config = load_gateway_config(config_file, redis_url) if config_file else fallback
         if config is None:
             raise ConfigError("the gateway needs a config file")
-        self.current = Gateway(config)
+        self.current = Gateway(config, api_key=api_key)
         self._reloads: set[asyncio.Task[bool]] = set()
         self._handle_signals = handle_signals
         self._closed: ServiceUnavailableError | None = None
@@ -166,7 +169,8 @@ class ReloadingGateway:
                 self.current.config.rate_limit_storage,
                 self.current.config.redis_url,
             )
-            fresh = Gateway(config, limiter=self.current.limiter if same_storage else None)
+            limiter = self.current.limiter if same_storage else None
+            fresh = Gateway(config, limiter=limiter, api_key=self.api_key)
             await fresh.start()
         except Exception as exc:
             log.error("gateway reload failed; the running config stays: %s", exc)
