@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -83,6 +85,16 @@ def peak_rss(pid: int, every: float = 0.02) -> Iterator[list[float]]:
         done.set()
         sampler.join()
         peak[0] = max(peak[0], rss_mib(pid))
+
+
+def wrk_arguments(doc: str, body: bytes) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The command line of a wrk benchmark (`--connections`, `--seconds`), and the load it
+    asks for with `body`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    return args, {"body": body, "connections": args.connections, "seconds": args.seconds}
 
 
 def wrk(url: str, *, body: bytes, connections: int, seconds: int) -> dict[str, float]:

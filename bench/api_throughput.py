@@ -9,21 +9,16 @@ metrics, JSON logs, correlation ids) costs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 
-from _harness import prsm_serve, run_server, wrk
+from _harness import prsm_serve, run_server, wrk, wrk_arguments
 
 BODY = b'{"prompt":"What is the capital of France?","userId":"u1","maxTokens":16}'
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--seconds", type=int, default=10)
-    args = parser.parse_args()
-    load = {"body": BODY, "connections": args.connections, "seconds": args.seconds}
+    args, load = wrk_arguments(__doc__ or "", BODY)
 
     def measure(server: contextlib.AbstractContextManager[str]) -> dict[str, float]:
         with server as base:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -120,14 +120,27 @@ def _layer_norm(x: Array, norm: tuple[Array, Array], eps: float) -> Array:
 
 
 def _gelu(x: Array) -> Array:
-    """BERT's exact GELU, x·Φ(x), with erf to within 1.5e-7 (Abramowitz and Stegun 7.1.26)."""
-    z = np.abs(x) / np.float32(np.sqrt(2.0))
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
-    )
-    erf = np.sign(x) * (1.0 - poly * np.exp(-z * z))
-    return (0.5 * x * (1.0 + erf)).astype(np.float32)
+    """BERT's exact GELU, x·Φ(x), with erf to within 1.5e-7 (Abramowitz and Stegun 7.1.26),
+    computed in place on a few arrays: it runs on every hidden number of every layer."""
+    z = np.abs(x)
+    z *= np.float32(1 / np.sqrt(2.0))
+    t = z * np.float32(0.3275911)
+    t += 1
+    np.reciprocal(t, out=t)
+    y = t * np.float32(1.061405429)
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        y += np.float32(coefficient)
+        y *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    y *= z
+    np.subtract(1, y, out=y)
+    np.copysign(y, x, out=y)  # erf(x)
+    y += 1
+    y *= x
+    y *= np.float32(0.5)
+    return y
 
 
 class BertEncoder:
@@ -145,34 +158,59 @@ class BertEncoder:
         self.dimensions = int(config["hidden_size"])
 
     def encode(self, ids: NDArray[np.int64], mask: NDArray[np.int64]) -> Array:
-        """Mean-pooled, unit-length vectors for a padded batch (`mask` 1 on real tokens)."""
+        """Mean-pooled, unit-length vectors for a padded batch (`mask` 1 on real tokens).
+
+        The dense layers run on the real tokens of the whole batch as one matrix (one BLAS
+        call each, no work on padding); only attention sees the texts apart, padded."""
         batch, length = ids.shape
-        x = self.words[ids] + self.position[:length] + self.token_type
-        x = _layer_norm(x, self.norm, self.eps)
+        real = np.flatnonzero(mask.reshape(-1))
+        x = (self.words[ids] + self.position[:length] + self.token_type).reshape(
+            -1, self.dimensions
+        )
+        x = _layer_norm(x[real], self.norm, self.eps)
         blocked = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)
+        padded = np.zeros((batch * length, 3 * self.dimensions), dtype=np.float32)
         for layer in self.layers:
-            x = self._block(x, layer, blocked, batch, length)
-        weights = mask[..., None].astype(np.float32)
-        pooled = (x * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+            x = self._block(x, layer, blocked, real, padded)
+        counts = mask.sum(1)
+        pooled = np.add.reduceat(x, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
+        pooled /= counts[:, None].astype(np.float32)
         unit: Array = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return unit
 
-    def _block(self, x: Array, layer: _Layer, blocked: Array, batch: int, length: int) -> Array:
+    def _block(
+        self, x: Array, layer: _Layer, blocked: Array, real: NDArray[np.intp], padded: Array
+    ) -> Array:
+        """One encoder layer on `x`, a row per real token; `padded` is scratch space for
+        attention, a row per place in the batch (3 times the width), zero where no token is."""
+        batch, _, _, length = blocked.shape
         heads, size = self.heads, self.dimensions // self.heads
-        qkv = x @ layer.qkv + layer.qkv_bias
+        qkv = x @ layer.qkv
+        qkv += layer.qkv_bias
+        padded[real] = qkv
         q, k, v = (
-            qkv[..., i * self.dimensions : (i + 1) * self.dimensions]
+            padded[:, i * self.dimensions : (i + 1) * self.dimensions]
             .reshape(batch, length, heads, size)
             .transpose(0, 2, 1, 3)
             for i in range(3)
         )
-        scores = (q @ k.transpose(0, 1, 3, 2)) / np.float32(np.sqrt(size)) + blocked
-        scores = np.exp(scores - scores.max(-1, keepdims=True))
-        attended = (scores / scores.sum(-1, keepdims=True)) @ v
-        attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, self.dimensions)
-        x = _layer_norm(x + attended @ layer.out + layer.out_bias, layer.norm1, self.eps)
-        hidden = _gelu(x @ layer.up + layer.up_bias)
-        return _layer_norm(x + hidden @ layer.down + layer.down_bias, layer.norm2, self.eps)
+        scores = q @ k.transpose(0, 1, 3, 2)
+        scores *= np.float32(1 / np.sqrt(size))
+        scores += blocked
+        scores -= scores.max(-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(-1, keepdims=True)
+        attended = (scores @ v).transpose(0, 2, 1, 3).reshape(-1, self.dimensions)[real]
+        out = cast(Array, attended @ layer.out)
+        out += layer.out_bias
+        out += x
+        x = _layer_norm(out, layer.norm1, self.eps)
+        hidden = x @ layer.up
+        hidden += layer.up_bias
+        down = _gelu(hidden) @ layer.down
+        down += layer.down_bias
+        down += x
+        return _layer_norm(down, layer.norm2, self.eps)
 
 
 class BertEmbedder:
