@@ -103,18 +103,18 @@ ROWS: dict[str, list[Panel]] = {
     "Engine": [
         Panel(
             "In flight",
-            "Queries the engine generates now.",
-            (("in flight", gauge("prsm_engine_in_flight")),),
+            "Queries the engine generates now, by model.",
+            (("{{model}}", gauge("prsm_engine_in_flight", "model")),),
         ),
         Panel(
             "Waiting",
-            "Queries waiting for the engine.",
-            (("waiting", gauge("prsm_engine_waiting")),),
+            "Queries waiting for the engine, by model.",
+            (("{{model}}", gauge("prsm_engine_waiting", "model")),),
         ),
         Panel(
             "Rejected",
             "Queries refused as saturated (503) or timed out waiting (504).",
-            (("{{reason}}", rate("prsm_engine_rejected_total", "reason")),),
+            (("{{model}} {{reason}}", rate("prsm_engine_rejected_total", "model, reason")),),
             unit="reqps",
         ),
     ],

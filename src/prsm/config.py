@@ -269,6 +269,12 @@ class ModelSettings(EngineSettings):
         default="generation",
         description="`generation` (chat, completions, responses, queries) or `embeddings`.",
     )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models (ids or aliases, of the same kind) to try in order when this one "
+        "cannot take a query: its queue is full or timed out, or its engine is not ready. "
+        "Never on the caller's own error, nor once an answer has begun.",
+    )
 
     @model_validator(mode="after")
     def _name_is_the_engine_name(self) -> ModelSettings:
@@ -668,12 +674,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _models_inherit_engine(self) -> Settings:
         self.models = [ModelSettings.inheriting(self.engine, m) for m in self.models]
-        seen: set[str] = set()
+        kinds: dict[str, ModelSettings] = {}
         for model in self.models:
             for name in [*([model.name] if model.name else []), *model.aliases]:
-                if name in seen:
+                if kinds.setdefault(name, model) is not model:
                     raise ValueError(f"models: {name!r} names two models")
-                seen.add(name)
+        for model in self.models:
+            for name in model.fallbacks:
+                other = kinds.get(name)
+                if other is None or other is model or other.serves != model.serves:
+                    raise ValueError(
+                        f"models: {model.name}'s fallback {name!r} is not another model here "
+                        f"that serves {model.serves}"
+                    )
         return self
 
     def served_models(self) -> list[ModelSettings]:

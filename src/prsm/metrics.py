@@ -76,14 +76,14 @@ ACTIVE_CONNECTIONS = Gauge(
 )
 ENGINE_IN_FLIGHT = Gauge(
     "prsm_engine_in_flight",
-    "Queries the engine is generating now",
-    ("service",),
+    "Queries the engine is generating now, by model",
+    ("service", "model"),
     multiprocess_mode="livesum",
 )
 ENGINE_WAITING = Gauge(
     "prsm_engine_waiting",
-    "Queries waiting for the engine",
-    ("service",),
+    "Queries waiting for the engine, by model",
+    ("service", "model"),
     multiprocess_mode="livesum",
 )
 READY = Gauge(
@@ -94,10 +94,15 @@ READY = Gauge(
 )
 ENGINE_REJECTED = Counter(
     "prsm_engine_rejected_total",
-    "Queries refused because the engine was saturated or too slow",
-    ("service", "reason"),
+    "Queries refused because the engine was saturated or too slow, by model",
+    ("service", "model", "reason"),
 )
 
+MODEL_FALLBACKS = Counter(
+    "prsm_model_fallbacks_total",
+    "Queries a model could not take (overloaded, not ready) passed to its fallback",
+    ("service", "model", "fallback"),
+)
 QUERIES_CANCELLED = Counter(
     "prsm_queries_cancelled_total",
     "Queries stopped before their answer was complete, by reason (client_gone: the caller "

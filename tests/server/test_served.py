@@ -4,13 +4,26 @@ default when it names none, a clear refusal otherwise; each model has its own qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from prsm import metrics
 from prsm.config import load_settings
+from prsm.errors import (
+    GatewayTimeoutError,
+    HTTPStatusError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from prsm.server.served import may_fall_back
 from tests.conftest import api_client
+from tests.server.test_streaming import FailsMidway
 from tests.support import API_KEY, until
 
 MODELS: list[dict[str, Any]] = [
@@ -133,3 +146,91 @@ def refusals() -> float:
         and s.labels["method"] == "chat"
         and s.labels["status"] == "404"
     )
+
+
+FALLING_BACK: list[dict[str, Any]] = [
+    {"name": "flaky", "kind": "fixed", "fallbacks": ["small"]},  # served by FailsMidway
+    {"name": "big", "kind": "fixed", "aliases": ["gpt-4o"], "fallbacks": ["gpt-4o-mini"],
+     "concurrency": 1, "max_queue": 0, "fixed_delay_seconds": 30},
+    {"name": "small", "kind": "fixed", "fixed_answer": "small answer", "aliases": ["gpt-4o-mini"]},
+]  # fmt: skip
+
+
+class FlakyEngine(FailsMidway):
+    """Says two words, then loses its backend; answers as `flaky`."""
+
+    model = "flaky"
+
+
+@contextlib.asynccontextmanager
+async def big_busy(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """`big` working on one query (it takes one, and queues none) for the block."""
+    busy = asyncio.create_task(client.post("/v1/chat/completions", json=chat("big")))
+    big = client._transport.app.state.models.named("big")  # type: ignore[attr-defined]
+    await until(lambda: big.admission.in_flight == 1)
+    try:
+        yield
+    finally:
+        busy.cancel()
+        await until(lambda: big.admission.in_flight == 0)
+
+
+async def test_an_overloaded_model_falls_back_even_by_alias() -> None:
+    """While `big` is full, a query for it (or for its alias: the fallbacks are the model's)
+    is answered by its fallback, named so; `big` takes queries again the moment it has room,
+    with no cooldown to outlast."""
+    settings = load_settings(api_keys=API_KEY, models=FALLING_BACK)
+    before = fallbacks("big", "small")
+    async with api_client(settings, FlakyEngine()) as client:  # type: ignore[arg-type]
+        async with big_busy(client):
+            by_id = await client.post("/v1/chat/completions", json=chat("big"))
+            by_alias = await client.post("/v1/chat/completions", json=chat("gpt-4o"))
+            streamed = await client.post(
+                "/v1/chat/completions", json=chat("big") | {"stream": True}
+            )
+        async with big_busy(client):  # admitted by `big` itself, not passed on
+            pass
+    for answer in (by_id, by_alias):
+        assert answer.json()["model"] == "small"
+        assert answer.headers["x-prsm-fallback-from"] == "big"
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line[6:7] == "{"]
+    assert {c["model"] for c in chunks} == {"small"}
+    assert streamed.headers["x-prsm-fallback-from"] == "big"
+    assert fallbacks("big", "small") == before + 3
+
+
+async def test_a_stream_that_fails_midway_ends_with_an_error_and_no_fallback() -> None:
+    """Once text was sent, a failure is the stream's error event, never another model's
+    answer spliced on; the chain still works for the next query."""
+    settings = load_settings(api_keys=API_KEY, models=FALLING_BACK)
+    async with api_client(settings, FlakyEngine()) as client:  # type: ignore[arg-type]
+        broken = await client.post("/v1/chat/completions", json=chat("flaky") | {"stream": True})
+        async with big_busy(client):
+            after = await client.post("/v1/chat/completions", json=chat("big"))
+    assert "Half an" in broken.text
+    assert '"code":"engine_unavailable"' in broken.text
+    assert "small answer" not in broken.text
+    assert "x-prsm-fallback-from" not in broken.headers
+    assert after.json()["model"] == "small"
+
+
+@pytest.mark.parametrize(
+    ("error", "falls_back"),
+    [
+        (ServiceUnavailableError("full", code="saturated", not_run=True), True),
+        (ServiceUnavailableError("backend gone", code="engine_unavailable"), False),
+        (RateLimitedError("budget spent", code="budget_exceeded"), False),
+        (GatewayTimeoutError("too slow", code="engine_timeout"), False),
+        (ValidationError("bad schema", code="invalid_schema"), False),
+    ],
+)
+def test_only_a_query_that_provably_did_not_run_falls_back(
+    error: HTTPStatusError, falls_back: bool
+) -> None:
+    """Overloaded or not ready: yes; the caller's own error, a budget, a timeout (the query
+    may have run), a backend lost mid-way: no."""
+    assert may_fall_back(error) is falls_back
+
+
+def fallbacks(model: str, fallback: str) -> float:
+    return float(metrics.MODEL_FALLBACKS.labels("prsm-api", model, fallback)._value.get())

@@ -560,14 +560,16 @@ def _delta(text: str | None, first: bool, calls: tuple[ToolCall, ...]) -> dict[s
 def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
     """OpenAI's stream: a chunk per delta (the first of each answer names the role), a last
     chunk per answer with its finish reason, the usage chunk when asked, `[DONE]`; an error as
-    `{error}`."""
+    `{error}`. Chunks name the model that answers (`model` unless a fallback took over)."""
     kind, prefix = ("chat.completion.chunk", "chatcmpl") if chat else ("text_completion", "cmpl")
 
-    def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
-        body = _envelope(kind, prefix, model, cid) | {"choices": [choice] if choice else []}
-        return sse(body | extra)
-
     async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
+        answering = stream.model or model
+
+        def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
+            body = _envelope(kind, prefix, answering, cid) | {"choices": [choice] if choice else []}
+            return sse(body | extra)
+
         started: set[int] = set()
         try:
             async for piece in stream.pieces():

@@ -10,14 +10,28 @@ does; one that names a model of the other kind (embeddings of a chat model) is 4
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
+from prsm import metrics
 from prsm.config import Serves
 from prsm.contracts import CheckResult
-from prsm.errors import NotFoundError, ServiceUnavailableError, ValidationError
+from prsm.errors import HTTPStatusError, NotFoundError, ServiceUnavailableError, ValidationError
 from prsm.events import EventSink
 from prsm.server.readiness import ReadinessCheck
 from prsm.server.service import QueryService
+
+log = logging.getLogger("prsm.query")
+
+
+FALLBACK_HEADER = "x-prsm-fallback-from"
+"""On an answer a fallback gave: the model the request named, which could not take it."""
+
+
+def may_fall_back(error: HTTPStatusError) -> bool:
+    """Whether a model's refusal lets the next model try: it was overloaded or not ready, and
+    the query provably did not run (never a caller's own error, a budget, a time limit)."""
+    return error.status_code == 503 and error.not_run
 
 
 class ServedModels:
@@ -63,6 +77,21 @@ class ServedModels:
             if service.name is None:
                 service.loaded()
         raise self._unknown(f"model {name!r} is not served here")
+
+    def chain(self, service: QueryService) -> list[QueryService]:
+        """`service`, then its fallbacks in order (each once; an alias names its model)."""
+        chain = [service]
+        for name in service.spec.fallbacks:
+            fallback = self.named(name)
+            if fallback not in chain:
+                chain.append(fallback)
+        return chain
+
+    def fell_back(self, failed: QueryService, to: QueryService, error: HTTPStatusError) -> None:
+        """Count (and log) a query passed from `failed` to `to`."""
+        source, target = failed.name or "none", to.name or "none"
+        metrics.MODEL_FALLBACKS.labels(failed.settings.service_name, source, target).inc()
+        log.info("model fallback", extra={"model": source, "to": target, "code": error.code})
 
     def _unknown(self, message: str) -> NotFoundError:
         ids = ", ".join(repr(n) for n in self.ids())

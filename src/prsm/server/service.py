@@ -162,9 +162,6 @@ class QueryService:
             retry_after=engine.retry_after_seconds,
         )
         self._service = settings.service_name
-        metrics.show_zero(
-            metrics.ENGINE_REJECTED, (self._service, "saturated"), (self._service, "timeout")
-        )
         metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
     def start(self) -> None:
@@ -179,6 +176,8 @@ class QueryService:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("engine failed to load: %s", self.load_error)
             return
+        rejected = ((self._service, self._label, reason) for reason in ("saturated", "timeout"))
+        metrics.show_zero(metrics.ENGINE_REJECTED, *rejected)
         log.info(
             "engine ready",
             extra={
@@ -340,6 +339,12 @@ class QueryService:
         return self.engine.model if self.engine is not None else None
 
     @property
+    def _label(self) -> str:
+        """The model's name in metrics: its id (from the settings or the engine's file, so
+        the label set stays bounded)."""
+        return self.name or "none"
+
+    @property
     def names(self) -> list[str]:
         """Every id that reaches this model: its own, then its aliases."""
         return [self.name, *self.spec.aliases] if self.name is not None else []
@@ -352,7 +357,7 @@ class QueryService:
             async with asyncio.timeout(timeout):
                 yield
         except TimeoutError:
-            metrics.ENGINE_REJECTED.labels(self._service, "timeout").inc()
+            metrics.ENGINE_REJECTED.labels(self._service, self._label, "timeout").inc()
             raise GatewayTimeoutError(
                 f"the engine did not answer within {timeout:g}s", code="engine_timeout"
             ) from None
@@ -511,13 +516,13 @@ class QueryService:
 
     @asynccontextmanager
     async def _admitted(self, priority: Priority) -> AsyncIterator[None]:
-        waiting = metrics.ENGINE_WAITING.labels(self._service)
-        in_flight = metrics.ENGINE_IN_FLIGHT.labels(self._service)
+        waiting = metrics.ENGINE_WAITING.labels(self._service, self._label)
+        in_flight = metrics.ENGINE_IN_FLIGHT.labels(self._service, self._label)
         waiting.inc()
         try:
             await self.admission.acquire(priority)
         except HTTPStatusError:
-            metrics.ENGINE_REJECTED.labels(self._service, "saturated").inc()
+            metrics.ENGINE_REJECTED.labels(self._service, self._label, "saturated").inc()
             raise
         finally:
             waiting.dec()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,9 +21,11 @@ from starlette.responses import Response
 from prsm import metrics
 from prsm.config import Serves, Settings
 from prsm.contracts import JOB_TOKEN_HEADER, CheckResult
+from prsm.edge.correlation import add_answer_headers
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.drain import Drain
 from prsm.engines import Embeddings, Engine, Generation
+from prsm.engines.text import TextSink
 from prsm.errors import (
     AuthenticationError,
     HTTPStatusError,
@@ -39,7 +41,7 @@ from prsm.server.auth import Authenticator, Principal, key_id
 from prsm.server.budgets import Budgets
 from prsm.server.readiness import ReadinessCheck, redis_check
 from prsm.server.response_cache import ResponseCache
-from prsm.server.served import ServedModels
+from prsm.server.served import FALLBACK_HEADER, ServedModels, may_fall_back
 from prsm.server.service import Ask, QueryService
 from prsm.server.streaming import AnswerStream, EventStream, StreamFormat
 from prsm.server.tls import peer_identity
@@ -128,9 +130,55 @@ class ApiServices:
         state = request.scope["state"]
         queries = await self._model_for(ask, principal, state["correlation_id"])
         ask = cache_directives(ask, request)
-        return await self._unless_gone(
-            queries.answer(ask, principal, state["correlation_id"], None, state), request
-        )
+        return await self._unless_gone(self._answered(queries, ask, principal, state), request)
+
+    async def _answered(
+        self,
+        queries: QueryService,
+        ask: Ask,
+        principal: Principal,
+        state: dict[str, Any],
+        on_text: TextSink | None = None,
+        stream: AnswerStream | None = None,
+    ) -> Generation:
+        """The answer of `queries`' model or, while no text was passed on, of its fallbacks."""
+        cid, sent = state["correlation_id"], False
+
+        def sink(text: str) -> None:
+            nonlocal sent
+            sent = True
+            assert on_text is not None
+            on_text(text)
+
+        async def attempt(model: QueryService) -> Generation:
+            if stream is not None:
+                stream.model = model.name or ""
+            return await model.answer(ask, principal, cid, sink if on_text else None, state)
+
+        return await self._first_able(queries, state, attempt, lambda: sent)
+
+    async def _first_able(
+        self,
+        queries: QueryService,
+        state: dict[str, Any],
+        attempt: Callable[[QueryService], Awaitable[T]],
+        began: Callable[[], bool] = lambda: False,
+    ) -> T:
+        """`attempt` on `queries`' model, or on the first of its fallbacks that can take it
+        when it cannot (`prsm.server.served.may_fall_back`) and nothing of an answer `began`;
+        a fallback's answer is named by `X-PRSM-Fallback-From` and counted."""
+        chain = self.models.chain(queries)
+        for tried, model in enumerate(chain):
+            try:
+                result = await attempt(model)
+            except HTTPStatusError as exc:
+                if began() or tried == len(chain) - 1 or not may_fall_back(exc):
+                    raise
+                self.models.fell_back(model, chain[tried + 1], exc)
+                add_answer_headers(state, {FALLBACK_HEADER: queries.name or ""})
+                continue
+            return result
+        raise AssertionError("a model chain is never empty")
 
     async def embed(
         self, ask: Ask, texts: list[str], principal: Principal, request: Request
@@ -138,10 +186,13 @@ class ApiServices:
         """The vectors of `texts`, by the embedding model `ask` names; the 499 nobody reads if
         the caller leaves first."""
         state = request.scope["state"]
-        queries = await self._model_for(ask, principal, state["correlation_id"], "embeddings")
-        return await self._unless_gone(
-            queries.embed(ask, texts, principal, state["correlation_id"], state), request
-        )
+        cid = state["correlation_id"]
+        queries = await self._model_for(ask, principal, cid, "embeddings")
+
+        async def attempt(model: QueryService) -> Embeddings:
+            return await model.embed(ask, texts, principal, cid, state)
+
+        return await self._unless_gone(self._first_able(queries, state, attempt), request)
 
     async def _model_for(
         self, ask: Ask, principal: Principal, cid: str, serves: Serves = "generation"
@@ -173,7 +224,9 @@ class ApiServices:
         state = request.scope["state"]
         cid, ask = state["correlation_id"], cache_directives(ask, request)
         queries = await self._model_for(ask, principal, cid)
-        stream = AnswerStream(lambda on_text: queries.answer(ask, principal, cid, on_text, state))
+        stream = AnswerStream(
+            lambda on_text: self._answered(queries, ask, principal, state, on_text, stream)
+        )
         self._connections.inc()
         try:
             await until_disconnected(stream.started(), request.receive, request.scope)

@@ -49,6 +49,9 @@ class AnswerStream:
     def __init__(self, work: Callable[[TextSink], Awaitable[Generation]]) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._first: Any = None
+        self.model = ""
+        """The id of the model answering, once known (a fallback may change it before the
+        first text)."""
         self.task = asyncio.get_running_loop().create_task(self._run(work))
 
     async def _run(self, work: Callable[[TextSink], Awaitable[Generation]]) -> Generation:
