@@ -339,8 +339,8 @@ class CacheSettings(Section):
     )
 
 
-class Budget(Section):
-    """What one caller may spend; 0: no limit."""
+class Limits(Section):
+    """What may be spent; 0: no limit."""
 
     tokens_per_minute: int = Field(default=0, ge=0, description="Prompt and answer tokens.")
     requests_per_minute: int = Field(default=0, ge=0, description="Queries that reach the engine.")
@@ -350,6 +350,21 @@ class Budget(Section):
     def limited(self) -> bool:
         """Whether any limit is set."""
         return bool(self.tokens_per_minute or self.requests_per_minute or self.tokens_per_day)
+
+
+class Budget(Limits):
+    """What one caller may spend in all (0: no limit), and on given models."""
+
+    models: dict[str, Limits] = Field(
+        default_factory=dict,
+        description="Limits on one model (by its id), besides the caller's whole budget: a "
+        "query to it must fit both.",
+    )
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set, in all or on a model."""
+        return super().limited or any(m.limited for m in self.models.values())
 
 
 class BudgetSettings(Section):

@@ -18,8 +18,11 @@ import httpx
 import openai
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from prsm.config import load_settings
 from prsm.embedded_redis import EmbeddedRedis
+from tests.conftest import api_client
 from tests.support import (
     API_KEY,
     ServerProcess,
@@ -236,3 +239,29 @@ def test_redis_unreachable_refuses_or_admits_as_configured(
         assert answer.headers["retry-after"] == "1"
     else:
         assert uncounted == 1
+
+
+async def test_a_budget_on_one_model_limits_it_and_not_the_others(
+    redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """`budgets.default.models.big`: queries to `big` (by id or alias) stop at its limit,
+    named in the 429; `small` goes on answering from the caller's whole budget."""
+    settings = load_settings(
+        api_keys=API_KEY,
+        redis_url=redis_server.url,
+        models=[
+            {"name": "small", "kind": "fixed", "fixed_answer": "one two"},
+            {"name": "big", "kind": "fixed", "fixed_answer": "one two", "aliases": ["gpt-4o"]},
+        ],
+        budgets={
+            "default": {"tokens_per_minute": 1000, "models": {"big": {"requests_per_minute": 2}}}
+        },
+    )
+    async with api_client(settings) as client:
+        asked = [
+            await client.post("/api/v1/query", json={"prompt": "hi", "userId": "u", "model": m})
+            for m in ("big", "gpt-4o", "big", "small", "small")
+        ]
+    assert [a.status_code for a in asked] == [200, 200, 429, 200, 200]
+    assert "big requests budget" in asked[2].json()["error"]["message"]
+    assert asked[3].headers["x-ratelimit-limit-tokens"] == "1000"

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from prsm import keys, metrics
-from prsm.config import Budget, BudgetSettings
+from prsm.config import Budget, BudgetSettings, Limits
 from prsm.edge.correlation import add_answer_headers
 from prsm.engines.base import Generation
 from prsm.engines.tally import Tally
@@ -75,6 +75,8 @@ class Window:
     """Seconds until the window ends."""
     keep: int
     """Seconds the counter is kept (its window, then one more)."""
+    on: str = ""
+    """`<model> ` for a window of a budget on one model, for messages."""
 
 
 @dataclass
@@ -130,16 +132,24 @@ class Budgets:
         return self._settings.callers.get(account.key_id) or self._settings.default
 
     async def reserve(
-        self, account: Account, prompt: int, answers: int, notes: dict[str, Any] | None = None
+        self,
+        account: Account,
+        prompt: int,
+        answers: int,
+        notes: dict[str, Any] | None = None,
+        model: str | None = None,
     ) -> Reservation:
         """Hold a query's `prompt` tokens, the most its `answers` may take and a request in
-        `account`'s budget; 429 when a window has no room. The rate-limit headers of the
-        answer go into `notes` (the request's state)."""
+        `account`'s budget, and in its budget on `model` if it has one; 429 when a window has
+        no room. The rate-limit headers of the answer go into `notes` (the request's state)."""
         tokens = prompt + answers
         budget = self.budget_of(account)
         if not budget.limited:
             return NOTHING
         windows = self._windows(account.tag, budget)
+        on_model = budget.models.get(model or "")
+        if on_model is not None:
+            windows += self._windows(f"{account.tag}:model:{model}", on_model, f"{model} ")
         _within_every_window(windows, tokens)
         amounts = [tokens if w.kind == "tokens" else 1 for w in windows]
         arguments = [v for w, a in zip(windows, amounts, strict=True) for v in (w.limit, a, w.keep)]
@@ -153,7 +163,7 @@ class Budgets:
             self._refused.inc()
             add_answer_headers(notes, _headers(windows, [int(used) for used in answer[2:]]))
             raise RateLimitedError(
-                f"the {full.kind} budget of this caller is spent until its window ends "
+                f"the {full.on}{full.kind} budget of this caller is spent until its window ends "
                 f"({full.limit} {full.kind} a window)",
                 code="budget_exceeded",
                 retry_after=math.ceil(full.ends_in),
@@ -185,7 +195,7 @@ class Budgets:
         except (RedisError, OSError) as exc:  # kept until the window ends: never over budget
             log.warning("budget not settled: Redis failed", extra={"error": str(exc)})
 
-    def _windows(self, owner: str, budget: Budget) -> list[Window]:
+    def _windows(self, owner: str, budget: Limits, on: str = "") -> list[Window]:
         now = self._clock()
         minute = self._settings.minute_seconds
         found = []
@@ -197,7 +207,8 @@ class Budgets:
             if limit:
                 index = int(now // length)
                 key = keys.budget_window(owner, f"{kind}-{length}", index)
-                found.append(Window(key, kind, limit, (index + 1) * length - now, 2 * length))
+                ends_in = (index + 1) * length - now
+                found.append(Window(key, kind, limit, ends_in, 2 * length, on))
         return found
 
     def _unreachable(self, exc: BaseException) -> Reservation:

@@ -275,7 +275,9 @@ class QueryService:
             reservation = NOTHING
             if self._budgets is not None and self._budgets.budget_of(principal.account).limited:
                 tokens = await embedder.count_tokens(texts)
-                reservation = await self._budgets.reserve(principal.account, tokens, 0, notes)
+                reservation = await self._budgets.reserve(
+                    principal.account, tokens, 0, notes, self.name
+                )
             embeddings: Embeddings | None = None
             try:
                 async with self._admitted(ask.priority), self._time_limited():
@@ -306,7 +308,7 @@ class QueryService:
         if budgets is None or not budgets.budget_of(account).limited:
             return NOTHING
         prompt = await engine.count_tokens(ask.prompt, ask.options)
-        return await budgets.reserve(account, prompt, max_tokens * ask.choices, notes)
+        return await budgets.reserve(account, prompt, max_tokens * ask.choices, notes, self.name)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
