@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from prsm.gateway.run import default_config
+from prsm.up import EMBEDDING_MODEL
 from tests.support import API_KEY, prsm_gateway, prsm_serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "PRSM_ENGINE__KIND": "fixed",
         "PRSM_ENGINE__FIXED_ANSWER": "Paris is the capital.",
         "PRSM_ENGINE__MODEL_NAME": "SmolLM2-135M-Instruct.Q4_1-q8_0",  # the served model's name
+        "PRSM_MODELS": json.dumps([{}, EMBEDDING_MODEL]),  # the models `prsm up` serves
     }
     with prsm_serve(tmp, env=env) as api:
         config = default_config(api.base_url).model_dump(mode="json", exclude_defaults=True)

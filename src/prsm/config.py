@@ -654,9 +654,11 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     models: list[ModelSettings] = Field(
         default_factory=list,
-        description="The models this instance serves (a JSON list in the environment). "
-        "Empty: the `engine` section's one model. The first of each kind is the default "
-        "where a request names none.",
+        description="The models this instance serves (a JSON list in the environment): each "
+        "entry `name`, `aliases`, `serves` (`generation` or `embeddings`), `fallbacks`, and any "
+        "`engine` key, those it leaves out taken from `engine` (see the models guide). Empty: "
+        "the `engine` section's one model. The first of each kind is the default where a "
+        "request names none.",
     )
     events: EventSettings = Field(default_factory=EventSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
