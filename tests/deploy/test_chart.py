@@ -25,6 +25,7 @@ PROFILES = {
     "everything": ["-f", str(ROOT / "deploy/helm/profiles/everything.yaml")],
     "blue-green": ["-f", str(ROOT / "deploy/helm/profiles/blue-green.yaml")],
     "mesh-canary": ["-f", str(ROOT / "deploy/helm/profiles/mesh-canary.yaml")],
+    "two-models": ["-f", str(ROOT / "deploy/helm/profiles/two-models.yaml")],
 }
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 
@@ -289,3 +290,24 @@ def test_a_values_file_with_a_misspelled_key_is_refused(helm: Path, tmp_path: Pa
     route["retries"] = {"per_try_timeout": 30}
     misspelled.write_text(yaml.safe_dump(values))
     assert objects(render(helm, "-f", str(misspelled)), "Deployment")
+
+
+def test_two_models_share_the_api_pods_and_the_gateway_routes_by_model(helm: Path) -> None:
+    """The two-model profile: prsm.yaml serves the chat and the embedding model; the gateway
+    routes /v1 by model and gets the key it asks the pools' model lists with (only then)."""
+    docs = render(helm, *PROFILES["two-models"])
+    settings = load_settings(**configmap_file(docs, "prsm-settings", "prsm.yaml"))
+    assert [(m.kind, m.serves) for m in settings.served_models()] == [
+        ("llama", "generation"), ("bert", "embeddings")
+    ]  # fmt: skip
+    config = configmap_file(docs, "prsm-gateway", "gateway.yaml")
+    gateway = parse_gateway_config(config, redis_url="redis://r:6379/0")
+    assert [r.prefix for r in gateway.routes if r.models is not None] == ["/v1"]
+    env = {
+        name: objects(render_of, "Deployment")["prsm-gateway"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+        for name, render_of in (("two-models", docs), ("default", render(helm)))
+    }
+    assert "PRSM_API_KEY" in {e["name"] for e in env["two-models"]}
+    assert "PRSM_API_KEY" not in {e["name"] for e in env["default"]}

@@ -104,6 +104,13 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- tpl (toYaml $config) . | fromYaml | toJson -}}
 {{- end -}}
 
+{{/* "true" when a gateway route routes by model and learns the pools' models (it needs a key). */}}
+{{- define "prsm.gatewayRoutesByModel" -}}
+{{- range (include "prsm.gatewayConfig" . | fromJson).routes -}}
+{{- if and (hasKey . "models") (ne (toString (dig "learn" true .models)) "false") -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/*
 terminationGracePeriodSeconds of one component, from the drain it does on SIGTERM: the preStop
 sleep, the drain's own bound, and uvicorn's 10 s to close connections with a margin of 5.

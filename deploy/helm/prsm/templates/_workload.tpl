@@ -104,6 +104,11 @@ spec:
             secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: callback-secret}
         - name: PRSM_JOBS__METRICS_HOST
           value: 0.0.0.0
+        {{- else if include "prsm.gatewayRoutesByModel" $root }}
+        # Asks the pools' /v1/models for the routes by model (the workers' key: it may read).
+        - name: PRSM_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: worker-api-key}
         {{- end }}
         {{- with $values.extraEnv }}
         {{- toYaml . | nindent 8 }}
