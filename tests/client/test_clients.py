@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from prsm import AsyncPRSMClient, PRSMClient, RetryPolicy
-from prsm.client import HealthStatus, QueryResult
+from prsm.client import HealthStatus, QueryResult, StreamChunk
 from prsm.contracts import NOT_RUN_HEADER
 from prsm.errors import (
     AuthenticationError,
@@ -48,6 +48,11 @@ class Client:
         if self.kind == "sync":
             return await asyncio.to_thread(self._client.query, prompt, **options)
         return await self._client.query(prompt, **options)  # type: ignore[no-any-return]
+
+    async def streamed(self, prompt: str, **options: Any) -> list[StreamChunk]:
+        if self.kind == "sync":
+            return await asyncio.to_thread(lambda: list(self._client.stream(prompt, **options)))
+        return [chunk async for chunk in self._client.stream(prompt, **options)]
 
     async def health(self) -> HealthStatus:
         if self.kind == "sync":
@@ -89,6 +94,16 @@ async def test_query_returns_a_typed_result(connect: Any, fixed_server: ServerPr
     assert 0 <= result.confidence <= 1
     assert result.model == "fixed"
     assert len(result.correlation_id) == 32
+
+
+async def test_a_query_names_its_model(connect: Any, models_server: ServerProcess) -> None:
+    """`model=` reaches the model by id or alias; the answer names the id."""
+    client = connect(base_url=models_server.base_url, api_key=API_KEY)
+    result = await client.query("hi", user_id="u1", model="gpt-4o-mini", max_tokens=5)
+    assert (result.answer, result.model) == ("Paris.", "fixed-chat")
+    chunks = await client.streamed("hi", user_id="u1", model="fixed-chat")
+    assert chunks[-1].result is not None
+    assert chunks[-1].result.model == "fixed-chat"
 
 
 async def test_correlation_id_is_sent_and_returned(

@@ -55,9 +55,16 @@ def test_query_request_body_headers_and_correlation_id() -> None:
 def test_invalid_query_is_refused_before_sending() -> None:
     """An empty prompt is a UsageError naming the field; nothing is sent."""
     with pytest.raises(UsageError, match="prompt"):
-        core().query_request(
-            " ", user_id="u", context=None, max_tokens=None, priority=None, correlation_id=None
-        )
+        core().query_request(" ", user_id="u", context=None, max_tokens=None, priority=None)
+
+
+def test_the_options_reach_the_body_once_and_a_misspelt_one_is_refused() -> None:
+    """`model` goes on the wire as any option does; an option no query has is a UsageError,
+    not silently dropped."""
+    request = core().query_request("hi", user_id="u", model="small", max_tokens=None)
+    assert json.loads(request.body or b"") == {"prompt": "hi", "userId": "u", "model": "small"}
+    with pytest.raises(UsageError, match="max_token"):
+        core().query_request("hi", user_id="u", max_token=5)  # type: ignore[call-arg]
 
 
 def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prsm.client._async import AsyncPRSMClient
-    from prsm.client._core import HealthStatus, QueryResult, StreamChunk
+    from prsm.client._core import HealthStatus, QueryOptions, QueryResult, StreamChunk
     from prsm.client._sync import PRSMClient
     from prsm.client.oauth import ClientCredentials
     from prsm.client.service import ServiceClient
@@ -27,6 +27,7 @@ _WHERE = {
     "ClientTLS": "prsm.client.tls",
     "HealthStatus": "prsm.client._core",
     "PRSMClient": "prsm.client._sync",
+    "QueryOptions": "prsm.client._core",
     "QueryResult": "prsm.client._core",
     "RetryPolicy": "prsm.resilience.retry",
     "ServiceClient": "prsm.client.service",
@@ -49,6 +50,7 @@ __all__ = [
     "ClientTLS",
     "HealthStatus",
     "PRSMClient",
+    "QueryOptions",
     "QueryResult",
     "RetryPolicy",
     "ServiceClient",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar, Unpack
 
 import aiohttp
 
@@ -17,6 +17,7 @@ from prsm.client._core import (
     EventReader,
     HealthStatus,
     PreparedRequest,
+    QueryOptions,
     QueryResult,
     Schema,
     StreamChunk,
@@ -25,7 +26,6 @@ from prsm.client._core import (
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS, check_scheme
 from prsm.client.transport_errors import from_aiohttp
-from prsm.contracts import Priority
 from prsm.errors import UsageError
 from prsm.resilience.retry import RetryPolicy
 
@@ -73,12 +73,9 @@ class AsyncPRSMClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
         schema: Schema | None = None,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
     ) -> QueryResult:
         """Ask the model. Raises a `prsm.PRSMError` subclass on failure.
 
@@ -89,10 +86,7 @@ class AsyncPRSMClient:
             request = self._core.query_request(
                 prompt,
                 user_id=user_id,
-                context=context,
-                max_tokens=max_tokens,
-                priority=priority,
-                correlation_id=correlation_id,
+                **options,
                 schema=schema,
                 headers=headers,
             )
@@ -105,10 +99,7 @@ class AsyncPRSMClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> AsyncIterator[StreamChunk]:
         """Ask the model and read its answer as it is generated:
 
@@ -122,10 +113,7 @@ class AsyncPRSMClient:
         chunks = await self.open_stream(
             prompt,
             user_id=user_id,
-            context=context,
-            max_tokens=max_tokens,
-            priority=priority,
-            correlation_id=correlation_id,
+            **options,
         )
         async for chunk in chunks:
             yield chunk
@@ -135,20 +123,14 @@ class AsyncPRSMClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> AsyncIterator[StreamChunk]:
         """`stream`, in two steps: this returns once the answer has begun (what fails before
         is raised here, retried as configured), the iterator then reads it."""
         request = self._core.query_request(
             prompt,
             user_id=user_id,
-            context=context,
-            max_tokens=max_tokens,
-            priority=priority,
-            correlation_id=correlation_id,
+            **options,
             stream=True,
         )
         response = await self._retrying(lambda: self._open(request))

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -46,6 +46,27 @@ SERVICE_NAME = "prsm-api"
 C = TypeVar("C", bound=Contract)
 BASE_URL_ENV = "PRSM_BASE_URL"
 API_KEY_ENV = "PRSM_API_KEY"
+
+
+class QueryOptions(TypedDict, total=False):
+    """How a query is asked, beside its prompt and user: every query method of the clients
+    takes these as keywords (`max_tokens=32, model="small"`), and passes them on as one."""
+
+    context: Mapping[str, Any] | None
+    """Anything the caller wants kept with the query's event."""
+    max_tokens: int | None
+    """The answer's most tokens (the server's default when unset)."""
+    priority: Priority | None
+    """`low`, `normal` or `high`: the place in the queue while the engine is busy."""
+    model: str | None
+    """The model to ask (an id or alias; the server's first chat model when unset)."""
+    correlation_id: str | None
+    """Carried by every log line, event and trace of the query (made up when unset)."""
+
+
+def with_correlation_id(options: QueryOptions) -> QueryOptions:
+    """`options` with a correlation id: the caller's, or a new one (the same on every try)."""
+    return {**options, "correlation_id": options.get("correlation_id") or uuid.uuid4().hex}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +165,21 @@ class ClientCore:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None,
-        max_tokens: int | None,
-        priority: Priority | None,
-        correlation_id: str | None,
         stream: bool = False,
         schema: Schema | None = None,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
     ) -> PreparedRequest:
-        # Only what the caller gave goes on the wire: the server's defaults apply to the rest.
-        """The `POST /api/v1/query` request for these arguments (only the fields given are sent)."""
-        given = {"context": context, "max_tokens": max_tokens, "priority": priority,
-                 "response_schema": None if schema is None else json_schema_of(schema)}  # fmt: skip
+        """The `POST /api/v1/query` request for these arguments (only the fields given are
+        sent: the server's defaults apply to the rest)."""
+        unknown = set(options) - set(QueryOptions.__annotations__)
+        if unknown:
+            raise UsageError(f"unknown query option: {', '.join(sorted(unknown))}")
+        correlation_id = options.get("correlation_id")
+        given: dict[str, Any] = {
+            name: options.get(name) for name in ("context", "max_tokens", "priority", "model")
+        }
+        given["response_schema"] = None if schema is None else json_schema_of(schema)
         if stream:
             given["stream"] = True
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
@@ -16,6 +16,7 @@ from prsm.client._core import (
     EventReader,
     HealthStatus,
     PreparedRequest,
+    QueryOptions,
     QueryResult,
     Schema,
     StreamChunk,
@@ -24,7 +25,6 @@ from prsm.client._core import (
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS, check_scheme
 from prsm.client.transport_errors import from_httpx
-from prsm.contracts import Priority
 from prsm.errors import UsageError
 from prsm.resilience.retry import RetryPolicy
 
@@ -75,12 +75,9 @@ class PRSMClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
         schema: Schema | None = None,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
     ) -> QueryResult:
         """Ask the model. Raises a `prsm.PRSMError` subclass on failure.
 
@@ -91,10 +88,7 @@ class PRSMClient:
             request = self._core.query_request(
                 prompt,
                 user_id=user_id,
-                context=context,
-                max_tokens=max_tokens,
-                priority=priority,
-                correlation_id=correlation_id,
+                **options,
                 schema=schema,
                 headers=headers,
             )
@@ -107,10 +101,7 @@ class PRSMClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> Iterator[StreamChunk]:
         """Ask the model and read its answer as it is generated:
 
@@ -124,10 +115,7 @@ class PRSMClient:
         request = self._core.query_request(
             prompt,
             user_id=user_id,
-            context=context,
-            max_tokens=max_tokens,
-            priority=priority,
-            correlation_id=correlation_id,
+            **options,
             stream=True,
         )
         response = self._retrying(lambda: self._open(request))

@@ -14,23 +14,23 @@ breaker per instance → the instance's `AsyncPRSMClient`.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from prsm import metrics
 from prsm.client._async import AsyncPRSMClient
 from prsm.client._core import (
     DEFAULT_TIMEOUT,
     HealthStatus,
+    QueryOptions,
     QueryResult,
     StreamChunk,
+    with_correlation_id,
 )
 from prsm.client.instrument import ServiceCall, measured, traced
 from prsm.client.oauth import ClientCredentials
 from prsm.client.tls import ClientTLS
-from prsm.contracts import Priority
 from prsm.errors import TimeoutError
 from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
@@ -122,23 +122,13 @@ class ServiceClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> QueryResult:
         """Ask one instance, failing over to others; raises a `prsm.PRSMError` subclass."""
-        cid = correlation_id or uuid.uuid4().hex
+        options = with_correlation_id(options)
 
         def ask(client: AsyncPRSMClient) -> Awaitable[QueryResult]:
-            return client.query(
-                prompt,
-                user_id=user_id,
-                context=context,
-                max_tokens=max_tokens,
-                priority=priority,
-                correlation_id=cid,
-            )
+            return client.query(prompt, user_id=user_id, **options)
 
         result: QueryResult = await self._queries(ServiceCall(ask, prompt, user_id))
         return result
@@ -148,24 +138,14 @@ class ServiceClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> AsyncGenerator[StreamChunk]:
         """The answer as it is generated (see `AsyncPRSMClient.stream`). Fails over to another
         instance until the answer has begun, never after: a stream is not replayed."""
-        cid = correlation_id or uuid.uuid4().hex
+        options = with_correlation_id(options)
 
         def begin(client: AsyncPRSMClient) -> Awaitable[AsyncIterator[StreamChunk]]:
-            return client.open_stream(
-                prompt,
-                user_id=user_id,
-                context=context,
-                max_tokens=max_tokens,
-                priority=priority,
-                correlation_id=cid,
-            )
+            return client.open_stream(prompt, user_id=user_id, **options)
 
         chunks: AsyncIterator[StreamChunk] = await self._pipeline(ServiceCall(begin))
         async for chunk in chunks:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-from prsm.client._core import HealthStatus, QueryResult, StreamChunk
+from prsm.client._core import HealthStatus, QueryOptions, QueryResult, StreamChunk
 from prsm.client.service import ServiceClient
-from prsm.contracts import Priority
 from prsm.sd import Discovery, Instance
 
 T = TypeVar("T")
@@ -62,20 +61,14 @@ class SyncServiceClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> QueryResult:
         """Ask one instance, failing over to others; raises a `prsm.PRSMError` subclass."""
         return self._run(
             self._client.query(
                 prompt,
                 user_id=user_id,
-                context=context,
-                max_tokens=max_tokens,
-                priority=priority,
-                correlation_id=correlation_id,
+                **options,
             )
         )
 
@@ -84,19 +77,13 @@ class SyncServiceClient:
         prompt: str,
         *,
         user_id: str,
-        context: Mapping[str, Any] | None = None,
-        max_tokens: int | None = None,
-        priority: Priority | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[QueryOptions],
     ) -> Iterator[StreamChunk]:
         """The answer as it is generated, failing over until it has begun (`ServiceClient`)."""
         chunks = self._client.stream(
             prompt,
             user_id=user_id,
-            context=context,
-            max_tokens=max_tokens,
-            priority=priority,
-            correlation_id=correlation_id,
+            **options,
         )
         try:
             while True:

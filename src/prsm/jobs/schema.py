@@ -21,6 +21,13 @@ class _Strict(Contract):
     )
 
 
+ModelName = Annotated[
+    str | None,
+    Field(default=None, min_length=1, max_length=256, description="The model to ask (an id or "
+          "alias; the API's first chat model when unset)."),
+]  # fmt: skip
+
+
 class QueryJobData(_Strict):
     """`data` of priority-query and scheduled-query jobs."""
 
@@ -29,6 +36,7 @@ class QueryJobData(_Strict):
     request_id: str | None = Field(default=None, max_length=256)
     context: dict[str, Any] | None = None
     max_tokens: MaxTokens = None
+    model: ModelName = None
 
 
 class BatchItem(_Strict):
@@ -39,6 +47,7 @@ class BatchItem(_Strict):
     user_id: UserId
     context: dict[str, Any] | None = None
     max_tokens: MaxTokens = None
+    model: ModelName = None
 
 
 class BatchJobData(_Strict):
