@@ -1,5 +1,5 @@
 """The PRSM API as an ASGI app: `create_app` wires the services (`prsm.server.services`), the
-routes (`prsm.server.routes`, `prsm.server.openai_api`), the middleware and the life cycle.
+routes (`prsm.server.routes`), the middleware and the life cycle.
 
 `create_app(settings)` for code and tests; `create_app_from_env()` is the factory that
 `prsm serve` hands uvicorn, so that every worker process builds its own app.
@@ -23,12 +23,12 @@ from prsm.events import EventSink
 from prsm.logs import configure_logging
 from prsm.server.direct import DirectRoutes, direct_routes
 from prsm.server.errors import install_error_handlers
-from prsm.server.openai_api import openai_routes
 from prsm.server.response_store import ResponseStore
 from prsm.server.responses_api import responses_routes
 from prsm.server.routes.embeddings import embedding_routes
 from prsm.server.routes.jobs import job_routes
 from prsm.server.routes.models import model_routes
+from prsm.server.routes.openai import openai_routes
 from prsm.server.routes.openapi import customise_openapi
 from prsm.server.routes.probes import probe_routes
 from prsm.server.routes.query import query_routes

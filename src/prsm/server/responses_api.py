@@ -29,18 +29,11 @@ from prsm.engines.base import Message, Options
 from prsm.engines.constraints import TEXT, ResponseFormat
 from prsm.engines.tools import Tool, ToolCall, ToolUse
 from prsm.server.auth import READ, WRITE, Principal
-from prsm.server.openai_api import (
-    PREFIX,
-    QueryPath,
-    TokenLimit,
-    UnreadPart,
-    failures,
-    parse,
-    refuse_unread_parts,
-    request_body,
-)
+from prsm.server.openai.schema import failures, request_body
+from prsm.server.openai.wire import PREFIX, TokenLimit, UnreadPart, parse, refuse_unread_parts
 from prsm.server.response_store import ResponseStore, Stored
 from prsm.server.responses_output import EVENT_NAMES, Draft, response_events
+from prsm.server.routes.openai import QueryPath
 from prsm.server.service import Ask
 from prsm.server.streaming import event_schema
 

@@ -21,7 +21,7 @@ from prsm.edge.errors import as_http_error, openai_error
 from prsm.edge.sse import RESPONSES_PATH, error_event, sse
 from prsm.engines import Generation
 from prsm.engines.tools import ToolCall
-from prsm.server.openai_api import chat_logprobs
+from prsm.server.openai.translate import chat_logprobs
 from prsm.server.streaming import AnswerStream, StreamFormat
 
 EVENT_NAMES = (

@@ -1,7 +1,7 @@
 // The official OpenAI Node client against PRSM's /v1, called as a Node application calls it:
 // chat whole and streamed, a JSON Schema answer, a forced tool call, the Responses API whole
 // and streamed, and a refused option. Prints one JSON object of what came back; the Python
-// test (tests/server/test_openai_api.py) asserts on it.
+// test (tests/server/routes/test_openai.py) asserts on it.
 import OpenAI from "openai";
 
 const client = new OpenAI({

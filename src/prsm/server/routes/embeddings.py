@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from prsm import errors
 from prsm.engines import Embeddings
 from prsm.server.auth import READ, Principal
-from prsm.server.openai_api import PREFIX, failures, parse, request_body
+from prsm.server.openai.schema import failures, request_body
+from prsm.server.openai.wire import PREFIX, parse
 from prsm.server.service import Ask, QueryService
 from prsm.server.services import ApiServices
 

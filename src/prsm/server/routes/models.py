@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from prsm.server.auth import READ
-from prsm.server.openai_api import PREFIX, failures
+from prsm.server.openai.schema import failures
+from prsm.server.openai.wire import PREFIX
 from prsm.server.service import QueryService
 from prsm.server.services import ApiServices
 

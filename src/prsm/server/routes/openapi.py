@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from prsm.contracts import ErrorResponse, QueryRequest
 from prsm.jobs.schema import JOB_REQUEST
-from prsm.server.openai_api import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
+from prsm.server.openai.schema import SCHEMA_DEFINITIONS as OPENAI_SCHEMA_DEFINITIONS
 from prsm.server.responses_api import SCHEMA_DEFINITIONS as RESPONSES_SCHEMA_DEFINITIONS
 from prsm.server.routes.embeddings import SCHEMA_DEFINITIONS as EMBEDDING_SCHEMA_DEFINITIONS
 
