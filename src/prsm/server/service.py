@@ -23,7 +23,7 @@ from prsm.engines import Embedder, Embeddings, Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
 from prsm.engines.constraints import ResponseFormat
 from prsm.engines.grammars import compiled_grammar
-from prsm.engines.tally import tallied
+from prsm.engines.tally import Tally, tallied
 from prsm.engines.text import TextSink
 from prsm.errors import (
     GatewayTimeoutError,
@@ -34,6 +34,7 @@ from prsm.errors import (
 )
 from prsm.events import EventSink, QueryEvent
 from prsm.events.schema import EventError
+from prsm.resilience.handler import Handler, chain
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
 from prsm.server.budgets import NOTHING, Budgets, Reservation
@@ -126,6 +127,9 @@ class _Outcome:
     """Answered from the response cache: nothing was generated, no tokens spent."""
 
 
+_NOT_STARTED = _Outcome(started=0.0, model="none")
+"""The outcome of a query the recording step has not reached (never recorded)."""
+
 _ANSWER_SETTINGS = {"system_prompt", "temperature", "seed", "repeat_penalty", "context_size"}
 """The engine settings an answer depends on, beyond the model and the query's own options."""
 
@@ -162,6 +166,7 @@ class QueryService:
             retry_after=engine.retry_after_seconds,
         )
         self._service = settings.service_name
+        self._generation, self._embedding = self._steps()
         metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
     def start(self) -> None:
@@ -222,41 +227,20 @@ class QueryService:
         """Generate the answer to `ask`, passing its text to `on_text` as it comes; counted,
         logged and published as an event whether it succeeds, fails or is cancelled. The
         headers the answer carries for the cache's verdict and the caller's budget go into
-        `notes` (the request's state).
+        `notes` (the request's state). The steps are `_generation`'s."""
+        result = await self._generation(Query(ask, principal, cid, on_text, notes))
+        assert isinstance(result, Generation)
+        return result
 
-        The generation is the endpoint; around it, from the outside: recording (metrics,
-        event, log line), the served-model check, the response cache, admission (concurrency
-        and queue), the engine's time limit."""
-        async with self._recorded(ask, principal, cid) as outcome:
-            engine = self.ready_engine()
-            max_tokens = ask.max_tokens or self.spec.default_max_tokens
-
-            async def generate(sink: TextSink | None) -> Generation:
-                reservation = await self._reserved(ask, principal, engine, max_tokens, notes)
-                generation: Generation | None = None
-                with tallied() as tally:
-                    try:
-                        await _grammar_compiled(ask)
-                        async with self._admitted(ask.priority), self._time_limited():
-                            outcome.admitted = True
-                            generation = await self._generate(
-                                engine, ask, max_tokens, outcome.started, sink
-                            )
-                        return generation
-                    finally:
-                        spent = reservation.spent(generation, tally if outcome.admitted else None)
-                        await asyncio.shield(reservation.settle(spent))
-
-            lookup = self._lookup(ask, principal, engine.model, max_tokens)
-            if lookup is None or self._cache is None:
-                outcome.generation = await generate(on_text)
-                return outcome.generation
-            if self._budgets is not None:  # a hit's headers; a miss's reservation replaces them
-                await self._budgets.report(principal.account, notes)
-            outcome.generation, outcome.from_cache = await self._cache.answer(
-                lookup, on_text, generate, notes
-            )
-        return outcome.generation
+    async def embed(
+        self, ask: Ask, texts: list[str], principal: Principal, cid: str,
+        notes: dict[str, Any] | None = None,
+    ) -> Embeddings:  # fmt: skip
+        """The vectors of `texts`, recorded, budgeted and admitted as a query is (`ask` says
+        who asks, and how the event and metrics name it). The steps are `_embedding`'s."""
+        result = await self._embedding(Query(ask, principal, cid, None, notes, texts))
+        assert isinstance(result, Embeddings)
+        return result
 
     async def refuse(self, ask: Ask, principal: Principal, cid: str, error: Exception) -> None:
         """Record `ask` as failed with `error` without running it (a model that is not
@@ -264,51 +248,126 @@ class QueryService:
         async with self._recorded(ask, principal, cid):
             raise error
 
-    async def embed(
-        self, ask: Ask, texts: list[str], principal: Principal, cid: str,
-        notes: dict[str, Any] | None = None,
-    ) -> Embeddings:  # fmt: skip
-        """The vectors of `texts`, recorded, budgeted and admitted as a query is (`ask` says
-        who asks, and how the event and metrics name it)."""
-        async with self._recorded(ask, principal, cid) as outcome:
-            embedder = self.ready_embedder()
-            reservation = NOTHING
-            if self._budgets is not None and self._budgets.budget_of(principal.account).limited:
-                tokens = await embedder.count_tokens(texts)
-                reservation = await self._budgets.reserve(
-                    principal.account, tokens, 0, notes, self.name
-                )
-            embeddings: Embeddings | None = None
-            try:
-                async with self._admitted(ask.priority), self._time_limited():
-                    outcome.admitted = True
-                    embeddings = await embedder.embed(texts)
-            finally:
-                spent = reservation.tokens if outcome.admitted else 0
-                spent = embeddings.prompt_tokens if embeddings is not None else spent
-                await asyncio.shield(reservation.settle(spent))
-            outcome.generation = Generation(
-                text="", prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
-                confidence=1.0, model=embeddings.model,
-            )  # fmt: skip
+    def _steps(self) -> tuple[QueryHandler, QueryHandler]:
+        """The query path, built once: the engine's call wrapped in the steps every query
+        takes, outermost first — recording (metrics, event, log line), the loaded engine,
+        the response cache (generations), the budget, the grammar's compilation
+        (generations), admission (concurrency and queue), the engine's time limit."""
+        outer = (self._recording, self._loaded_engine)
+        inner = (self._budgeted, self._admitted_step, self._time_limited_step)
+        generation = chain(*outer, self._cached, inner[0], _grammar_step, *inner[1:])
+        return generation(self._generate), chain(*outer, *inner)(self._embed)
+
+    def _recording(self, next_step: QueryHandler) -> QueryHandler:
+        async def recorded(query: Query) -> Result:
+            async with self._recorded(query.ask, query.principal, query.cid) as outcome:
+                query.outcome = outcome
+                return await next_step(query)
+
+        return recorded
+
+    def _loaded_engine(self, next_step: QueryHandler) -> QueryHandler:
+        async def loaded(query: Query) -> Result:
+            if query.texts is None:
+                query.engine = self.ready_engine()
+                query.max_tokens = query.ask.max_tokens or self.spec.default_max_tokens
+            else:
+                query.engine = self.ready_embedder()
+            return await next_step(query)
+
+        return loaded
+
+    def _cached(self, next_step: QueryHandler) -> QueryHandler:
+        async def cached(query: Query) -> Result:
+            ask, principal, engine = query.ask, query.principal, query.engine
+            assert engine is not None
+            lookup = self._lookup(ask, principal, engine.model, query.max_tokens)
+            if lookup is None or self._cache is None:
+                return await next_step(query)
+            if self._budgets is not None:  # a hit's headers; a miss's reservation replaces them
+                await self._budgets.report(principal.account, query.notes)
+
+            async def generate(sink: TextSink | None) -> Generation:
+                result = await next_step(dataclasses.replace(query, on_text=sink))
+                assert isinstance(result, Generation)
+                return result
+
+            generation, query.outcome.from_cache = await self._cache.answer(
+                lookup, query.on_text, generate, query.notes
+            )
+            query.outcome.generation = generation
+            return generation
+
+        return cached
+
+    def _budgeted(self, next_step: QueryHandler) -> QueryHandler:
+        async def budgeted(query: Query) -> Result:
+            reservation = await self._reserved(query)
+            result: Result | None = None
+            with tallied() as tally:
+                try:
+                    result = await next_step(query)
+                    return result
+                finally:
+                    spent = _spent(reservation, result, tally if query.outcome.admitted else None)
+                    await asyncio.shield(reservation.settle(spent))
+
+        return budgeted
+
+    def _admitted_step(self, next_step: QueryHandler) -> QueryHandler:
+        async def admitted(query: Query) -> Result:
+            async with self._admitted(query.ask.priority):
+                query.outcome.admitted = True
+                return await next_step(query)
+
+        return admitted
+
+    def _time_limited_step(self, next_step: QueryHandler) -> QueryHandler:
+        async def limited(query: Query) -> Result:
+            async with self._time_limited():
+                return await next_step(query)
+
+        return limited
+
+    async def _generate(self, query: Query) -> Result:
+        """The endpoint of a generation: one engine call in its span, timed."""
+        engine = query.engine
+        assert engine is not None
+        assert not isinstance(engine, Embedder)
+        generation = await self._generated(
+            engine, query.ask, query.max_tokens, query.outcome.started, query.on_text
+        )
+        query.outcome.generation = generation
+        return generation
+
+    async def _embed(self, query: Query) -> Result:
+        """The endpoint of embeddings: the embedding engine's call."""
+        engine, texts = query.engine, query.texts
+        assert isinstance(engine, Embedder)
+        assert texts is not None
+        embeddings = await engine.embed(texts)
+        query.outcome.generation = Generation(  # what the recording counts: the tokens read
+            text="", prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
+            confidence=1.0, model=embeddings.model,
+        )  # fmt: skip
         return embeddings
 
-    async def _reserved(
-        self,
-        ask: Ask,
-        principal: Principal,
-        engine: Engine,
-        max_tokens: int,
-        notes: dict[str, Any] | None,
-    ) -> Reservation:
+    async def _reserved(self, query: Query) -> Reservation:
         """The account's budget (the caller's, or the submitter's of the job a worker runs)
         charged with the most this query may cost: its prompt's tokens, and `max_tokens` for
-        each answer; 429 when it has no room."""
-        budgets, account = self._budgets, principal.account
+        each answer (embeddings: the tokens of their texts); 429 when it has no room."""
+        budgets, account, ask = self._budgets, query.principal.account, query.ask
         if budgets is None or not budgets.budget_of(account).limited:
             return NOTHING
-        prompt = await engine.count_tokens(ask.prompt, ask.options)
-        return await budgets.reserve(account, prompt, max_tokens * ask.choices, notes, self.name)
+        engine = query.engine
+        assert engine is not None
+        if isinstance(engine, Embedder):
+            assert query.texts is not None
+            prompt, answers = await engine.count_tokens(query.texts), 0
+        else:
+            prompt = await engine.count_tokens(ask.prompt, ask.options)
+            answers = query.max_tokens * ask.choices
+        return await budgets.reserve(account, prompt, answers, query.notes, self.name)
 
     def _lookup(self, ask: Ask, principal: Principal, model: str, max_tokens: int) -> Lookup | None:
         """Where a repeatable query's answer is kept (None: not cached)."""
@@ -421,7 +480,7 @@ class QueryService:
             },
         )
 
-    async def _generate(
+    async def _generated(
         self,
         engine: Engine,
         ask: Ask,
@@ -534,6 +593,50 @@ class QueryService:
         finally:
             in_flight.dec()
             self.admission.release()
+
+
+Result = Generation | Embeddings
+"""What the query path ends with: an answer, or vectors."""
+
+
+@dataclass(eq=False, slots=True)
+class Query:
+    """One query on its way through the steps (`QueryService._steps`): what it asks, for
+    whom, where its text goes; the steps fill in its outcome, engine and answer length."""
+
+    ask: Ask
+    principal: Principal
+    cid: str
+    on_text: TextSink | None = None
+    notes: dict[str, Any] | None = None
+    texts: list[str] | None = None
+    """Embeddings: the texts to embed (None: a generation)."""
+    outcome: _Outcome = field(default_factory=lambda: _NOT_STARTED)
+    """How it is going (set by the recording step, which starts the clock)."""
+    engine: Engine | Embedder | None = None
+    """The model's engine, once the query found it loaded."""
+    max_tokens: int = 0
+
+
+QueryHandler = Handler[Query, Result]
+
+
+def _grammar_step(next_step: QueryHandler) -> QueryHandler:
+    """Compile the grammar the answer is held to, off the event loop, before admission."""
+
+    async def compiled(query: Query) -> Result:
+        await _grammar_compiled(query.ask)
+        return await next_step(query)
+
+    return compiled
+
+
+def _spent(reservation: Reservation, result: Result | None, tally: Tally | None) -> int:
+    """What a query cost its budget: a generation's tokens (`Reservation.spent`), embeddings'
+    tokens read; when admitted and failed, what it reserved or generated."""
+    if isinstance(result, Embeddings):
+        return result.prompt_tokens
+    return reservation.spent(result, tally)
 
 
 def _serves_not(wanted: str, model: str, served: str) -> ValidationError:
