@@ -14,11 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prsm import errors, metrics, tracing
+from prsm import metrics, tracing
 from prsm.config import ModelSettings, Settings
-from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, QueryResponse, Usage
-from prsm.edge.disconnect import CLIENT_GONE
-from prsm.edge.errors import as_http_error
+from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, QueryResponse
 from prsm.engines import Embedder, Embeddings, Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
 from prsm.engines.constraints import ResponseFormat
@@ -32,13 +30,13 @@ from prsm.errors import (
     UnenforceableSchemaError,
     ValidationError,
 )
-from prsm.events import EventSink, QueryEvent
-from prsm.events.schema import EventError
+from prsm.events import EventSink
 from prsm.resilience.handler import Handler, chain
 from prsm.server.admission import Admission
 from prsm.server.auth import Principal
 from prsm.server.budgets import NOTHING, Budgets, Reservation
 from prsm.server.choices import generate_choices
+from prsm.server.recording import Outcome, Recorder, usage_of
 from prsm.server.response_cache import Lookup, ResponseCache, cache_key, prompt_parts
 
 log = logging.getLogger("prsm.query")
@@ -106,28 +104,14 @@ def query_response(generation: Generation, cid: str) -> QueryResponse:
         data=QueryData(
             answer=generation.text,
             confidence=generation.confidence,
-            usage=_usage(generation),
+            usage=usage_of(generation),
             model=generation.model,
         ),
         correlation_id=cid,
     )
 
 
-@dataclass(slots=True)
-class _Outcome:
-    """How one query is going: filled in as it runs, recorded when it ends."""
-
-    started: float
-    model: str
-    admitted: bool = False
-    """Whether it got an engine slot (a refused or queued-out query never reached the engine)."""
-    generation: Generation | None = None
-    failure: HTTPStatusError | None = None
-    from_cache: bool = False
-    """Answered from the response cache: nothing was generated, no tokens spent."""
-
-
-_NOT_STARTED = _Outcome(started=0.0, model="none")
+_NOT_STARTED = Outcome(started=0.0, model="none")
 """The outcome of a query the recording step has not reached (never recorded)."""
 
 _ANSWER_SETTINGS = {"system_prompt", "temperature", "seed", "repeat_penalty", "context_size"}
@@ -154,7 +138,6 @@ class QueryService:
         self._cache = cache
         self._budgets = budgets
         self._loader = loader or (lambda: load_engine(self.spec))
-        self._events = events
         self.engine: Engine | Embedder | None = None
         self.load_error: str | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -166,6 +149,7 @@ class QueryService:
             retry_after=engine.retry_after_seconds,
         )
         self._service = settings.service_name
+        self._recorder = Recorder(events, settings.service_name, settings.instance_id)
         self._generation, self._embedding = self._steps()
         metrics.show_zero(metrics.QUERIES_CANCELLED, (self._service, "client_gone"))
 
@@ -245,7 +229,7 @@ class QueryService:
     async def refuse(self, ask: Ask, principal: Principal, cid: str, error: Exception) -> None:
         """Record `ask` as failed with `error` without running it (a model that is not
         served), then raise `error`."""
-        async with self._recorded(ask, principal, cid):
+        async with self._recorder.recorded(ask, principal, cid, self._label):
             raise error
 
     def _steps(self) -> tuple[QueryHandler, QueryHandler]:
@@ -260,7 +244,9 @@ class QueryService:
 
     def _recording(self, next_step: QueryHandler) -> QueryHandler:
         async def recorded(query: Query) -> Result:
-            async with self._recorded(query.ask, query.principal, query.cid) as outcome:
+            async with self._recorder.recorded(
+                query.ask, query.principal, query.cid, self._label
+            ) as outcome:
                 query.outcome = outcome
                 return await next_step(query)
 
@@ -423,63 +409,6 @@ class QueryService:
                 f"the engine did not answer within {timeout:g}s", code="engine_timeout"
             ) from None
 
-    @asynccontextmanager
-    async def _recorded(self, ask: Ask, principal: Principal, cid: str) -> AsyncIterator[_Outcome]:
-        """How the query ended, recorded once it has: its event, metrics and log line."""
-        model = self.engine.model if self.engine is not None else "none"
-        outcome = _Outcome(started=time.perf_counter(), model=model)
-        try:
-            yield outcome
-        except Exception as exc:
-            outcome.failure = as_http_error(exc)
-            raise
-        except asyncio.CancelledError:  # the caller went away, or the server is stopping
-            outcome.failure = HTTPStatusError(
-                "the query was cancelled before its answer was complete",
-                status_code=CLIENT_GONE,
-                code="cancelled",
-            )
-            raise
-        finally:
-            self._record(ask, principal, cid, outcome)
-
-    def _record(self, ask: Ask, principal: Principal, cid: str, outcome: _Outcome) -> None:
-        duration = time.perf_counter() - outcome.started
-        generation, failure = outcome.generation, outcome.failure
-        status = "200" if generation is not None else "500"
-        if failure is not None:
-            status = str(failure.status_code)
-        tokens = generation.total_tokens if generation is not None and not outcome.from_cache else 0
-        if self._events is not None:
-            caller = principal.account.key_id
-            self._events.emit(
-                self._event(ask, caller, cid, duration, generation, failure, outcome.model)
-            )
-        metrics.record_query(
-            service=self._service,
-            method=ask.operation,
-            status=status,
-            user_tier=principal.tier,
-            duration=duration,
-            tokens=tokens,
-            model=outcome.model,
-        )
-        log.info(
-            "query %s",
-            "answered" if status == "200" else "failed",
-            extra={
-                "userId": ask.user_id,
-                "keyId": principal.key_id,
-                "accountKeyId": principal.account.key_id,
-                "status": int(status),
-                "priority": ask.priority,
-                "promptChars": ask.prompt_chars,
-                "tokens": tokens,
-                "admitted": outcome.admitted,
-                "latencyMs": round(duration * 1000, 2),
-            },
-        )
-
     async def _generated(
         self,
         engine: Engine,
@@ -513,44 +442,6 @@ class QueryService:
                 tokens=generation.completion_tokens,
             )
         return generation
-
-    def _event(
-        self,
-        ask: Ask,
-        caller: str,
-        cid: str,
-        duration: float,
-        generation: Generation | None,
-        failure: HTTPStatusError | None,
-        model: str,
-    ) -> QueryEvent:
-        common: dict[str, Any] = {
-            "correlation_id": cid,
-            "user_id": ask.user_id,
-            "caller_id": caller,
-            "latency_ms": round(duration * 1000, 2),
-            "priority": ask.priority,
-            "context": ask.context,
-            "service": self._service,
-            "instance": self.settings.instance_id,
-            "trace_id": tracing.current_trace_id(),
-        }
-        if generation is not None:
-            return QueryEvent(
-                type="completed",
-                usage=_usage(generation),
-                model=generation.model,
-                confidence=generation.confidence,
-                **common,
-            )
-        error = failure or errors.ServerError("the query failed")
-        return QueryEvent(
-            type="failed",
-            model=model,
-            error=EventError(code=error.code, message=error.message, status=error.status_code),
-            request=ask.wire,
-            **common,
-        )
 
     def ready_engine(self) -> Engine:
         """The loaded generative engine; 503 `not_ready` while it loads or after it failed."""
@@ -611,7 +502,7 @@ class Query:
     notes: dict[str, Any] | None = None
     texts: list[str] | None = None
     """Embeddings: the texts to embed (None: a generation)."""
-    outcome: _Outcome = field(default_factory=lambda: _NOT_STARTED)
+    outcome: Outcome = field(default_factory=lambda: _NOT_STARTED)
     """How it is going (set by the recording step, which starts the clock)."""
     engine: Engine | Embedder | None = None
     """The model's engine, once the query found it loaded."""
@@ -655,11 +546,3 @@ async def _grammar_compiled(ask: Ask) -> None:
     except UnenforceableSchemaError as exc:
         param = "tools" if options.tools.active else ask.schema_param
         raise ValidationError(str(exc), code="invalid_schema", param=param) from None
-
-
-def _usage(generation: Generation) -> Usage:
-    return Usage(
-        tokens=generation.total_tokens,
-        prompt_tokens=generation.prompt_tokens,
-        completion_tokens=generation.completion_tokens,
-    )
