@@ -1,6 +1,6 @@
 """The Python SDK: `PRSMClient` (blocking, httpx) and `AsyncPRSMClient` (asyncio, aiohttp) for
 one base URL; `ServiceClient` (asyncio) and `SyncServiceClient` (blocking) for a discovered
-set of instances.
+set of instances; `ModelServiceClient` for models each on instances of their own.
 
 Each name is imported on first use: a process that needs one piece (the worker's callbacks
 need `prsm.client._core`'s header parsing) does not load the others and their libraries
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prsm.client._core import HealthStatus, QueryOptions, QueryResult, StreamChunk
     from prsm.client._sync import PRSMClient
     from prsm.client.oauth import ClientCredentials
+    from prsm.client.routed import ModelServiceClient
     from prsm.client.service import ServiceClient
     from prsm.client.service_sync import SyncServiceClient
     from prsm.client.tls import ClientTLS
@@ -26,6 +27,7 @@ _WHERE = {
     "ClientCredentials": "prsm.client.oauth",
     "ClientTLS": "prsm.client.tls",
     "HealthStatus": "prsm.client._core",
+    "ModelServiceClient": "prsm.client.routed",
     "PRSMClient": "prsm.client._sync",
     "QueryOptions": "prsm.client._core",
     "QueryResult": "prsm.client._core",
@@ -49,6 +51,7 @@ __all__ = [
     "ClientCredentials",
     "ClientTLS",
     "HealthStatus",
+    "ModelServiceClient",
     "PRSMClient",
     "QueryOptions",
     "QueryResult",
