@@ -21,6 +21,7 @@ from prsm.config import CacheSettings
 from prsm.embedded_redis import EmbeddedRedis
 from prsm.engines import Generation
 from prsm.server.response_cache import Lookup, ResponseCache
+from prsm.up import EMBEDDING_MODEL
 from tests.support import API_KEY, ServerProcess, free_port, metric, prsm_serve
 
 OTHER_KEY = "other-key-0123456789"
@@ -34,8 +35,10 @@ _numbers = itertools.count()
 def cached(
     tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
 ) -> Iterator[ServerProcess]:
-    """A fixed engine taking 0.3 s an answer, the cache on, two callers' keys."""
-    env = CACHED | {"PRSM_REDIS_URL": redis_server.url, "PRSM_API_KEYS": f"{API_KEY},{OTHER_KEY}"}
+    """A fixed engine taking 0.3 s an answer and the embedding model, the cache on, two
+    callers' keys."""
+    env = CACHED | {"PRSM_REDIS_URL": redis_server.url, "PRSM_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+                    "PRSM_MODELS": json.dumps([{}, EMBEDDING_MODEL])}  # fmt: skip
     with prsm_serve(tmp_path_factory.mktemp("cache"), env=env) as server:
         yield server
 
@@ -54,6 +57,19 @@ def fresh() -> str:
 def generations(server: ServerProcess) -> float:
     """Answers the engine produced (its time-to-first-token count)."""
     return metric(server.base_url, "prsm_time_to_first_token_seconds_count")
+
+
+def test_embeddings_are_kept_per_caller_and_read_back(cached: ServerProcess) -> None:
+    """The same texts again: a hit with the same vectors; another caller, or `no-store`,
+    computes its own."""
+    body = {"model": EMBEDDING_MODEL["name"], "input": [fresh(), "and a second text"]}
+    first, again = (ask(cached, "/v1/embeddings", body) for _ in range(2))
+    other = ask(cached, "/v1/embeddings", body, key=OTHER_KEY)
+    unstored = ask(cached, "/v1/embeddings", body, **{"Cache-Control": "no-store"})
+    assert [r.headers["x-prsm-cache"] for r in (first, again, other)] == ["miss", "hit", "miss"]
+    assert "x-prsm-cache" not in unstored.headers or unstored.headers["x-prsm-cache"] == "miss"
+    assert again.json()["data"] == first.json()["data"]
+    assert again.json()["usage"] == first.json()["usage"]
 
 
 def test_a_repeated_query_is_answered_from_the_cache(cached: ServerProcess) -> None:

@@ -13,6 +13,7 @@ operation — and of the caller's identity, so one tenant never reads another's 
 - `Cache-Control: no-cache` from the caller skips reading (the fresh answer is still kept);
   `no-store` skips both.
 - Redis failing is a miss (and a metric, and one warning an outage), never an error.
+- Embeddings are kept too, by model, caller and texts: a text embedded again is read back.
 - Entries live `cache.ttl_seconds`; an answer larger than `cache.max_entry_bytes` is not kept;
   past `cache.max_entries`, the oldest are dropped.
 """
@@ -20,6 +21,7 @@ operation — and of the caller's identity, so one tenant never reads another's 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import json
@@ -35,7 +37,7 @@ from redis.exceptions import RedisError
 from prsm import metrics
 from prsm.config import CacheSettings
 from prsm.edge.correlation import add_answer_headers
-from prsm.engines import Generation
+from prsm.engines import Embeddings, Generation
 from prsm.engines.base import Prompt, TokenLogprob
 from prsm.engines.text import TextSink
 from prsm.engines.tools import ToolCall
@@ -99,9 +101,8 @@ class ResponseCache:
         query computing it at the same time) rather than from `generate`; the answer's
         `x-prsm-cache` header, in `notes`, says which before any text is passed on."""
         if lookup.read:
-            found = await self._get(lookup.key)
-            if found is None:
-                found = await self._joined(lookup.key)
+            kept = await self._get(lookup.key)
+            found = decode(kept) if kept is not None else await self._joined(lookup.key)
             if found is not None:
                 self._results["hit"].inc()
                 add_answer_headers(notes, {CACHE_HEADER: "hit"})
@@ -124,7 +125,7 @@ class ResponseCache:
             if self._flights.get(lookup.key) is flight:
                 del self._flights[lookup.key]
         if lookup.write and generation.finish_reason != "cancelled":
-            await self._put(lookup.key, cached)
+            await self._put(lookup.key, encode(cached))
         return generation, False
 
     async def _joined(self, key: str) -> Cached | None:
@@ -142,17 +143,37 @@ class ResponseCache:
         except Exception:
             return None
 
-    async def _get(self, key: str) -> Cached | None:
+    async def vectors(
+        self,
+        lookup: Lookup,
+        compute: Callable[[], Awaitable[Embeddings]],
+        notes: dict[str, Any] | None = None,
+    ) -> tuple[Embeddings, bool]:
+        """The embeddings for `lookup`, and whether they came from the cache rather than
+        from `compute` (the `x-prsm-cache` header in `notes` says which)."""
+        found = await self._get(lookup.key) if lookup.read else None
+        if found is not None:
+            self._results["hit"].inc()
+            add_answer_headers(notes, {CACHE_HEADER: "hit"})
+            return _embeddings_from(found), True
+        self._results["miss"].inc()
+        add_answer_headers(notes, {CACHE_HEADER: "miss"})
+        embeddings = await compute()
+        if lookup.write:
+            await self._put(lookup.key, _embeddings_json(embeddings))
+        return embeddings, False
+
+    async def _get(self, key: str) -> dict[str, Any] | None:
         try:
             raw = await self._redis.get(_PREFIX + key)
         except (RedisError, OSError) as exc:
             self._failed("read", exc)
             return None
         self._failing = False
-        return None if raw is None else decode(json.loads(raw))
+        return None if raw is None else dict(json.loads(raw))
 
-    async def _put(self, key: str, cached: Cached) -> None:
-        value = json.dumps(encode(cached), separators=(",", ":"))
+    async def _put(self, key: str, entry: dict[str, Any]) -> None:
+        value = json.dumps(entry, separators=(",", ":"))
         if len(value) > self._settings.max_entry_bytes:
             return
         stored_at = time.time()
@@ -256,6 +277,25 @@ def _generation_from(fields: dict[str, Any]) -> Generation:
             ),
         }
     )
+
+
+def _embeddings_json(embeddings: Embeddings) -> dict[str, Any]:
+    """Embeddings as JSON: the vectors as little-endian float32, base64."""
+    vectors = embeddings.vectors.astype("<f4", copy=False)
+    return {
+        "vectors": base64.b64encode(vectors.tobytes()).decode(),
+        "shape": list(vectors.shape),
+        "prompt_tokens": embeddings.prompt_tokens,
+        "model": embeddings.model,
+    }
+
+
+def _embeddings_from(fields: dict[str, Any]) -> Embeddings:
+    import numpy as np  # loaded with an embedding model only
+
+    flat = np.frombuffer(base64.b64decode(fields["vectors"]), dtype="<f4")
+    vectors = flat.reshape(fields["shape"]).astype(np.float32)
+    return Embeddings(vectors, int(fields["prompt_tokens"]), str(fields["model"]))
 
 
 def prompt_parts(prompt: Prompt) -> Any:

@@ -235,12 +235,12 @@ class QueryService:
     def _steps(self) -> tuple[QueryHandler, QueryHandler]:
         """The query path, built once: the engine's call wrapped in the steps every query
         takes, outermost first — recording (metrics, event, log line), the loaded engine,
-        the response cache (generations), the budget, the grammar's compilation
+        the response cache, the budget, the grammar's compilation
         (generations), admission (concurrency and queue), the engine's time limit."""
         outer = (self._recording, self._loaded_engine)
         inner = (self._budgeted, self._admitted_step, self._time_limited_step)
         generation = chain(*outer, self._cached, inner[0], _grammar_step, *inner[1:])
-        return generation(self._generate), chain(*outer, *inner)(self._embed)
+        return generation(self._generate), chain(*outer, self._cached, *inner)(self._embed)
 
     def _recording(self, next_step: QueryHandler) -> QueryHandler:
         async def recorded(query: Query) -> Result:
@@ -267,6 +267,8 @@ class QueryService:
         async def cached(query: Query) -> Result:
             ask, principal, engine = query.ask, query.principal, query.engine
             assert engine is not None
+            if query.texts is not None:
+                return await self._cached_vectors(query, next_step)
             lookup = self._lookup(ask, principal, engine.model, query.max_tokens)
             if lookup is None or self._cache is None:
                 return await next_step(query)
@@ -285,6 +287,26 @@ class QueryService:
             return generation
 
         return cached
+
+    async def _cached_vectors(self, query: Query, next_step: QueryHandler) -> Result:
+        """Embeddings kept in the response cache: by the model, the caller and the texts."""
+        engine, cache = query.engine, self._cache
+        assert engine is not None
+        ask = query.ask
+        if cache is None or not (ask.cache_read or ask.cache_write):
+            return await next_step(query)
+        key = cache_key({"model": fingerprint(engine.model), "who": query.principal.account.tag,
+                         "operation": ask.operation, "texts": query.texts})  # fmt: skip
+
+        async def compute() -> Embeddings:
+            result = await next_step(query)
+            assert isinstance(result, Embeddings)
+            return result
+
+        lookup = Lookup(key, read=ask.cache_read, write=ask.cache_write)
+        embeddings, query.outcome.from_cache = await cache.vectors(lookup, compute, query.notes)
+        query.outcome.generation = _counted(embeddings)
+        return embeddings
 
     def _budgeted(self, next_step: QueryHandler) -> QueryHandler:
         async def budgeted(query: Query) -> Result:
@@ -332,10 +354,7 @@ class QueryService:
         assert isinstance(engine, Embedder)
         assert texts is not None
         embeddings = await engine.embed(texts)
-        query.outcome.generation = Generation(  # what the recording counts: the tokens read
-            text="", prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
-            confidence=1.0, model=embeddings.model,
-        )  # fmt: skip
+        query.outcome.generation = _counted(embeddings)
         return embeddings
 
     async def _reserved(self, query: Query) -> Reservation:
@@ -520,6 +539,12 @@ def _grammar_step(next_step: QueryHandler) -> QueryHandler:
         return await next_step(query)
 
     return compiled
+
+
+def _counted(embeddings: Embeddings) -> Generation:
+    """What the recording counts of embeddings: the tokens read, by the model."""
+    return Generation(text="", prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
+                      confidence=1.0, model=embeddings.model)  # fmt: skip
 
 
 def _spent(reservation: Reservation, result: Result | None, tally: Tally | None) -> int:

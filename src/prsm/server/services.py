@@ -186,7 +186,7 @@ class ApiServices:
         """The vectors of `texts`, by the embedding model `ask` names; the 499 nobody reads if
         the caller leaves first."""
         state = request.scope["state"]
-        cid = state["correlation_id"]
+        cid, ask = state["correlation_id"], cache_directives(ask, request)
         queries = await self._model_for(ask, principal, cid, "embeddings")
 
         async def attempt(model: QueryService) -> Embeddings:
