@@ -31,7 +31,7 @@ from tests.support import (
 )
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
-NODE_DIR = Path(__file__).parents[1] / "e2e" / "node"
+NODE_DIR = Path(__file__).parents[2] / "e2e" / "node"
 """Where the Node packages the tests run are installed (`make test` installs them)."""
 
 
