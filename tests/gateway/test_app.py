@@ -19,7 +19,6 @@ import httpx
 import openai
 import pytest
 
-from prsm.gateway.app import _LONGEST_HELD, _WholeEvents
 from tests.support import (
     API_KEY,
     Reply,
@@ -552,16 +551,3 @@ def test_a_post_the_upstream_took_is_sent_again_only_with_an_idempotency_key(
             response = http.post("/thing", json={}, headers=headers)
     assert response.status_code == status
     assert len(posts) == sent
-
-
-def test_whole_events_are_passed_on_and_the_rest_held_within_a_bound() -> None:
-    """An event stream is split after its last complete event (any of the three line ends);
-    an unfinished event longer than the bound is passed on rather than held."""
-    events = _WholeEvents()
-    assert events.take(b"data: 1\n\ndata: 2") == b"data: 1\n\n"
-    assert events.take(b"\r\n\r\ndata: 3\r\r") == b"data: 2\r\n\r\ndata: 3\r\r"
-    assert events.take(b"data: ") == b""
-    assert events.rest() == b"data: "
-    huge = b"x" * (_LONGEST_HELD + 1)
-    assert events.take(huge) == b"data: " + huge
-    assert events.rest() == b""

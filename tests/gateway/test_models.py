@@ -15,7 +15,15 @@ import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from prsm.gateway.models import body_model, with_model
-from tests.support import API_KEY, GatewayProcess, prsm_gateway, prsm_serve
+from tests.support import (
+    API_KEY,
+    GatewayProcess,
+    Reply,
+    free_port,
+    prsm_gateway,
+    prsm_serve,
+    scripted_server,
+)
 
 CHAT_POOL = [
     {"name": "small", "kind": "fixed", "fixed_answer": "small", "aliases": ["gpt-4o-mini"]}
@@ -140,3 +148,42 @@ def test_a_configured_map_wins_and_needs_no_key(tmp_path: Path, gateway: Gateway
 def gateway_upstreams(gateway: GatewayProcess) -> dict[str, str]:
     config = json.loads(next(gateway.log_path.parent.glob("gateway-*.yaml")).read_text())
     return {name: p["discovery"]["urls"][0] for name, p in config["pools"].items()}
+
+
+def fallback_config(big_pool: str, small_pool: str) -> dict[str, Any]:
+    by_model = {"learn": False, "map": {"big": "big", "small": "small"},
+                "fallbacks": {"big": ["small"]}}  # fmt: skip
+    return {
+        "pools": {"big": pool(big_pool), "small": pool(small_pool)},
+        "routes": [{"prefix": "/v1", "pool": "small", "models": by_model}],
+    }
+
+
+def test_a_model_whose_pool_cannot_take_it_falls_back(
+    tmp_path: Path, gateway: GatewayProcess
+) -> None:
+    """`big`'s pool unreachable, or refusing before it ran: `small` answers, named, with
+    `X-PRSM-Fallback-From`; a 502 that may have run is passed on, never sent twice."""
+    small = gateway_upstreams(gateway)["chat"]
+    ask = {"model": "big", "messages": [{"role": "user", "content": "Hi"}]}
+    not_run = Reply(503, b'{"error": "busy"}', {"X-PRSM-Not-Run": "true"})
+    with (
+        scripted_server(not_run) as refusing,
+        scripted_server(Reply(502, b'{"error": "broke"}')) as broken,
+    ):
+        answers = {}
+        bigs = {"gone": f"http://127.0.0.1:{free_port()}", "refusing": refusing.base_url,
+                "broken": broken.base_url}  # fmt: skip
+        for name, big in bigs.items():
+            (tmp_path / name).mkdir()
+            with prsm_gateway(tmp_path / name, fallback_config(big, small)) as gw:
+                answers[name] = httpx.post(
+                    gw.base_url + "/v1/chat/completions", json=ask, headers=AUTH, timeout=30
+                )
+    for name in ("gone", "refusing"):
+        assert answers[name].json()["model"] == "small"
+        assert answers[name].headers["x-prsm-fallback-from"] == "big"
+    assert answers["broken"].status_code == 502
+    assert "x-prsm-fallback-from" not in answers["broken"].headers
+    assert len(broken.bodies) == 1
+    assert json.loads(refusing.bodies[0])["model"] == "big"

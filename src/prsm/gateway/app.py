@@ -12,6 +12,7 @@ breaker is open, 429 when a limit is spent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -44,8 +45,25 @@ from prsm.errors import (
     TLSError,
     error_for_status,
 )
+from prsm.gateway.bodies import (
+    GONE,
+    TooLong,
+    WholeEvents,
+    held,
+    is_event_stream,
+    read_body,
+    small,
+    whole,
+)
 from prsm.gateway.config import GatewayConfig, Route
-from prsm.gateway.models import ModelDirectory, body_model, model_union, with_model
+from prsm.gateway.models import (
+    ModelDirectory,
+    Served,
+    body_model,
+    falling_back,
+    model_union,
+    with_model,
+)
 from prsm.gateway.ratelimit import RateLimiter
 from prsm.gateway.steps import (
     Exchange,
@@ -55,9 +73,10 @@ from prsm.gateway.steps import (
     rate_limited,
     traced,
 )
-from prsm.gateway.upstream import BufferedResponse, HTTPTransport, Transport, UpstreamResponse
+from prsm.gateway.upstream import HTTPTransport, Transport, UpstreamResponse
 from prsm.resilience.failover import failover
 from prsm.resilience.handler import Handler, Middleware, chain, time_limit
+from prsm.resilience.outcomes import classify, fails_over
 from prsm.sd import Instance
 from prsm.sd.pool import Pool
 
@@ -94,6 +113,7 @@ OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
 _JSON = (b"content-type", b"application/json")
 _NOT_RUN = NOT_RUN_HEADER.lower().encode()
+_FALLBACK = b"x-prsm-fallback-from"
 _RETRY_SOON = (b"retry-after", b"1")
 """On the gateway's own 5xx answers: another instance may answer a moment later."""
 
@@ -123,9 +143,6 @@ class UpstreamRequest:
 Pipeline = Handler[UpstreamRequest, UpstreamResponse]
 _MOST_ENDPOINTS = 1024
 """Per-instance handlers kept for one route and pool before they are built afresh."""
-_HELD_BODY = 64 * 1024
-"""Most bytes of an upstream's body read whole within a try: a response declaring no more,
-and a retried error answer held to pass on if it is the last."""
 
 
 class Gateway:
@@ -272,11 +289,11 @@ class Gateway:
     async def _forward_exchange(self, exchange: Exchange) -> int:
         """Read the body, choose the pool, and forward through the route's tries."""
         route, scope, headers = exchange.route, exchange.scope, exchange.headers
-        body = await _read_body(exchange.receive, self.config.max_body_bytes)
+        body = await read_body(exchange.receive, self.config.max_body_bytes)
         if body is None:
             too_large = PayloadTooLargeError("request body too large", code="payload_too_large")
             return await exchange.error(too_large)
-        if body is _GONE:
+        if body is GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
         upstream_path = _upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, exchange.cid)
@@ -284,24 +301,42 @@ class Gateway:
         listing = exchange.path == route.prefix.rstrip("/") + "/models"
         if directory is not None and listing and scope["method"] == "GET":
             return await self._model_union(route, directory, upstream_path, outgoing, exchange)
-        pool = self.pools[self._choose_pool(route, headers)]
+        pipeline = self._pipeline(route, self.pools[self._choose_pool(route, headers)])
         model = body_model(body) if directory is not None else None
         if directory is not None and model is not None:
             try:
-                served = await directory.resolve(model)
+                chain = await directory.chain(await directory.resolve(model))
             except NotFoundError as exc:
                 return await exchange.error(exc)
-            pool = self.pools[served.pool]
-            body = body if served.model == model else with_model(body, served.model)
+            pipeline = self._by_model(route, chain, model, exchange)
         request = UpstreamRequest(
             scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
         )
-        forwarded = self._forward(self._pipeline(route, pool), request, exchange)
+        forwarded = self._forward(pipeline, request, exchange)
         try:
             return await until_disconnected(forwarded, exchange.receive, scope)
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE
+
+    def _by_model(
+        self, route: Route, chain: list[Served], asked: str, exchange: Exchange
+    ) -> Pipeline:
+        """The request to the pool of the model it names, then of its fallbacks
+        (`prsm.gateway.models`); a fallback's answer carries `X-PRSM-Fallback-From`."""
+
+        async def send(served: Served, request: UpstreamRequest) -> UpstreamResponse:
+            if served.model != asked:  # an alias resolved, or a fallback
+                request = dataclasses.replace(request, body=with_model(request.body, served.model))
+            return await self._pipeline(route, self.pools[served.pool])(request)
+
+        def fell_back(failed: Served, to: Served) -> None:
+            if not any(name == _FALLBACK for name, _ in exchange.extra):
+                exchange.extra.append((_FALLBACK, chain[0].model.encode()))
+            metrics.MODEL_FALLBACKS.labels("prsm-gateway", failed.model, to.model).inc()
+            log.info("model fallback", extra={"model": failed.model, "to": to.model})
+
+        return falling_back(chain, send, _may_fall_back, fell_back)
 
     async def _model_union(
         self,
@@ -317,8 +352,8 @@ class Gateway:
         async def fetch(name: str) -> tuple[int, bytes]:
             request = UpstreamRequest("GET", target, headers, b"", True)
             try:
-                response = await _whole(await self._pipeline(route, self.pools[name])(request))
-            except (PRSMError, _TooLong):
+                response = await whole(await self._pipeline(route, self.pools[name])(request))
+            except (PRSMError, TooLong):
                 return 502, b""
             return response.status, b"".join([c async for c in response.chunks()])
 
@@ -411,12 +446,12 @@ class Gateway:
         )
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
             not_run = (_NOT_RUN, b"true") in ((k.lower(), v) for k, v in response.headers)
-            raise UpstreamAnswered(await _held(response), response.status, not_run=not_run)
-        if _small(response):
+            raise UpstreamAnswered(await held(response), response.status, not_run=not_run)
+        if small(response):
             # Read whole within the try, before the caller sees a byte: an upstream that dies
             # between its headers and its body fails this try (and the next instance may
             # answer), instead of a response cut short at the caller. nginx buffers likewise.
-            return await _whole(response)
+            return await whole(response)
         return response
 
     async def _relay(self, response: UpstreamResponse, exchange: Exchange) -> int:
@@ -430,7 +465,7 @@ class Gateway:
         headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
         headers.append((_CID, exchange.cid.encode()))
         headers.extend(exchange.extra)
-        events = _WholeEvents() if _is_event_stream(headers) else None
+        events = WholeEvents() if is_event_stream(headers) else None
         if events is not None and not any(k.lower() == _NO_BUFFERING[0] for k, _ in headers):
             headers.append(_NO_BUFFERING)  # passed on event by event: proxies in front must too
         status = response.status
@@ -523,43 +558,6 @@ _NOT_RELAYED = (HOP_BY_HOP - {b"content-length"}) | {_CID}  # the upstream's len
 _NO_BUFFERING = (b"x-accel-buffering", b"no")
 
 
-def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(
-        k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
-    )
-
-
-class _WholeEvents:
-    """Splits an event stream's bytes at the end of its last complete event; holds the rest."""
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    def take(self, chunk: bytes) -> bytes:
-        """The complete events so far, with `chunk` added."""
-        data = self._tail + chunk if self._tail else chunk
-        end = max(_end_after(data, separator) for separator in _EVENT_ENDS)
-        if len(data) - end > _LONGEST_HELD:  # one event this long is passed on as it comes
-            end = len(data)
-        self._tail = data[end:]
-        return data[:end]
-
-    def rest(self) -> bytes:
-        """What came after the last complete event (passed on as it is at a clean end)."""
-        return self._tail
-
-
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-_LONGEST_HELD = 256 * 1024
-"""Most bytes of an unfinished event held back; the gateway's memory per stream stays bounded."""
-
-
-def _end_after(data: bytes, separator: bytes) -> int:
-    """The index just past the last `separator` in `data`, 0 if there is none."""
-    found = data.rfind(separator)
-    return found + len(separator) if found >= 0 else 0
-
-
 def _cut_stream_event(exchange: Exchange) -> bytes:
     cut = error_for_status(502, "the AI service broke off the stream", code="upstream_cut")
     return error_event(cut, exchange.cid, exchange.path)
@@ -573,6 +571,12 @@ def _replayable(route: Route, scope: Scope, headers: list[tuple[bytes, bytes]]) 
         or route.retries.non_idempotent
         or any(name.lower() in IDEMPOTENCY_HEADERS for name, _ in headers)
     )
+
+
+def _may_fall_back(request: UpstreamRequest, exc: BaseException) -> bool:
+    """Whether another model's pool may take a request its own could not: as failover to
+    another instance, only if it provably did not run, or may be sent twice."""
+    return fails_over(classify(exc), idempotent=_may_resend(request))
 
 
 def _may_resend(request: UpstreamRequest) -> bool:
@@ -613,43 +617,6 @@ def _no_headers_in(seconds: float) -> Callable[[], TimeoutError]:
     return functools.partial(TimeoutError, f"no response headers within {seconds:g}s")
 
 
-async def _held(response: UpstreamResponse) -> UpstreamResponse | None:
-    """A retried error answer read into memory (the connection is free for the next try), or
-    None if it is too long to hold or breaks off."""
-    try:
-        return await _whole(response, _HELD_BODY)
-    except (ConnectionLostError, _TooLong):
-        return None
-
-
-def _small(response: UpstreamResponse) -> bool:
-    """Whether the response declares a body short enough to read whole before relaying it."""
-    for name, value in response.headers:
-        if name.lower() == b"content-length":
-            return value.isdigit() and int(value) <= _HELD_BODY
-    return False
-
-
-class _TooLong(Exception):
-    """A body longer than the most that is held."""
-
-
-async def _whole(response: UpstreamResponse, limit: int = _HELD_BODY) -> UpstreamResponse:
-    """The response with its body read into memory and its connection given back; raises
-    `ConnectionLostError` if the body breaks off."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.chunks():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLong()
-            parts.append(chunk)
-    finally:
-        response.release()
-    return BufferedResponse(response.status, response.headers, b"".join(parts))
-
-
 def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
     sticky = route.sticky
     if sticky is None:
@@ -679,27 +646,6 @@ def _upstream_target(scope: Scope, route: Route) -> str:
         raw = rewrite.rstrip("/").encode() + tail or b"/"
     query: bytes = scope.get("query_string", b"")
     return (raw + b"?" + query if query else raw).decode("latin-1")
-
-
-_GONE = b"\x00gone"
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body (tries may need to send it again), None past `limit`, `_GONE`
-    if the caller disconnected first."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return _GONE
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
 async def _unavailable(exchange: Exchange) -> int:

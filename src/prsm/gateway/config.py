@@ -249,6 +249,11 @@ class ModelRoutes(Strict):
     refresh_seconds: float = Field(default=30.0, gt=0)
     """How often the lists are asked again (and at most once a second when a request names a
     model no pool is known to serve)."""
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    """Model id → the models (ids or aliases) to try, in order, when its pool cannot take a
+    request that provably did not run there: no instance reachable, every breaker open, or
+    refused before it ran (a 503 marked `X-PRSM-Not-Run`). The body is sent again naming the
+    fallback; never once an answer has begun, nor for a request that may have run."""
 
 
 class Route(Strict):

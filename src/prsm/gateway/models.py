@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prsm.errors import NotFoundError, PRSMError
 from prsm.gateway.config import Route
@@ -93,6 +93,15 @@ class ModelDirectory:
     def pools(self) -> list[str]:
         """The pools whose models this route reaches."""
         return [*dict.fromkeys([*self._pools, *self._settings.map.values()])] or [self._default]
+
+    async def chain(self, served: Served) -> list[Served]:
+        """`served`, then where each of its model's fallbacks leads (each pool once)."""
+        chain = [served]
+        for name in self._settings.fallbacks.get(served.model, []):
+            fallback = await self.resolve(name)
+            if fallback not in chain:
+                chain.append(fallback)
+        return chain
 
     def lookup(self, name: str) -> Served | None:
         """Where `name` leads, if any pool is known to serve it."""
@@ -178,6 +187,32 @@ class ModelDirectory:
             raise ValueError(f"{self._path} answered {response.status}")
         data = json.loads(body)["data"]
         return [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def falling_back(
+    chain: list[Served],
+    send: Callable[[Served, Req], Awaitable[Resp]],
+    may_fall_back: Callable[[Req, BaseException], bool],
+    fell_back: Callable[[Served, Served], None],
+) -> Callable[[Req], Awaitable[Resp]]:
+    """A handler that sends a request to `chain`'s first model, and to the next while the
+    failure lets it (`may_fall_back`: the request provably did not run)."""
+
+    async def call(request: Req) -> Resp:
+        for tried, served in enumerate(chain):
+            try:
+                return await send(served, request)
+            except PRSMError as exc:
+                if tried == len(chain) - 1 or not may_fall_back(request, exc):
+                    raise
+                fell_back(served, chain[tried + 1])
+        raise AssertionError("a chain of models is never empty")
+
+    return call
 
 
 Fetch = Callable[[str], Awaitable[tuple[int, bytes]]]
