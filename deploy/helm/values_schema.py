@@ -39,6 +39,10 @@ QUANTITY: Schema = {"type": ["string", "number"]}
 DURATION: Schema = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"}
 
 
+GROUP_NAME = "^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$"
+"""A model group's name: part of its Deployment's and Service's names (DNS labels)."""
+
+
 def strict(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
     """An object with exactly these keys."""
     schema: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
@@ -249,6 +253,22 @@ def values_schema() -> Schema:
                 }
             ),
             "api": api,
+            "modelGroups": {
+                "type": "array",
+                "items": strict(
+                    {
+                        "name": {"type": "string", "pattern": GROUP_NAME},
+                        "replicas": {"type": "integer", "minimum": 0},
+                        "resources": resources(),
+                        "models": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"$ref": "#/$defs/ModelSettings"},
+                        },
+                    },
+                    required=("name", "models"),
+                ),
+            },
             "worker": component(service=False),
             "gateway": gateway,
             "serviceAccount": strict(

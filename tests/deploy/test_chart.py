@@ -3,6 +3,7 @@ misspelled values, and render what the drain, the security rules and the gateway
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,10 @@ def test_every_object_is_valid_kubernetes(
         ),
         (["--set", "settings.api_keys=leaked"], "'api_keys' not allowed"),
         (["--set", "redis.url=localhost:6379"], "/redis/url"),
+        (["--set", "modelGroups[0].name=Big_Ones", "--set", "modelGroups[0].models[0].kind=bert"],
+         "/modelGroups/0/name"),
+        (["--set", "modelGroups[0].name=big", "--set", "modelGroups[0].models[0].kynd=bert"],
+         "'kynd' not allowed"),
     ],
 )  # fmt: skip
 def test_misspelled_or_misplaced_values_are_refused(
@@ -173,7 +178,7 @@ def test_termination_grace_covers_prestop_and_the_drain(helm: Path, profile: str
         pod = deployment["spec"]["template"]["spec"]
         pre_stop = container(deployment).get("lifecycle", {}).get("preStop")
         sleep = int(pre_stop["exec"]["command"][1]) if pre_stop else 0
-        bound = bounds[name.removesuffix("-canary")]
+        bound = bounds["prsm-api" if name.startswith("prsm-api") else name]
         assert pod["terminationGracePeriodSeconds"] >= sleep + bound, name
 
 
@@ -292,22 +297,33 @@ def test_a_values_file_with_a_misspelled_key_is_refused(helm: Path, tmp_path: Pa
     assert objects(render(helm, "-f", str(misspelled)), "Deployment")
 
 
-def test_two_models_share_the_api_pods_and_the_gateway_routes_by_model(helm: Path) -> None:
-    """The two-model profile: prsm.yaml serves the chat and the embedding model; the gateway
-    routes /v1 by model and gets the key it asks the pools' model lists with (only then)."""
+def test_a_model_group_runs_on_pods_of_its_own_and_the_gateway_routes_to_it(helm: Path) -> None:
+    """The two-model profile: the embedding model's Deployment and Service beside the API's,
+    its pods serving only its models; the API's Service no longer selects them; the gateway
+    has a pool per group, routes /v1 by model, and gets the key it asks the pools' model
+    lists with (only then)."""
     docs = render(helm, *PROFILES["two-models"])
-    settings = load_settings(**configmap_file(docs, "prsm-settings", "prsm.yaml"))
-    assert [(m.kind, m.serves) for m in settings.served_models()] == [
-        ("llama", "generation"), ("bert", "embeddings")
-    ]  # fmt: skip
+    deployments, services = objects(docs, "Deployment"), objects(docs, "Service")
+    group = deployments["prsm-api-embeddings"]["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in group["spec"]["containers"][0]["env"]}
+    models = load_settings(models=json.loads(env["PRSM_MODELS"])).served_models()
+    assert [(m.name, m.serves) for m in models] == [("all-MiniLM-L6-v2", "embeddings")]
+    assert "PRSM_MODELS" not in {
+        e["name"]
+        for e in deployments["prsm-api"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    labels = group["metadata"]["labels"]
+    assert services["prsm-api-embeddings"]["spec"]["selector"].items() <= labels.items()
+    assert not services["prsm-api"]["spec"]["selector"].items() <= labels.items()
     config = configmap_file(docs, "prsm-gateway", "gateway.yaml")
     gateway = parse_gateway_config(config, redis_url="redis://r:6379/0")
+    assert set(gateway.pools) == {"api", "models-embeddings"}
     assert [r.prefix for r in gateway.routes if r.models is not None] == ["/v1"]
-    env = {
+    gateway_env = {
         name: objects(render_of, "Deployment")["prsm-gateway"]["spec"]["template"]["spec"][
             "containers"
         ][0]["env"]
         for name, render_of in (("two-models", docs), ("default", render(helm)))
     }
-    assert "PRSM_API_KEY" in {e["name"] for e in env["two-models"]}
-    assert "PRSM_API_KEY" not in {e["name"] for e in env["default"]}
+    assert "PRSM_API_KEY" in {e["name"] for e in gateway_env["two-models"]}
+    assert "PRSM_API_KEY" not in {e["name"] for e in gateway_env["default"]}

@@ -88,7 +88,12 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- $config := deepCopy .Values.gateway.config -}}
 {{- if not (hasKey $config "pools") -}}
 {{- $discovery := dict "kind" "kubernetes" "service" (printf "%s-api" (include "prsm.fullname" .)) -}}
-{{- $_ := set $config "pools" (dict "api" (dict "discovery" $discovery "balancer" "least_outstanding")) -}}
+{{- $pools := dict "api" (dict "discovery" $discovery "balancer" "least_outstanding") -}}
+{{- range .Values.modelGroups -}}
+{{- $group := dict "kind" "kubernetes" "service" (printf "%s-api-%s" (include "prsm.fullname" $) .name) -}}
+{{- $_ := set $pools (printf "models-%s" .name) (dict "discovery" $group "balancer" "least_outstanding") -}}
+{{- end -}}
+{{- $_ := set $config "pools" $pools -}}
 {{- end -}}
 {{- if not (hasKey $config "routes") -}}
 {{- $retries := dict "attempts" 3 "per_try_timeout" 120 -}}
@@ -96,6 +101,9 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- $ai := dict "prefix" "/api/ai" "rewrite" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
 {{- $v1 := dict "prefix" "/api/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
 {{- $openai := dict "prefix" "/v1" "pool" "api" "retries" $retries "timeout" 300 "rate_limit" $limit -}}
+{{- if .Values.modelGroups -}}
+{{- $_ := set $openai "models" dict -}}
+{{- end -}}
 {{- $_ := set $config "routes" (list $ai $v1 $openai) -}}
 {{- end -}}
 {{- if and (not (hasKey $config "rate_limit_storage")) (include "prsm.redisUrl" .) -}}

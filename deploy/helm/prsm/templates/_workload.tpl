@@ -1,6 +1,8 @@
 {{/*
 The pod template of one PRSM process: (dict "root" $root "component" "api" "track" "stable").
-The API's pods carry their track (stable, or canary for istio.canary) in prsm.dev/track.
+The API's pods carry their track (stable, or canary for istio.canary) in prsm.dev/track, and
+their model group (`api`, or the name of one of modelGroups, given as "group") in
+prsm.dev/model-group.
 */}}
 {{- define "prsm.podTemplate" -}}
 {{- $root := .root -}}
@@ -11,6 +13,9 @@ The API's pods carry their track (stable, or canary for istio.canary) in prsm.de
 metadata:
   labels:
     {{- include "prsm.workloadSelectorLabels" $context | nindent 4 }}
+    {{- if eq $component "api" }}
+    prsm.dev/model-group: {{ if .group }}{{ .group.name }}{{ else }}api{{ end }}
+    {{- end }}
     {{- with $values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -91,6 +96,11 @@ spec:
         - name: PRSM_ENGINE__OPENAI_API_KEY
           valueFrom:
             secretKeyRef: {name: {{ include "prsm.secretName" $root }}, key: openai-api-key, optional: true}
+        {{- with .group }}
+        # This group's models, instead of settings.models.
+        - name: PRSM_MODELS
+          value: {{ toJson .models | quote }}
+        {{- end }}
         {{- if not (dig "engine" "threads" nil $root.Values.settings) }}
         - name: PRSM_ENGINE__THREADS
           value: {{ include "prsm.engineThreads" $root | quote }}
@@ -161,7 +171,7 @@ spec:
             command: ["sleep", "{{ $values.preStopSeconds }}"]
       {{- end }}
       resources:
-        {{- toYaml $values.resources | nindent 8 }}
+        {{- toYaml (dig "resources" $values.resources (default dict .group)) | nindent 8 }}
       securityContext:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
       volumeMounts:
