@@ -260,6 +260,18 @@ def values_schema() -> Schema:
                         "name": {"type": "string", "pattern": GROUP_NAME},
                         "replicas": {"type": "integer", "minimum": 0},
                         "resources": resources(),
+                        "autoscaling": strict(
+                            {
+                                "enabled": BOOLEAN,
+                                "minReplicas": {"type": "integer", "minimum": 1},
+                                "maxReplicas": {"type": "integer", "minimum": 1},
+                                "targetCPUUtilizationPercentage": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 100,
+                                },
+                            }
+                        ),
                         "models": {
                             "type": "array",
                             "minItems": 1,

@@ -312,6 +312,9 @@ def test_a_model_group_runs_on_pods_of_its_own_and_the_gateway_routes_to_it(helm
         e["name"]
         for e in deployments["prsm-api"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
+    scaled = objects(docs, "HorizontalPodAutoscaler")["prsm-api-embeddings"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "prsm-api-embeddings"
+    assert "replicas" not in deployments["prsm-api-embeddings"]["spec"]
     labels = group["metadata"]["labels"]
     assert services["prsm-api-embeddings"]["spec"]["selector"].items() <= labels.items()
     assert not services["prsm-api"]["spec"]["selector"].items() <= labels.items()
