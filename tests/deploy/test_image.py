@@ -23,7 +23,9 @@ from tests.support import free_port, metric, wait_for
 pytestmark = pytest.mark.deploy
 
 IMAGE = os.environ.get("PRSM_IMAGE", "localhost/prsm") + ":latest"
-SIZE_GOAL_BYTES = 450_000_000
+SIZE_GOAL_BYTES = 560_000_000
+"""450 MB with the chat model alone; the embedding model's file (83 MB zipped) and its
+tokenizer (8 MB) come on top."""
 KEY = "image-test-key"
 PODMAN_ENV = os.environ | {"CONTAINERS_CONF": str(ROOT / "deploy/image/containers.conf")}
 
@@ -93,7 +95,7 @@ def query(base_url: str, path: str, max_tokens: int = 24) -> httpx.Response:
 
 
 def test_image_is_small_labelled_and_non_root(image: str) -> None:
-    """Under the 450 MB goal; OCI labels for source, version and licence; runs as UID 10001;
+    """Under the 560 MB goal (both models inside); OCI labels for source, version and licence; runs as UID 10001;
     `prsm` is the entrypoint."""
     [inspected] = json.loads(podman("image", "inspect", image).stdout)
     assert inspected["Size"] < SIZE_GOAL_BYTES, f"{inspected['Size'] / 1e6:.0f} MB"
