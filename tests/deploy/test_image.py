@@ -95,7 +95,8 @@ def query(base_url: str, path: str, max_tokens: int = 24) -> httpx.Response:
 
 
 def test_image_is_small_labelled_and_non_root(image: str) -> None:
-    """Under the 560 MB goal (both models inside); OCI labels for source, version and licence; runs as UID 10001;
+    """Under the 560 MB goal (both models inside); OCI labels for source, version and
+    licence; runs as UID 10001;
     `prsm` is the entrypoint."""
     [inspected] = json.loads(podman("image", "inspect", image).stdout)
     assert inspected["Size"] < SIZE_GOAL_BYTES, f"{inspected['Size'] / 1e6:.0f} MB"

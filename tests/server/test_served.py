@@ -188,6 +188,10 @@ async def test_an_overloaded_model_falls_back_even_by_alias() -> None:
             streamed = await client.post(
                 "/v1/chat/completions", json=chat("big") | {"stream": True}
             )
+            response = await client.post("/v1/responses", json={"model": "big", "input": "Hi"})
+            events = await client.post(
+                "/v1/responses", json={"model": "big", "input": "Hi", "stream": True}
+            )
         async with big_busy(client):  # admitted by `big` itself, not passed on
             pass
     for answer in (by_id, by_alias):
@@ -196,7 +200,10 @@ async def test_an_overloaded_model_falls_back_even_by_alias() -> None:
     chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line[6:7] == "{"]
     assert {c["model"] for c in chunks} == {"small"}
     assert streamed.headers["x-prsm-fallback-from"] == "big"
-    assert fallbacks("big", "small") == before + 3
+    assert fallbacks("big", "small") == before + 5
+    assert response.json()["model"] == "small"
+    created = json.loads(events.text.split("data: ", 2)[1].split("\n")[0])
+    assert created["response"]["model"] == "small"
 
 
 async def test_a_stream_that_fails_midway_ends_with_an_error_and_no_fallback() -> None:

@@ -11,6 +11,7 @@ stream began. The official client's stream helper checks each item's identity ac
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +78,7 @@ class Draft:
             incomplete_details={"reason": "max_output_tokens"} if cut else None,
             output=self.output(generation),
             usage=usage(generation),
+            model=generation.model,
         )
 
     def output(self, generation: Generation) -> list[dict[str, Any]]:
@@ -142,30 +144,34 @@ class Numbered:
 def response_events(
     draft: Draft, finish: Callable[[dict[str, Any]], Awaitable[None]]
 ) -> StreamFormat:
-    """The typed events of `draft`'s answer; `finish(response)` runs (to store it) before the
+    """The typed events of `draft`'s answer, naming the model that answers (a fallback's, when
+    one took over before the first text); `finish(response)` runs (to store it) before the
     last event."""
 
     async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
+        answering = dataclasses.replace(draft, model=stream.model or draft.model)
         event, opened, generation = Numbered(), False, None
-        yield event("response.created", response=draft.snapshot("in_progress"))
-        yield event("response.in_progress", response=draft.snapshot("in_progress"))
+        yield event("response.created", response=answering.snapshot("in_progress"))
+        yield event("response.in_progress", response=answering.snapshot("in_progress"))
         try:
             async for piece in stream.pieces():
                 if isinstance(piece, Generation):
                     generation = piece
                     continue
                 if not opened:
-                    for frame in opening(event, draft):
+                    for frame in opening(event, answering):
                         yield frame
                     opened = True
-                yield event("response.output_text.delta", **_at(draft), delta=piece, logprobs=[])
+                yield event(
+                    "response.output_text.delta", **_at(answering), delta=piece, logprobs=[]
+                )
         except Exception as exc:
-            for frame in failing(event, draft, exc):
+            for frame in failing(event, answering, exc):
                 yield frame
             return
         assert generation is not None  # pieces() ends with the Generation or raises
-        response = draft.finished(generation)
-        for frame in closing(event, draft, response["output"], opened):
+        response = answering.finished(generation)
+        for frame in closing(event, answering, response["output"], opened):
             yield frame
         await finish(response)
         ending = "incomplete" if response["status"] == "incomplete" else "completed"
