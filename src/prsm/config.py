@@ -166,7 +166,8 @@ class EngineSettings(Section):
         default=None,
         ge=1,
         description="CPU threads per model instance; if unset, the CPUs this process may use "
-        "(its CPU affinity, capped by its cgroup's CPU quota: a container's CPU limit).",
+        "(its CPU affinity, capped by its cgroup's CPU quota: a container's CPU limit). For "
+        "`bert`, NumPy's BLAS threads (one count for the whole process).",
     )
     temperature: float = Field(
         default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy."

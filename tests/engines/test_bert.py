@@ -11,7 +11,7 @@ import pytest
 
 from prsm.config import EngineSettings
 from prsm.engines import Embedder, load_engine
-from prsm.engines.bert import BertEmbedder
+from prsm.engines.bert import BertEmbedder, blas_threads
 from prsm.errors import ValidationError
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
@@ -79,3 +79,15 @@ async def test_a_missing_model_file_is_a_clear_load_error(tmp_path: Path) -> Non
     """A folder without the model's files fails to load saying which path it tried."""
     with pytest.raises(Exception, match=str(tmp_path)):
         await load_engine(EngineSettings(kind="bert", model_path=tmp_path))
+
+
+def test_threads_bound_numpy_s_blas() -> None:
+    """`threads` is the BLAS's thread count for the process (restored after the test)."""
+    before = blas_threads()
+    assert before is not None  # NumPy's wheels ship OpenBLAS
+    try:
+        BertEmbedder._load(EngineSettings(kind="bert", threads=1))
+        assert blas_threads() == 1
+    finally:
+        blas_threads(before)
+    assert blas_threads() == before

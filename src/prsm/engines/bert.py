@@ -244,6 +244,8 @@ class BertEmbedder:
             files.close()
         tokenizer.no_padding()
         tokenizer.no_truncation()
+        if settings.threads is not None:
+            blas_threads(settings.threads)
         name = settings.model_name or DEFAULT_NAME
         return cls(encoder, tokenizer, name, min(settings.context_size, encoder.positions))
 
@@ -296,3 +298,22 @@ class BertEmbedder:
 
     async def aclose(self) -> None:
         """Nothing to release: the weights are NumPy arrays."""
+
+
+def blas_threads(threads: int | None = None) -> int | None:
+    """Set NumPy's BLAS threads to `threads` (when given) and say how many it uses now; None
+    where NumPy's BLAS is not the OpenBLAS its wheels ship. The count is the process's: the
+    last `bert` model loaded with `threads` sets it for all."""
+    import ctypes
+
+    found = sorted((Path(np.__file__).parent.parent / "numpy.libs").glob("libscipy_openblas*.so"))
+    if not found:
+        return None
+    library = ctypes.CDLL(str(found[0]))
+    setter = getattr(library, "scipy_openblas_set_num_threads64_", None)
+    getter = getattr(library, "scipy_openblas_get_num_threads64_", None)
+    if setter is None or getter is None:
+        return None
+    if threads is not None:
+        setter(ctypes.c_int(threads))
+    return int(getter())
