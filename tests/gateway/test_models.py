@@ -14,7 +14,8 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from prsm.gateway.models import body_model, with_model
+from prsm.gateway.config import Route
+from prsm.gateway.models import ModelDirectory, Served, body_model, with_model
 from tests.support import (
     API_KEY,
     GatewayProcess,
@@ -187,3 +188,13 @@ def test_a_model_whose_pool_cannot_take_it_falls_back(
     assert "x-prsm-fallback-from" not in answers["broken"].headers
     assert len(broken.bodies) == 1
     assert json.loads(refusing.bodies[0])["model"] == "big"
+
+
+async def test_a_fallback_no_pool_serves_is_passed_over() -> None:
+    """The model itself still answers: its chain is the fallbacks a pool serves, each once."""
+    settings = {"learn": False, "map": {"big": "a", "small": "a"},
+                "fallbacks": {"big": ["ghost", "small", "small"]}}  # fmt: skip
+    route = Route(prefix="/v1", pool="a", models=settings)  # type: ignore[arg-type]
+    directory = ModelDirectory(route, {}, transport=None, api_key=None)  # type: ignore[arg-type]
+    big = await directory.resolve("big")
+    assert directory.chain(big) == [Served("a", "big"), Served("a", "small")]

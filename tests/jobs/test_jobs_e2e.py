@@ -662,6 +662,7 @@ async def test_one_trace_from_the_gateway_through_the_queue_to_the_callback(
                 assert accepted.status_code == 202, accepted.text
                 [engine] = await collector.wait_for("prsm.engine.generate")
                 [job] = await collector.wait_for("prsm.job priority-query")
+                await collector.wait_for("POST /api")  # the gateway's, before it stops
                 await until_called_back(receiver)
             events = redis.Redis.from_url(redis_url).xrange(keys.EVENT_STREAM)
     spans = {span.name: span for span in collector.spans}

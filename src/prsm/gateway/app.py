@@ -305,7 +305,7 @@ class Gateway:
         model = body_model(body) if directory is not None else None
         if directory is not None and model is not None:
             try:
-                chain = await directory.chain(await directory.resolve(model))
+                chain = directory.chain(await directory.resolve(model))
             except NotFoundError as exc:
                 return await exchange.error(exc)
             pipeline = self._by_model(route, chain, model, exchange)

@@ -94,12 +94,13 @@ class ModelDirectory:
         """The pools whose models this route reaches."""
         return [*dict.fromkeys([*self._pools, *self._settings.map.values()])] or [self._default]
 
-    async def chain(self, served: Served) -> list[Served]:
-        """`served`, then where each of its model's fallbacks leads (each pool once)."""
+    def chain(self, served: Served) -> list[Served]:
+        """`served`, then where each of its model's fallbacks leads, each once; a fallback no
+        pool is known to serve is passed over (the model itself still answers)."""
         chain = [served]
         for name in self._settings.fallbacks.get(served.model, []):
-            fallback = await self.resolve(name)
-            if fallback not in chain:
+            fallback = self.lookup(name)
+            if fallback is not None and fallback not in chain:
                 chain.append(fallback)
         return chain
 
