@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from prsm import metrics
 from prsm.config import Serves
 from prsm.contracts import CheckResult
-from prsm.errors import HTTPStatusError, NotFoundError, ServiceUnavailableError, ValidationError
+from prsm.errors import HTTPStatusError, NotFoundError, ServiceUnavailableError
 from prsm.events import EventSink
+from prsm.resilience.outcomes import classify, fails_over
 from prsm.server.readiness import ReadinessCheck
-from prsm.server.service import QueryService
+from prsm.server.service import QueryService, serves_not
 
 log = logging.getLogger("prsm.query")
 
@@ -29,9 +30,11 @@ FALLBACK_HEADER = "x-prsm-fallback-from"
 
 
 def may_fall_back(error: HTTPStatusError) -> bool:
-    """Whether a model's refusal lets the next model try: it was overloaded or not ready, and
-    the query provably did not run (never a caller's own error, a budget, a time limit)."""
-    return error.status_code == 503 and error.not_run
+    """Whether a model's refusal lets the next model try: by the rule every caller that tries
+    again follows (`prsm.resilience.outcomes`), for a query, which may not be sent twice —
+    only when it provably did not run (overloaded, not ready; never a caller's own error, a
+    budget, a time limit)."""
+    return fails_over(classify(error), idempotent=False)
 
 
 class ServedModels:
@@ -60,11 +63,7 @@ class ServedModels:
             raise self._unknown(f"no model that serves {serves} is served here")
         service = self.named(name)
         if service.spec.serves != serves:
-            raise ValidationError(
-                f"model {name!r} serves {service.spec.serves}, not {serves}",
-                code="wrong_model_kind",
-                param="model",
-            )
+            raise serves_not(serves, name, service.spec.serves)
         return service
 
     def named(self, name: str) -> QueryService:

@@ -466,14 +466,14 @@ class QueryService:
         """The loaded generative engine; 503 `not_ready` while it loads or after it failed."""
         engine = self.loaded()
         if isinstance(engine, Embedder):
-            raise _serves_not("generation", engine.model, "embeddings")
+            raise serves_not("generation", engine.model, "embeddings")
         return engine
 
     def ready_embedder(self) -> Embedder:
         """The loaded embedding engine; 503 `not_ready` while it loads or after it failed."""
         engine = self.loaded()
         if not isinstance(engine, Embedder):
-            raise _serves_not("embeddings", engine.model, "generation")
+            raise serves_not("embeddings", engine.model, "generation")
         return engine
 
     def loaded(self) -> Engine | Embedder:
@@ -555,8 +555,9 @@ def _spent(reservation: Reservation, result: Result | None, tally: Tally | None)
     return reservation.spent(result, tally)
 
 
-def _serves_not(wanted: str, model: str, served: str) -> ValidationError:
-    """400 for a request of a kind its model does not serve (a chat model's embeddings)."""
+def serves_not(wanted: str, model: str, served: str) -> ValidationError:
+    """422 `wrong_model_kind` (400 on /v1) for a request of a kind its model does not serve
+    (a chat model's embeddings)."""
     return ValidationError(
         f"model {model!r} serves {served}, not {wanted}", code="wrong_model_kind", param="model"
     )
