@@ -46,7 +46,9 @@ async def streamed(
 
     stream = AnswerStream(work)
     await stream.started()
-    frames = [frame async for frame in response_events(Draft("m", REQUEST.echo()), finish)(stream)]
+    frames = [
+        frame async for frame in response_events(Draft(REQUEST.echo(), model="m"), finish)(stream)
+    ]
     events = []
     for frame in frames:
         name, data = frame.decode().strip().split("\n")

@@ -337,7 +337,7 @@ def responses_routes(path: QueryPath, store: ResponseStore | None) -> APIRouter:
             )
         earlier = await _earlier(body, principal, store)
         ask = response_ask(body, principal, earlier)
-        draft = Draft(path.served_model(ask.model), body.echo())
+        draft = Draft(body.echo())
 
         async def finish(response: dict[str, Any]) -> None:
             if store is not None and body.store is not False:

@@ -53,9 +53,10 @@ def new_id(prefix: str) -> str:
 class Draft:
     """A response before its answer: its ids, and the request's fields a response repeats."""
 
-    model: str
     echo: dict[str, Any]
     """instructions, tools, tool_choice, text, … as the response object shows them."""
+    model: str = ""
+    """The model that answers, once known (the stream's; a whole answer's generation's)."""
     id: str = field(default_factory=lambda: new_id("resp"))
     message_id: str = field(default_factory=lambda: new_id("msg"))
     created_at: int = field(default_factory=lambda: int(time.time()))

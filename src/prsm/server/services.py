@@ -118,10 +118,6 @@ class ApiServices:
             )
         return self.jobs
 
-    def served_model(self, name: str | None = None) -> str:
-        """The id of the generative model a request naming `name` reaches."""
-        return self.models.find(name).ready_engine().model
-
     async def answer(
         self, ask: Ask, principal: Principal, request: Request
     ) -> Generation | Response:

@@ -71,14 +71,15 @@ def _delta(text: str | None, first: bool, calls: tuple[ToolCall, ...]) -> dict[s
     return delta
 
 
-def chunks(chat: bool, model: str, cid: str, with_usage: bool) -> StreamFormat:
+def chunks(chat: bool, cid: str, with_usage: bool) -> StreamFormat:
     """OpenAI's stream: a chunk per delta (the first of each answer names the role), a last
     chunk per answer with its finish reason, the usage chunk when asked, `[DONE]`; an error as
-    `{error}`. Chunks name the model that answers (`model` unless a fallback took over)."""
+    `{error}`. Chunks name the model that answers (the stream's: a fallback's, when one took
+    over before the first text)."""
     kind, prefix = ("chat.completion.chunk", "chatcmpl") if chat else ("text_completion", "cmpl")
 
     async def events(stream: AnswerStream) -> AsyncIterator[bytes]:
-        answering = stream.model or model
+        answering = stream.model
 
         def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
             body = envelope(kind, prefix, answering, cid) | {"choices": [choice] if choice else []}

@@ -36,9 +36,6 @@ class QueryPath(Protocol):
     ) -> Response:
         """The answer as server-sent events in the format `events` gives."""
 
-    def served_model(self, name: str | None = None) -> str:
-        """The id of the generative model a request naming `name` reaches."""
-
 
 def openai_routes(path: QueryPath) -> APIRouter:
     """The router with OpenAI's chat completions and completions."""
@@ -49,7 +46,7 @@ def openai_routes(path: QueryPath) -> APIRouter:
     ) -> Response:
         cid = request.scope["state"]["correlation_id"]
         if body.stream:
-            events = chunks(chat, path.served_model(ask.model), cid, body.usage_in_stream)
+            events = chunks(chat, cid, body.usage_in_stream)
             return await path.stream(ask, principal, request, events)
         answered = await path.answer(ask, principal, request)
         if isinstance(answered, Response):
