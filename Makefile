@@ -19,6 +19,9 @@ NODE_DIR  := tests/e2e/node
 NODE_DEPS := $(NODE_DIR)/node_modules/.installed
 
 DOCS_STAMP := $(VENV)/.docs-installed
+# The tests start some 150 Python processes: with PYTHONDONTWRITEBYTECODE set (some shells and
+# CI images set it) each compiled every module it imports again, 1.5 s of CPU a process.
+unexport PYTHONDONTWRITEBYTECODE
 LATEST     := .venv-latest
 
 .PHONY: run test lint typecheck unit bench chaos docs image deploy-check lock test-latest clean
