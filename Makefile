@@ -23,6 +23,8 @@ DOCS_STAMP := $(VENV)/.docs-installed
 # CI images set it) each compiled every module it imports again, 1.5 s of CPU a process.
 unexport PYTHONDONTWRITEBYTECODE
 LATEST     := .venv-latest
+# LlamaIndex, as retrieval apps call PRSM, in a venv of its own: it needs an older `openai`.
+LLAMAINDEX := .venv-llamaindex/.installed
 
 .PHONY: run test lint typecheck unit bench chaos docs image deploy-check lock test-latest clean
 
@@ -33,7 +35,7 @@ run: $(RUN_STAMP)
 # once. Most tests wait on real processes, so two overlap well on two cores.
 PYTEST := $(BIN)/pytest -n 2 --dist loadscope
 
-test: $(STAMP) $(NODE_DEPS) lint typecheck
+test: $(STAMP) $(NODE_DEPS) $(LLAMAINDEX) lint typecheck
 	$(PYTEST)
 
 # The lock moved to the newest versions pyproject.toml allows (commit uv.lock after `make test`).
@@ -43,7 +45,7 @@ lock: $(UV)
 # The checks on the newest versions, as a user installing today would get them: finds a release
 # that breaks us before it reaches the lock. Not part of CI, whose runs must not change unseen.
 # A new venv resolves to the newest releases (uv may compile llama.cpp for it again: ~4 min).
-test-latest: $(UV) $(NODE_DEPS)
+test-latest: $(UV) $(NODE_DEPS) $(LLAMAINDEX)
 	rm -rf $(LATEST)
 	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
 	$(UV) pip install --quiet --python $(LATEST)/bin/python --editable . --group dev
@@ -139,6 +141,10 @@ $(NODE_DEPS): $(NODE_DIR)/package-lock.json $(STAMP)
 	cd $(NODE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(LLAMAINDEX): uv.lock pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(dir $@) $(UV) sync --frozen --only-group llamaindex --python $(PYTHON)
+	@touch $@
+
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules \
+	rm -rf $(VENV) $(LATEST) $(dir $(LLAMAINDEX)) .pytest_cache .mypy_cache .ruff_cache .prsm $(NODE_DIR)/node_modules \
 		$(CHECK_DIR)/node_modules $(TOOLS) build

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,27 @@ def test_official_clients_reach_each_model_by_name(gateway: GatewayProcess) -> N
         check_embedding_ctx_length=False,
     )
     assert len(embeddings.embed_query("Hello")) == 384
+
+
+LLAMAINDEX_PYTHON = Path(__file__).parents[2] / ".venv-llamaindex" / "bin" / "python"
+
+
+def test_llamaindex_reaches_each_model_by_name(gateway: GatewayProcess) -> None:
+    """LlamaIndex's OpenAI-like chat model (chat, stream, complete) and embeddings, in their
+    own venv: the alias and the id each reach their model through the gateway."""
+    assert LLAMAINDEX_PYTHON.exists(), "`make test` makes .venv-llamaindex"
+    script = Path(__file__).with_name("llamaindex_client.py")
+    run = subprocess.run(
+        [str(LLAMAINDEX_PYTHON), str(script), gateway.base_url + "/v1", API_KEY],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout) == {
+        "chat": {"gpt-4o-mini": "small", "big": "big"},
+        "stream": "big",
+        "complete": "small",
+        "embeddings": [384, 384],
+    }
 
 
 def test_the_model_list_is_every_pool_s(gateway: GatewayProcess) -> None:
