@@ -6,6 +6,7 @@ The channel names and the user metrics hash are the specification's wire contrac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +37,7 @@ def user_metrics(caller_id: str, user_id: str) -> str:
     return f"user:{owner_tag(caller_id)}:{user_id}:metrics"
 
 
+@functools.lru_cache(maxsize=4096)  # a few callers, asked for on every query and job
 def owner_tag(identity: str) -> str:
     """The short, non-secret tag that marks a job or batch as `identity`'s own."""
     return hashlib.sha256(f"prsm-owner\x00{identity}".encode()).hexdigest()[:32]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
+
+from typing_extensions import TypeIs
 
 if TYPE_CHECKING:  # numpy loads with an embedding model only
     import numpy as np
@@ -21,7 +23,6 @@ class Embeddings:
     model: str
 
 
-@runtime_checkable
 class Embedder(Protocol):
     """Turns texts into vectors; must not block the event loop."""
 
@@ -47,3 +48,10 @@ class Embedder(Protocol):
     async def aclose(self) -> None:
         """Release the model."""
         ...
+
+
+def is_embedder(engine: object) -> TypeIs[Embedder]:
+    """Whether `engine` embeds texts (a generative engine does not). One attribute of its
+    class looked up: `isinstance` against a protocol reads every member of the engine, its
+    `model` property included, on each query."""
+    return callable(getattr(type(engine), "embed", None))

@@ -20,6 +20,7 @@ from prsm.contracts import CheckResult, Priority, QueryData, QueryRequest, Query
 from prsm.engines import Embedder, Embeddings, Engine, Generation, load_engine
 from prsm.engines.base import DEFAULT_OPTIONS, Options, Prompt, fingerprint
 from prsm.engines.constraints import ResponseFormat
+from prsm.engines.embedding import is_embedder
 from prsm.engines.grammars import compiled_grammar
 from prsm.engines.tally import Tally, tallied
 from prsm.engines.text import TextSink
@@ -341,7 +342,7 @@ class QueryService:
         """The endpoint of a generation: one engine call in its span, timed."""
         engine = query.engine
         assert engine is not None
-        assert not isinstance(engine, Embedder)
+        assert not is_embedder(engine)
         generation = await self._generated(
             engine, query.ask, query.max_tokens, query.outcome.started, query.on_text
         )
@@ -351,7 +352,7 @@ class QueryService:
     async def _embed(self, query: Query) -> Result:
         """The endpoint of embeddings: the embedding engine's call."""
         engine, texts = query.engine, query.texts
-        assert isinstance(engine, Embedder)
+        assert is_embedder(engine)
         assert texts is not None
         embeddings = await engine.embed(texts)
         query.outcome.generation = _counted(embeddings)
@@ -366,7 +367,7 @@ class QueryService:
             return NOTHING
         engine = query.engine
         assert engine is not None
-        if isinstance(engine, Embedder):
+        if is_embedder(engine):
             assert query.texts is not None
             prompt, answers = await engine.count_tokens(query.texts), 0
         else:
@@ -465,14 +466,14 @@ class QueryService:
     def ready_engine(self) -> Engine:
         """The loaded generative engine; 503 `not_ready` while it loads or after it failed."""
         engine = self.loaded()
-        if isinstance(engine, Embedder):
+        if is_embedder(engine):
             raise serves_not("generation", engine.model, "embeddings")
         return engine
 
     def ready_embedder(self) -> Embedder:
         """The loaded embedding engine; 503 `not_ready` while it loads or after it failed."""
         engine = self.loaded()
-        if not isinstance(engine, Embedder):
+        if not is_embedder(engine):
             raise serves_not("embeddings", engine.model, "generation")
         return engine
 
