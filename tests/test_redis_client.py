@@ -146,3 +146,72 @@ def _refuses_writes(master: Any) -> bool:
     except ResponseError as exc:
         return "NOREPLICAS" in str(exc)
     return False
+
+
+def test_no_acknowledged_job_is_lost_in_a_manual_failover(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`jobs.confirm_replicas` = every replica (2): submissions go on while `SENTINEL FAILOVER`
+    switches masters — the old one keeps taking writes a while, which the switch then
+    discards, and the replica not promoted keeps confirming them (with 1, jobs were lost). Every
+    job answered 202 is found after the switch; the others were 503 + `Retry-After`."""
+    import redis
+
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_JOBS__CONFIRM_REPLICAS": "2"}  # fmt: skip
+    job = {"type": "scheduled-query", "delaySeconds": 3600, "data": {"prompt": "hi", "userId": "u"}}
+    old = deployment.master_port()
+    sentinel = redis.Redis(port=deployment.sentinel_ports[0])
+    acknowledged, refused = [], []
+    with (
+        prsm_serve(tmp_path, env=env) as api,
+        httpx.Client(base_url=api.base_url, headers=AUTH) as http,
+    ):
+        submitted_after_switch = 0
+        sentinel.execute_command("SENTINEL", "FAILOVER", deployment.master)
+        deadline = time.monotonic() + 30
+        while submitted_after_switch < 50:  # the switch, then writes to the new master
+            assert time.monotonic() < deadline, "the failover did not end within 30 s"
+            answer = http.post("/api/v1/jobs", json=job)
+            if answer.status_code == 202:
+                acknowledged.append(answer.json()["jobId"])
+                switched = deployment.master_port() != old
+                submitted_after_switch += switched
+            else:
+                refused.append(answer)
+        wait_for(lambda: _replicates_from(old, deployment.master_port()), 20)
+        found = [http.get(f"/api/v1/jobs/{job_id}").status_code for job_id in acknowledged]
+    sentinel.close()
+    assert found == [200] * len(acknowledged)
+    assert all(r.status_code == 503 and "retry-after" in r.headers for r in refused)
+
+
+def test_a_job_no_replica_confirms_is_not_acknowledged(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`jobs.confirm_replicas: 1` and the replicas gone: the master takes the write, no
+    replica confirms it, so the submission is 503 `jobs_unavailable` saying the job may run
+    (a retry with its Idempotency-Key returns it, never a second one)."""
+    for replica in deployment.data_ports[1:]:
+        deployment.kill(replica)
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_JOBS__CONFIRM_REPLICAS": "1", "PRSM_JOBS__REDIS_TIMEOUT_SECONDS": "1"}  # fmt: skip
+    job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+    with prsm_serve(tmp_path, env=env) as api:
+        submitted = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=AUTH)
+    assert (submitted.status_code, submitted.json()["error"]["code"]) == (503, "jobs_unavailable")
+    assert "may run" in submitted.json()["error"]["message"]
+    assert "retry-after" in submitted.headers
+
+
+def _replicates_from(port: int, master: int) -> bool:
+    """Whether the server on `port` is a replica of `master`, in sync."""
+    import redis
+
+    with redis.Redis(port=port) as server:
+        info = server.info("replication")
+    return (
+        info["role"] == "slave"
+        and info["master_port"] == master
+        and info["master_link_status"] == "up"
+    )

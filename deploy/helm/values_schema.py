@@ -240,7 +240,7 @@ def values_schema() -> Schema:
             ),
             "redis": strict(
                 {
-                    "url": {"type": "string", "pattern": "^(|rediss?://.+)$"},
+                    "url": {"type": "string", "pattern": r"^(|rediss?://.+|redis\+sentinel://.+)$"},
                     "password": STRING,
                     "embedded": strict(
                         {

@@ -436,6 +436,14 @@ class JobSettings(Section):
         gt=0,
         description="Longest wait on Redis to submit or read a job; then 503 jobs_unavailable.",
     )
+    confirm_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="The API acknowledges a job submission (202) only once this many Redis "
+        "replicas hold the job (Redis WAIT, up to half of `redis_timeout_seconds`), else 503 "
+        "`jobs_unavailable`. 0: once the master holds it. With Sentinel, 1: a failover cannot "
+        "lose an acknowledged job.",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address `prsm worker` serves /metrics, /health and /ready on.",

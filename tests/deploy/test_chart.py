@@ -23,6 +23,7 @@ CHART = ROOT / "deploy" / "helm" / "prsm"
 PROFILES = {
     "default": [],
     "external-redis": ["-f", str(ROOT / "deploy/helm/profiles/external-redis.yaml")],
+    "sentinel": ["-f", str(ROOT / "deploy/helm/profiles/sentinel.yaml")],
     "everything": ["-f", str(ROOT / "deploy/helm/profiles/everything.yaml")],
     "blue-green": ["-f", str(ROOT / "deploy/helm/profiles/blue-green.yaml")],
     "mesh-canary": ["-f", str(ROOT / "deploy/helm/profiles/mesh-canary.yaml")],
@@ -244,6 +245,22 @@ def test_existing_secret_replaces_the_charts_own(helm: Path) -> None:
     }
     assert names == {"prsm-keys"}
     assert objects(docs, "StatefulSet") == {}  # redis.url given: no embedded Redis
+
+
+def test_the_sentinel_profile_names_the_sentinels_and_confirms_on_every_replica(
+    helm: Path,
+) -> None:
+    """Every PRSM workload gets the Sentinel URL and both passwords from the Secret; jobs are
+    acknowledged once both replicas hold them; no embedded Redis."""
+    docs = render(helm, *PROFILES["sentinel"])
+    for deployment in objects(docs, "Deployment").values():
+        env = env_of(deployment)
+        assert env["PRSM_REDIS_URL"].startswith("redis+sentinel://")
+        secret = env["PRSM_REDIS_SENTINEL_PASSWORD"]["secretKeyRef"]
+        assert (secret["name"], secret["key"]) == ("prsm-keys", "redis-sentinel-password")
+    settings = load_settings(**configmap_file(docs, "prsm-settings", "prsm.yaml"))
+    assert settings.jobs.confirm_replicas == 2
+    assert objects(docs, "StatefulSet") == {}
 
 
 def test_components_can_be_turned_off(helm: Path) -> None:

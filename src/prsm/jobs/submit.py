@@ -28,7 +28,7 @@ from prsm.errors import (
     ServiceUnavailableError,
 )
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
-from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
+from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, NotConfirmed, open_queues
 from prsm.jobs.schema import (
     BatchResult,
     JobAccepted,
@@ -59,7 +59,11 @@ class JobService:
         self._redis = redis
         self._settings = settings
         self._networks = parse_networks(settings.callback_allow)
-        self._queues: dict[keys.JobType, Queue] = open_queues(redis)
+        self._queues: dict[keys.JobType, Queue] = open_queues(
+            redis,
+            confirm_replicas=settings.confirm_replicas,
+            confirm_seconds=settings.redis_timeout_seconds / 2,
+        )
 
     async def submit(
         self,
@@ -195,6 +199,8 @@ class JobService:
             detail = (
                 "did not answer in time"
                 if isinstance(exc, TimeoutError)
+                else "did not confirm the job on enough replicas (it may run)"
+                if isinstance(exc, NotConfirmed)
                 else "is unreachable or refuses writes"
             )
             raise ServiceUnavailableError(
