@@ -151,14 +151,14 @@ def _refuses_writes(master: Any) -> bool:
 def test_no_acknowledged_job_is_lost_in_a_manual_failover(
     deployment: SentinelDeployment, tmp_path: Path
 ) -> None:
-    """`jobs.confirm_replicas` = every replica (2): submissions go on while `SENTINEL FAILOVER`
+    """`redis_confirm_replicas` = every replica (2): submissions go on while `SENTINEL FAILOVER`
     switches masters — the old one keeps taking writes a while, which the switch then
     discards, and the replica not promoted keeps confirming them (with 1, jobs were lost). Every
     job answered 202 is found after the switch; the others were 503 + `Retry-After`."""
     import redis
 
     env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
-           "PRSM_JOBS__CONFIRM_REPLICAS": "2"}  # fmt: skip
+           "PRSM_REDIS_CONFIRM_REPLICAS": "2"}  # fmt: skip
     job = {"type": "scheduled-query", "delaySeconds": 3600, "data": {"prompt": "hi", "userId": "u"}}
     old = deployment.master_port()
     sentinel = redis.Redis(port=deployment.sentinel_ports[0])
@@ -186,16 +186,50 @@ def test_no_acknowledged_job_is_lost_in_a_manual_failover(
     assert all(r.status_code == 503 and "retry-after" in r.headers for r in refused)
 
 
+def test_no_query_beyond_its_budget_is_admitted_across_a_manual_failover(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`redis_confirm_replicas` = every replica, a budget of 150 requests: queries go on
+    across `SENTINEL FAILOVER` — while the old master still takes charges the switch will
+    discard — and after it, until the new master refuses one for the budget. At most 150 were
+    admitted (without confirming, some 200 were); the others were 429 or 503."""
+    import redis
+
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_REDIS_CONFIRM_REPLICAS": "2", "PRSM_BUDGETS__MINUTE_SECONDS": "3600",
+           "PRSM_BUDGETS__DEFAULT__REQUESTS_PER_MINUTE": "150"}  # fmt: skip
+    query = {"prompt": "hi", "userId": "u"}
+    old = deployment.master_port()
+    sentinel = redis.Redis(port=deployment.sentinel_ports[0])
+    statuses: list[int] = []
+    with (
+        prsm_serve(tmp_path, env=env) as api,
+        httpx.Client(base_url=api.base_url, headers=AUTH) as http,
+    ):
+        statuses += [http.post("/api/v1/query", json=query).status_code for _ in range(60)]
+        sentinel.execute_command("SENTINEL", "FAILOVER", deployment.master)
+        deadline = time.monotonic() + 40
+        while not _replicates_from(old, deployment.master_port()):  # the old master demoted
+            assert time.monotonic() < deadline, "the failover did not end within 40 s"
+            statuses.append(http.post("/api/v1/query", json=query).status_code)
+        while statuses[-1] != 429:  # then on the new master until the budget refuses
+            assert time.monotonic() < deadline, "no refusal for the budget on the new master"
+            statuses.append(http.post("/api/v1/query", json=query).status_code)
+    sentinel.close()
+    assert statuses.count(200) <= 150
+    assert set(statuses) <= {200, 429, 503}
+
+
 def test_a_job_no_replica_confirms_is_not_acknowledged(
     deployment: SentinelDeployment, tmp_path: Path
 ) -> None:
-    """`jobs.confirm_replicas: 1` and the replicas gone: the master takes the write, no
+    """`redis_confirm_replicas: 1` and the replicas gone: the master takes the write, no
     replica confirms it, so the submission is 503 `jobs_unavailable` saying the job may run
     (a retry with its Idempotency-Key returns it, never a second one)."""
     for replica in deployment.data_ports[1:]:
         deployment.kill(replica)
     env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
-           "PRSM_JOBS__CONFIRM_REPLICAS": "1", "PRSM_JOBS__REDIS_TIMEOUT_SECONDS": "1"}  # fmt: skip
+           "PRSM_REDIS_CONFIRM_REPLICAS": "1"}  # fmt: skip
     job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
     with prsm_serve(tmp_path, env=env) as api:
         submitted = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=AUTH)

@@ -436,14 +436,6 @@ class JobSettings(Section):
         gt=0,
         description="Longest wait on Redis to submit or read a job; then 503 jobs_unavailable.",
     )
-    confirm_replicas: int = Field(
-        default=0,
-        ge=0,
-        description="The API acknowledges a job submission (202) only once this many Redis "
-        "replicas hold the job (Redis WAIT, up to half of `redis_timeout_seconds`), else 503 "
-        "`jobs_unavailable`. 0: once the master holds it. With Sentinel, 1: a failover cannot "
-        "lose an acknowledged job.",
-    )
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address `prsm worker` serves /metrics, /health and /ready on.",
@@ -657,6 +649,14 @@ class Settings(BaseSettings):
         default=None,
         description="The sentinels' own password, joined into a `redis+sentinel://` URL that "
         "names none (`?sentinel_password=`).",
+    )
+    redis_confirm_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Writes whose loss matters — job submissions, budget charges — count as "
+        "done only once this many Redis replicas hold them (Redis WAIT, up to a second), else "
+        "503 as for a Redis that is down. 0: once the master has them. 1 survives the master's "
+        "crash; the number of replicas also a manual failover.",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -24,10 +24,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from prsm.errors import ConfigError
 
 SENTINEL_SCHEME = "redis+sentinel://"
+CONFIRM_SECONDS = 1.0
+"""Longest wait for replicas to confirm a write (`run_confirmed`)."""
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
 """Short: a dead Redis must not hold up a publisher or a probe."""
 
@@ -99,6 +103,34 @@ def connect_redis(url: str) -> aioredis.Redis:
     )
     client: aioredis.Redis = sentinel.master_for(target.master)
     return client
+
+
+class NotConfirmed(RedisError):
+    """The master took the write, but fewer replicas than asked confirmed it in time: a
+    failover now could lose it, so it is treated as not done (though it may have been)."""
+
+
+async def run_confirmed(
+    script: AsyncScript, keys: list[Any], args: list[Any], *, replicas: int
+) -> Any:
+    """`script`'s answer, once `replicas` replicas hold what it wrote: Redis WAIT, which
+    confirms the writes of its own connection only, sent in one pipeline with the script.
+    `NotConfirmed` when they do not within `CONFIRM_SECONDS`; 0 replicas: the script alone.
+
+    Replication is asynchronous: a write the master acknowledged may be on no replica when it
+    fails. Confirmed by one replica, it survives the master's crash (the replica promoted is
+    the one furthest along); by every replica, also a manual failover, after which the old
+    master and the replica not promoted go on taking and copying writes that the switch then
+    discards."""
+    if not replicas:
+        return await script(keys, args)
+    async with script.registered_client.pipeline(transaction=False) as pipe:
+        await script(keys, args, pipe)  # type: ignore[arg-type] # redis-py takes a pipeline
+        pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
+        answer, confirmed = await pipe.execute()
+    if confirmed < replicas:
+        raise NotConfirmed(f"{confirmed} of {replicas} Redis replicas confirmed the write in time")
+    return answer
 
 
 def _data_options(target: SentinelTarget) -> dict[str, Any]:

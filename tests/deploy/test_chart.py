@@ -259,7 +259,7 @@ def test_the_sentinel_profile_names_the_sentinels_and_confirms_on_every_replica(
         secret = env["PRSM_REDIS_SENTINEL_PASSWORD"]["secretKeyRef"]
         assert (secret["name"], secret["key"]) == ("prsm-keys", "redis-sentinel-password")
     settings = load_settings(**configmap_file(docs, "prsm-settings", "prsm.yaml"))
-    assert settings.jobs.confirm_replicas == 2
+    assert settings.redis_confirm_replicas == 2
     assert objects(docs, "StatefulSet") == {}
 
 

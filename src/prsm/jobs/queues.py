@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from saq import Job, Queue
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
 from prsm.keys import JOB_TYPES, JobType, job_queue
+from prsm.redis_client import run_confirmed
 
 CONCURRENCY: dict[JobType, int] = {
     "priority-query": 5,
@@ -39,11 +39,6 @@ WAIT_SECONDS = "waitSeconds"
 is spent until then), not counted, instead of retried after the usual delay."""
 
 log = logging.getLogger("saq")
-
-
-class NotConfirmed(RedisError):
-    """The job is on the master, but fewer replicas than asked confirmed it in time: a
-    failover now could lose it, so it is not acknowledged (it may still run)."""
 
 
 class SweepSafeQueue(RedisQueue):
@@ -91,38 +86,27 @@ class SweepSafeQueue(RedisQueue):
         return nil
     """
 
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        name: str,
-        *,
-        confirm_replicas: int = 0,
-        confirm_seconds: float = 1.0,
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, name: str, *, confirm_replicas: int = 0) -> None:
         super().__init__(redis, name=name)
         self._unmarked = self.namespace("unmarked")
         self._list_active = redis.register_script(self._LIST_ACTIVE)
         self._confirmed_enqueue = redis.register_script(self._ENQUEUE)
         self._replicas = confirm_replicas
-        self._wait_ms = max(1, round(confirm_seconds * 1000))
 
     async def _enqueue(self, job: Job) -> Job | None:
         """SAQ's enqueue; with `confirm_replicas`, done only once that many replicas hold the
-        job (Redis WAIT on the same connection), else `NotConfirmed`."""
+        job (`prsm.redis_client.run_confirmed`: else `NotConfirmed`)."""
         if not self._replicas:
             return await super()._enqueue(job)
-        async with self._op_sem, self.redis.pipeline(transaction=False) as pipe:
-            keys = [self._incomplete, job.id, self._queued, job.abort_id]
-            await self._confirmed_enqueue(keys, [self.serialize(job), job.scheduled], pipe)
-            pipe.wait(self._replicas, self._wait_ms)
-            queued, replicas = await pipe.execute()
-        if not queued:
-            return None
-        if replicas < self._replicas:
-            raise NotConfirmed(
-                f"{replicas} of {self._replicas} Redis replicas confirmed the job in time"
+        keys = [self._incomplete, job.id, self._queued, job.abort_id]
+        async with self._op_sem:
+            queued = await run_confirmed(
+                self._confirmed_enqueue,
+                keys,
+                [self.serialize(job), job.scheduled],
+                replicas=self._replicas,
             )
-        return job
+        return job if queued else None
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         """Put back what a dead worker held (crash-safe: the job stays in the active list until
@@ -217,17 +201,10 @@ class SweepSafeQueue(RedisQueue):
         await super()._finish(job, status, result=result, error=error)
 
 
-def open_queues(
-    redis: aioredis.Redis, *, confirm_replicas: int = 0, confirm_seconds: float = 1.0
-) -> dict[JobType, Queue]:
+def open_queues(redis: aioredis.Redis, *, confirm_replicas: int = 0) -> dict[JobType, Queue]:
     """One SAQ queue per job type, sharing one Redis connection pool; with `confirm_replicas`,
     an enqueue is done once that many replicas hold the job (the API's submissions)."""
     return {
-        job_type: SweepSafeQueue(
-            redis,
-            job_queue(job_type),
-            confirm_replicas=confirm_replicas,
-            confirm_seconds=confirm_seconds,
-        )
+        job_type: SweepSafeQueue(redis, job_queue(job_type), confirm_replicas=confirm_replicas)
         for job_type in JOB_TYPES
     }

@@ -28,7 +28,7 @@ from prsm.errors import (
     ServiceUnavailableError,
 )
 from prsm.jobs.callbacks import CallbackNotAllowedError, check_target, parse_networks
-from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, NotConfirmed, open_queues
+from prsm.jobs.queues import FUNCTION, TIMEOUT_BACKSTOP, open_queues
 from prsm.jobs.schema import (
     BatchResult,
     JobAccepted,
@@ -37,6 +37,7 @@ from prsm.jobs.schema import (
     JobStatus,
 )
 from prsm.keys import JOB_TYPES, Account
+from prsm.redis_client import NotConfirmed
 
 _STATUS = {"new": "queued", "queued": "queued", "active": "active", "aborting": "active"}
 _JOB_TOKEN = re.compile(r"(?P<job_id>[0-9a-f]{1,64})\.(?P<secret>[A-Za-z0-9_-]{16,64})")
@@ -55,14 +56,14 @@ class JobService:
     `jobs.redis_timeout_seconds`, never a 500.
     """
 
-    def __init__(self, redis: aioredis.Redis, settings: JobSettings) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: JobSettings, *, confirm_replicas: int = 0
+    ) -> None:
         self._redis = redis
         self._settings = settings
         self._networks = parse_networks(settings.callback_allow)
         self._queues: dict[keys.JobType, Queue] = open_queues(
-            redis,
-            confirm_replicas=settings.confirm_replicas,
-            confirm_seconds=settings.redis_timeout_seconds / 2,
+            redis, confirm_replicas=confirm_replicas
         )
 
     async def submit(

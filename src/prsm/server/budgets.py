@@ -39,6 +39,7 @@ from prsm.engines.base import Generation
 from prsm.engines.tally import Tally
 from prsm.errors import BadRequestError, RateLimitedError, ServiceUnavailableError
 from prsm.keys import Account
+from prsm.redis_client import run_confirmed
 
 log = logging.getLogger("prsm.server")
 DAY_SECONDS = 86_400
@@ -117,12 +118,13 @@ class Budgets:
 
     def __init__(
         self, redis: Redis, settings: BudgetSettings, service: str,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, *, confirm_replicas: int = 0,
     ) -> None:  # fmt: skip
         self._redis = redis
         self._settings = settings
         self._clock = clock
         self._reserve = redis.register_script(_RESERVE)
+        self._replicas = confirm_replicas
         self._outage = False
         self._admitted_uncounted = metrics.BUDGET_UNCOUNTED.labels(service)
         self._refused = metrics.BUDGET_REFUSED.labels(service)
@@ -154,7 +156,9 @@ class Budgets:
         amounts = [tokens if w.kind == "tokens" else 1 for w in windows]
         arguments = [v for w, a in zip(windows, amounts, strict=True) for v in (w.limit, a, w.keep)]
         try:
-            answer = await self._reserve(keys=[w.key for w in windows], args=arguments)
+            answer = await run_confirmed(
+                self._reserve, [w.key for w in windows], arguments, replicas=self._replicas
+            )
         except (RedisError, OSError) as exc:
             return self._unreachable(exc)
         self._outage = False

@@ -272,7 +272,9 @@ def _budgets(settings: Settings, redis: Redis | None) -> Budgets | None:
         return None
     if redis is None:
         raise PRSMError("budgets need Redis: set PRSM_REDIS_URL")
-    return Budgets(redis, wanted, settings.service_name)
+    return Budgets(
+        redis, wanted, settings.service_name, confirm_replicas=settings.redis_confirm_replicas
+    )
 
 
 def build_services(
@@ -323,6 +325,10 @@ def build_services(
         models=models,
         drain=drain,
         auth=Authenticator(settings.api_keys, settings.oauth, settings.tls),
-        jobs=JobService(redis, settings.jobs) if redis is not None else None,
+        jobs=(
+            JobService(redis, settings.jobs, confirm_replicas=settings.redis_confirm_replicas)
+            if redis is not None
+            else None
+        ),
         redis=redis,
     )
