@@ -549,10 +549,15 @@ class SentinelDeployment:
         self.sentinel_ports = [free_port() for _ in range(3)]
         for port in self.sentinel_ports:
             conf = self.root / f"sentinel-{port}.conf"
+            # The replicas named up front: found by the master's INFO, they took 10 s.
+            known = "".join(
+                f"sentinel known-replica {self.master} 127.0.0.1 {replica}\n"
+                for replica in self.data_ports[1:]
+            )
             conf.write_text(
                 f"port {port}\nsentinel monitor {self.master} 127.0.0.1 {primary} 2\n"
                 f"sentinel down-after-milliseconds {self.master} 1000\n"
-                f"sentinel failover-timeout {self.master} 5000\n"
+                f"sentinel failover-timeout {self.master} 5000\n{known}"
             )
             self._run(port, [str(conf), "--sentinel"])
         wait_for(lambda: self._sentinels_see_replicas(), 20)
@@ -597,7 +602,11 @@ class SentinelDeployment:
             for port in self.sentinel_ports:
                 sentinel = redis.Redis(port=port, socket_timeout=1)
                 try:
-                    if len(sentinel.sentinel_slaves(self.master)) < self.replicas:
+                    replicas = sentinel.sentinel_slaves(self.master)
+                    others = sentinel.sentinel_sentinels(self.master)
+                    if len(others) < 2 or len(replicas) < self.replicas:
+                        return False
+                    if any(r["master-link-status"] != "ok" or r["is_sdown"] for r in replicas):
                         return False
                 finally:
                     sentinel.close()

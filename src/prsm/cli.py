@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -179,8 +179,6 @@ def gateway(
 @app.command()
 def worker(config: ConfigOption = None) -> None:
     """Run the job queues (priority, batch, scheduled) against the PRSM API."""
-    import asyncio
-
     from prsm import tracing
     from prsm.jobs.worker import run_worker
     from prsm.logs import configure_logging
@@ -190,9 +188,21 @@ def worker(config: ConfigOption = None) -> None:
     tracing.configure(f"{settings.service_name}-worker")
     try:
         with _failure("worker failed"), contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_worker(settings))
+            _event_loop_run()(run_worker(settings))
     finally:
         tracing.shutdown()
+
+
+def _event_loop_run() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's `run` where it is installed — the loop uvicorn runs the API and the gateway
+    on — else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        return asyncio.run
+    return uvloop.run
 
 
 @app.command()
