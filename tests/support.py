@@ -34,6 +34,8 @@ from prsm.jobs.callbacks import LOOPBACK
 API_KEY = "test-key-0123456789"
 NO_DRAIN_GRACE = "0"
 LOOPBACK_CALLBACKS = ",".join(LOOPBACK)
+CALLBACK_SECRET = "callback-secret-for-tests"
+"""The tests' workers sign callbacks with it."""
 """Servers the tests start take no new work once told to stop: the grace after SIGTERM is for
 a load balancer still sending traffic, which no test has (the drain tests set their own)."""
 
@@ -517,6 +519,21 @@ async def collector_app() -> AsyncIterator[Collector]:
     async with local_app("/", index, ("POST", "/v1/traces", traces)) as url:
         state.url = url
         yield state
+
+
+def worker_env(redis_url: str, api: str, **extra: str) -> dict[str, str]:
+    """A test worker's environment: Redis, the API with the tests' key, callbacks signed with
+    `CALLBACK_SECRET` to loopback, and short heartbeat, sweep and retry delay."""
+    return {
+        "PRSM_REDIS_URL": redis_url,
+        "PRSM_BASE_URL": api,
+        "PRSM_API_KEY": API_KEY,
+        "PRSM_JOBS__CALLBACK_SECRET": CALLBACK_SECRET,
+        "PRSM_JOBS__CALLBACK_ALLOW": LOOPBACK_CALLBACKS,
+        "PRSM_JOBS__HEARTBEAT_SECONDS": "2",
+        "PRSM_JOBS__SWEEP_SECONDS": "1",
+        "PRSM_JOBS__RETRY_DELAY_SECONDS": "0.2",
+    } | extra
 
 
 @dataclass

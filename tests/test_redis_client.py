@@ -15,7 +15,14 @@ from redis.exceptions import RedisError
 from prsm.config import load_settings
 from prsm.errors import ConfigError
 from prsm.redis_client import connect_redis, parse_sentinel_url
-from tests.support import API_KEY, SentinelDeployment, prsm_serve, prsm_worker, wait_for
+from tests.support import (
+    API_KEY,
+    SentinelDeployment,
+    prsm_serve,
+    prsm_worker,
+    wait_for,
+    worker_env,
+)
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -81,8 +88,6 @@ def test_the_api_and_a_worker_on_sentinel_run_jobs_across_a_master_kill(
     SIGKILLed; submissions are refused meanwhile with 503 and `Retry-After` (never a 500),
     accepted again within 15 s, and the job then submitted completes — no process
     restarted."""
-    from tests.jobs.test_jobs_e2e import worker_env
-
     env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed"}
     job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
     with (

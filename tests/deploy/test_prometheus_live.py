@@ -23,7 +23,6 @@ import yaml
 from prsm.embedded_redis import EmbeddedRedis
 from tests.deploy.conftest import ROOT, debian_tool
 from tests.deploy.test_chart import PROFILES, objects, render
-from tests.jobs.test_jobs_e2e import worker_env
 from tests.support import (
     API_KEY,
     Reply,
@@ -35,6 +34,7 @@ from tests.support import (
     stop_process,
     wait_for,
     wait_until_ready,
+    worker_env,
 )
 
 pytestmark = pytest.mark.deploy

@@ -26,7 +26,7 @@ from prsm.jobs.callbacks import verify_signature
 from prsm.server.auth import ApiKeyAuth
 from tests.support import (
     API_KEY,
-    LOOPBACK_CALLBACKS,
+    CALLBACK_SECRET,
     Reply,
     ScriptedServer,
     collector_app,
@@ -36,9 +36,9 @@ from tests.support import (
     prsm_worker,
     scripted_server,
     wait_for,
+    worker_env,
 )
 
-SECRET = "callback-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 OTHER_KEY = "other-key-0123456789"
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
@@ -82,7 +82,7 @@ class Stack:
         received = []
         for (_, headers), body in zip(self.receiver.requests, self.receiver.bodies, strict=True):
             timestamp, signature = headers["X-PRSM-Timestamp"], headers["X-PRSM-Signature"]
-            assert verify_signature(SECRET.encode(), body, timestamp, signature), headers
+            assert verify_signature(CALLBACK_SECRET.encode(), body, timestamp, signature), headers
             received.append((headers, json.loads(body)))
         return received
 
@@ -100,19 +100,6 @@ class Stack:
 def engine_busy(api: str) -> bool:
     """Whether the API's engine is generating at this moment (its in-flight gauge)."""
     return metric(api, "prsm_engine_in_flight") > 0
-
-
-def worker_env(stack_redis: str, api: str, **extra: str) -> dict[str, str]:
-    return {
-        "PRSM_REDIS_URL": stack_redis,
-        "PRSM_BASE_URL": api,
-        "PRSM_API_KEY": API_KEY,
-        "PRSM_JOBS__CALLBACK_SECRET": SECRET,
-        "PRSM_JOBS__CALLBACK_ALLOW": LOOPBACK_CALLBACKS,
-        "PRSM_JOBS__HEARTBEAT_SECONDS": "2",
-        "PRSM_JOBS__SWEEP_SECONDS": "1",
-        "PRSM_JOBS__RETRY_DELAY_SECONDS": "0.2",
-    } | extra
 
 
 @contextlib.contextmanager
