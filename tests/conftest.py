@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from prsm.config import Settings, load_settings
-from prsm.embedded_redis import EmbeddedRedis
+from prsm.embedded_redis import EmbeddedRedis, SentinelDeployment
 from prsm.engines import FixedEngine
 from prsm.redis_client import connect_redis
 from prsm.server import create_app
-from tests.support import API_KEY, Certificates, SentinelDeployment, ServerProcess, prsm_serve
+from tests.support import API_KEY, Certificates, ServerProcess, prsm_serve
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,11 @@ import pytest
 from redis.exceptions import RedisError
 
 from prsm.config import load_settings
+from prsm.embedded_redis import SentinelDeployment
 from prsm.errors import ConfigError
 from prsm.redis_client import connect_redis, parse_sentinel_url
 from tests.support import (
     API_KEY,
-    SentinelDeployment,
     prsm_serve,
     prsm_worker,
     wait_for,

@@ -10,9 +10,9 @@ import time
 from redis.exceptions import RedisError
 
 from prsm import keys
+from prsm.embedded_redis import SentinelDeployment
 from prsm.events.tail import tail
 from prsm.redis_client import connect_redis
-from tests.support import SentinelDeployment
 
 
 async def test_the_tail_follows_a_failed_over_master(deployment: SentinelDeployment) -> None:
