@@ -78,9 +78,11 @@ $(DOCS_STAMP): uv.lock $(STAMP)
 	$(SYNC) --group dev --group docs
 	@touch $@
 
-# Two minutes of faults against the whole stack (chaos/run.py): nothing run twice, nothing lost.
+# Two minutes of faults against the whole stack (chaos/run.py): nothing run twice, nothing lost;
+# then the same on a Redis that fails over (a master SIGKILLed, then SENTINEL FAILOVER).
 chaos: $(STAMP)
 	$(BIN)/python chaos/run.py
+	$(BIN)/python chaos/run.py --sentinel
 
 # The container image, built here from Debian packages and local wheels (deploy/image/build).
 image: $(STAMP)

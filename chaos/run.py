@@ -13,12 +13,20 @@ restarted, Redis SIGSTOPped for 5 s and the worker SIGKILLed and restarted. Then
 - the gateway's and a surviving instance's memory stayed flat.
 
 It prints a table by phase and exits 1 if any of these failed.
+
+`--sentinel`: the same stack and load on a Redis that fails over — a master, two replicas and
+three sentinels (`prsm.embedded_redis.SentinelDeployment`), every part given the Sentinel URL,
+job submissions and budget charges confirmed by both replicas (`redis_confirm_replicas`) —
+with the master SIGKILLed, then a manual `SENTINEL FAILOVER`. Beside the promises above: six
+clients on a budget of their own never get more than it admits, and the table says how long
+each phase went without an accepted write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -38,7 +46,8 @@ import httpx
 import psutil
 from aiohttp import web
 
-from prsm.embedded_redis import EmbeddedRedis
+from prsm.embedded_redis import EmbeddedRedis, SentinelDeployment
+from prsm.server.auth import key_id
 
 KEY = "chaos-key-0123456789"
 SECRET = "chaos-callback-secret"
@@ -52,7 +61,16 @@ PHASES = [  # (starts at, name, the fault that opens it)
     (55.0, "redis back", "thaw_redis"),
     (70.0, "worker killed", "kill_worker"),
 ]
+SENTINEL_PHASES = [
+    (0.0, "warm", None),
+    (15.0, "master killed", "kill_master"),
+    (40.0, "failover", "failover_master"),
+]
 QUERY_CLIENTS, STREAM_CLIENTS, JOB_CLIENTS = 12, 6, 8
+BUDGET_KEY = "chaos-budget-key-0123456789"
+BUDGET_CLIENTS, BUDGET_REQUESTS = 6, 500
+"""Sentinel run: clients on a key with a budget of its own, sized to run out after the
+failover (charges the switch discarded would let more through)."""
 
 
 def free_port() -> int:
@@ -121,10 +139,13 @@ class Run:
     resubmitted_elsewhere: list[str] = field(default_factory=list)
     callbacks: Counter[str] = field(default_factory=Counter)
     unsettled: dict[str, str] = field(default_factory=dict)  # job id -> its last status
+    phases: list[tuple[float, str, str | None]] = field(default_factory=lambda: PHASES)
+    writes: list[float] = field(default_factory=list)  # when each write was accepted
+    budget_admitted: int = 0
 
     def phase(self) -> str:
         elapsed = time.monotonic() - self.started
-        return [name for start, name, _ in PHASES if elapsed >= start][-1]
+        return [name for start, name, _ in self.phases if elapsed >= start][-1]
 
 
 def env_for(**settings: str) -> dict[str, str]:
@@ -176,6 +197,32 @@ async def query_client(run: Run, http: httpx.AsyncClient, n: int, until: float) 
             Outcome(phase, "query", response.status_code, "retry-after" in response.headers,
                     time.monotonic() - started)
         )  # fmt: skip
+
+
+async def budget_client(run: Run, http: httpx.AsyncClient, n: int, until: float) -> None:
+    """Queries on the budgeted key: each one admitted is a charge Redis accepted."""
+    count = 0
+    headers = {"Authorization": f"Bearer {BUDGET_KEY}"}
+    while time.monotonic() < until:
+        count += 1
+        phase, started = run.phase(), time.monotonic()
+        try:
+            response = await http.post(
+                "/api/v1/query", json={"prompt": f"budget {count}", "userId": f"b-{n}"},
+                headers=headers | {"X-Correlation-ID": f"b-{n}-{count}"},
+            )  # fmt: skip
+        except httpx.TransportError:
+            run.outcomes.append(Outcome(phase, "budget", 0))
+            continue
+        if response.status_code == 200:
+            run.budget_admitted += 1
+            run.writes.append(time.monotonic())
+        retry_after = "retry-after" in response.headers
+        run.outcomes.append(
+            Outcome(phase, "budget", response.status_code, retry_after, time.monotonic() - started)
+        )
+        if response.status_code == 429:  # spent: wait as a polite client does
+            await asyncio.sleep(1.0)
 
 
 async def stream_client(run: Run, http: httpx.AsyncClient, n: int, until: float) -> None:
@@ -241,6 +288,7 @@ async def submit(run: Run, http: httpx.AsyncClient, key: str, body: dict[str, An
             Outcome(phase, "job", response.status_code, retry_after, time.monotonic() - started)
         )
         if response.status_code == 202:
+            run.writes.append(time.monotonic())
             job_id = response.json()["jobId"]
             if run.jobs.setdefault(key, job_id) != job_id:
                 run.resubmitted_elsewhere.append(key)
@@ -254,7 +302,7 @@ async def submit(run: Run, http: httpx.AsyncClient, key: str, body: dict[str, An
 
 @dataclass
 class Stack:
-    redis: EmbeddedRedis
+    redis: EmbeddedRedis | SentinelDeployment
     apis: list[Process]
     gateway: Process
     worker: Process
@@ -277,14 +325,31 @@ class Stack:
         await wait_ready(self.api_urls[1] + "/ready", api2.current)
         self.events.append("api2 restarted")
 
-    async def freeze_redis(self) -> None:
+    async def kill_master(self) -> None:
+        assert isinstance(self.redis, SentinelDeployment)
+        master = self.redis.master_port()
+        self.redis.kill(master)
+        self.events.append("redis master SIGKILL")
+        await asyncio.sleep(5)  # then back, empty, as its pod is restarted: a replica now
+        self.redis.restart(master)
+        self.events.append("old master restarted")
+
+    async def failover_master(self) -> None:
+        assert isinstance(self.redis, SentinelDeployment)
+        await asyncio.to_thread(self.redis.failover)
+        self.events.append("SENTINEL FAILOVER")
+
+    def _redis_pid(self) -> int:
+        assert isinstance(self.redis, EmbeddedRedis)
         assert self.redis._process is not None
-        os.kill(self.redis._process.pid, signal.SIGSTOP)
+        return self.redis._process.pid
+
+    async def freeze_redis(self) -> None:
+        os.kill(self._redis_pid(), signal.SIGSTOP)
         self.events.append("redis SIGSTOP")
 
     async def thaw_redis(self) -> None:
-        assert self.redis._process is not None
-        os.kill(self.redis._process.pid, signal.SIGCONT)
+        os.kill(self._redis_pid(), signal.SIGCONT)
         self.events.append("redis SIGCONT")
 
     async def kill_worker(self) -> None:
@@ -301,7 +366,7 @@ class Stack:
 
 
 async def faults(stack: Stack, run: Run) -> None:
-    for start, _, fault in PHASES:
+    for start, _, fault in run.phases:
         await asyncio.sleep(max(0.0, run.started + start - time.monotonic()))
         if fault == "kill_api1":  # warmed up: memory from here on should stay flat
             stack.sample_memory()
@@ -326,9 +391,29 @@ async def receiver(run: Run) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/hook"
 
 
-async def start_stack(root: Path) -> Stack:
-    redis = EmbeddedRedis(root / "redis")
-    redis_url = redis.start()
+def start_redis(root: Path, sentinel: bool) -> tuple[EmbeddedRedis | SentinelDeployment, str]:
+    """One Redis, or a Sentinel deployment of three servers and three sentinels; its URL."""
+    if not sentinel:
+        redis = EmbeddedRedis(root / "redis")
+        return redis, redis.start()
+    deployment = SentinelDeployment(root / "sentinel").start()
+    return deployment, deployment.url
+
+
+def sentinel_settings() -> dict[str, str]:
+    """What the Sentinel run adds to the API's settings: both replicas confirm job
+    submissions and budget charges; the budgeted key's own budget, in an hour-long window."""
+    budget = {key_id(BUDGET_KEY): {"requests_per_minute": BUDGET_REQUESTS}}
+    return {
+        "PRSM_API_KEYS": f"{KEY},{BUDGET_KEY}",
+        "PRSM_REDIS_CONFIRM_REPLICAS": "2",
+        "PRSM_BUDGETS__CALLERS": json.dumps(budget),
+        "PRSM_BUDGETS__MINUTE_SECONDS": "3600",
+    }
+
+
+async def start_stack(root: Path, sentinel: bool = False) -> Stack:
+    redis, redis_url = start_redis(root, sentinel)
     ports = [free_port() for _ in range(3)]
     api_env = env_for(
         PRSM_API_KEYS=KEY,
@@ -341,7 +426,7 @@ async def start_stack(root: Path) -> Stack:
         PRSM_ENGINE__CONCURRENCY="16",
         PRSM_SERVER__DRAIN_SECONDS="2",
         PRSM_STATE_DIR=str(root / "state"),
-    )
+    ) | (sentinel_settings() if sentinel else {})
     apis = [
         Process(f"api{i + 1}", ["serve", "--port", str(port)], api_env, root)
         for i, port in enumerate(ports)
@@ -409,8 +494,8 @@ async def settle_jobs(run: Run, stack: Stack, timeout: float = 90) -> dict[str, 
 def table(run: Run) -> list[str]:
     rows = ["phase           | kind   | sent |  2xx |  4xx | 5xx (no Retry-After) | failed | "
             "stream done/error/cut"]  # fmt: skip
-    for _, name, _ in PHASES:
-        for kind in ("query", "stream", "job"):
+    for _, name, _ in run.phases:
+        for kind in ("query", "stream", "job", "budget"):
             seen = [o for o in run.outcomes if o.phase == name and o.kind == kind]
             if not seen:
                 continue
@@ -479,9 +564,10 @@ def job_promises(run: Run, final: dict[str, str]) -> list[str]:
 
 
 def stack_promises(stack: Stack) -> list[str]:
-    """The processes: the drained one exited cleanly, none grew in memory."""
+    """The processes: the drained one (if one was) exited cleanly, none grew in memory."""
     broken = []
-    if stack.drained_exit != 0:
+    drained = any(event.startswith("api2 SIGTERM") for event in stack.events)
+    if drained and stack.drained_exit != 0:
         broken.append(f"the drained instance exited {stack.drained_exit}, not 0")
     for name, samples in stack.rss.items():
         first, last = samples[0], samples[-1]
@@ -494,10 +580,10 @@ LOGS = Path("build/chaos")
 """Every process's log of the last run (JSON lines), kept for reading after a failure."""
 
 
-async def main(root: Path) -> int:
-    run = Run()
+async def main(root: Path, sentinel: bool) -> int:
+    run = Run(phases=SENTINEL_PHASES if sentinel else PHASES)
     runner, callback = await receiver(run)
-    stack = await start_stack(root)
+    stack = await start_stack(root, sentinel)
     try:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60, limits=limits) as http:
@@ -507,10 +593,14 @@ async def main(root: Path) -> int:
                 *(query_client(run, http, n, until) for n in range(QUERY_CLIENTS)),
                 *(stream_client(run, http, n, until) for n in range(STREAM_CLIENTS)),
                 *(job_client(run, http, n, until, callback) for n in range(JOB_CLIENTS)),
+                *(
+                    budget_client(run, http, n, until)
+                    for n in range(BUDGET_CLIENTS if sentinel else 0)
+                ),
             ]
             await asyncio.gather(faults(stack, run), *clients)
         final = await settle_jobs(run, stack)
-        broken = verdict(run, stack, final)
+        broken = verdict(run, stack, final) + (budget_promise(run) if sentinel else [])
     finally:
         for process in (stack.gateway, stack.worker, *stack.apis):
             process.stop()
@@ -520,13 +610,32 @@ async def main(root: Path) -> int:
     return 1 if broken else 0
 
 
-def chaos() -> int:
+def budget_promise(run: Run) -> list[str]:
+    """The budgeted key got no more than its budget, across every failover."""
+    if run.budget_admitted > BUDGET_REQUESTS:
+        return [f"the budget of {BUDGET_REQUESTS} requests admitted {run.budget_admitted}"]
+    return []
+
+
+def write_gaps(run: Run) -> list[str]:
+    """Per phase, the longest time no write (a job accepted, a budgeted query admitted) got
+    through."""
+    lines = []
+    bounds = [start for start, _, _ in run.phases] + [LOAD_SECONDS]
+    for (start, name, _), end in zip(run.phases, bounds[1:], strict=True):
+        times = [run.started + start, *(t for t in run.writes if start <= t - run.started < end)]
+        times.append(run.started + end)
+        lines.append(f"{name}: {max(b - a for a, b in itertools.pairwise(times)):.1f} s")
+    return lines
+
+
+def chaos(sentinel: bool = False) -> int:
     """One run in a fresh folder; the processes' logs are copied to `LOGS` whatever happens."""
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="prsm-chaos-") as tmp:
         try:
-            return asyncio.run(main(Path(tmp)))
+            return asyncio.run(main(Path(tmp), sentinel))
         finally:
             for log in Path(tmp).glob("*.log"):
                 shutil.copy(log, LOGS)
@@ -543,6 +652,9 @@ def report(run: Run, stack: Stack, final: dict[str, str], broken: list[str]) -> 
     )
     for name, samples in stack.rss.items():
         print(f"{name} RSS: " + " → ".join(f"{s >> 20} MiB" for s in samples))
+    print(f"longest time without an accepted write: {'; '.join(write_gaps(run))}")
+    if isinstance(stack.redis, SentinelDeployment):
+        print(f"budget: {run.budget_admitted} queries admitted of {BUDGET_REQUESTS}")
     print(f"(the processes' logs: {LOGS}/)")
     print("\nPASSED: nothing ran twice, nothing was lost" if not broken else "\nFAILED:")
     for line in broken:
@@ -550,4 +662,4 @@ def report(run: Run, stack: Stack, final: dict[str, str], broken: list[str]) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(chaos())
+    sys.exit(chaos(sentinel="--sentinel" in sys.argv[1:]))

@@ -121,7 +121,8 @@ def test_a_master_refusing_writes_is_an_outage_not_a_500(
 ) -> None:
     """`min-replicas-to-write 1` on the master and its replicas gone: every write is refused
     (NOREPLICAS). A job submission and a budgeted query are 503 with `Retry-After` (as for a
-    Redis that is down), never a 500, and no job is claimed as queued."""
+    Redis that is down), never a 500, marked as an outage every instance shares; no job is
+    claimed as queued."""
     import redis
 
     master = redis.Redis(port=deployment.master_port())
@@ -140,6 +141,9 @@ def test_a_master_refusing_writes_is_an_outage_not_a_500(
     assert (query.status_code, query.json()["error"]["code"]) == (503, "budget_unavailable")
     assert "retry-after" in submitted.headers
     assert "retry-after" in query.headers
+    # Every instance shares this Redis: a gateway passes these on instead of blaming this one.
+    assert submitted.headers["x-prsm-shared-outage"] == query.headers["x-prsm-shared-outage"]
+    assert query.headers["x-prsm-shared-outage"] == "true"
     master.close()
 
 
@@ -241,6 +245,34 @@ def test_a_job_no_replica_confirms_is_not_acknowledged(
     assert (submitted.status_code, submitted.json()["error"]["code"]) == (503, "jobs_unavailable")
     assert "may run" in submitted.json()["error"]["message"]
     assert "retry-after" in submitted.headers
+
+
+def test_a_charge_no_replica_confirms_is_refused_and_taken_back(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """`redis_confirm_replicas: 1`, a budget, the replicas gone: each budgeted query is 503
+    `budget_unavailable` (never admitted on a charge a failover could lose), and its charge is
+    taken back: refused queries do not use up the budget."""
+    import redis
+
+    for replica in deployment.data_ports[1:]:
+        deployment.kill(replica)
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_REDIS_CONFIRM_REPLICAS": "1",
+           "PRSM_BUDGETS__DEFAULT__REQUESTS_PER_MINUTE": "5"}  # fmt: skip
+    with prsm_serve(tmp_path, env=env) as api:
+        answers = [
+            httpx.post(api.base_url + "/api/v1/query", json={"prompt": "hi", "userId": "u"},
+                       headers=AUTH)
+            for _ in range(3)
+        ]  # fmt: skip
+    assert {(a.status_code, a.json()["error"]["code"]) for a in answers} == {
+        (503, "budget_unavailable")
+    }
+    with redis.Redis(port=deployment.master_port()) as master:
+        counts = [int(master.get(key) or 0) for key in master.scan_iter("*budget*")]
+    assert counts  # the charges were made
+    assert set(counts) == {0}  # and taken back
 
 
 def _replicates_from(port: int, master: int) -> bool:

@@ -140,6 +140,7 @@ class SentinelDeployment:
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     data_ports: list[int] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
+    commands: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -187,6 +188,11 @@ class SentinelDeployment:
         self.processes[port].kill()
         self.processes[port].wait()
 
+    def restart(self, port: int) -> None:
+        """Start the server on `port` again as it first ran, empty (as a crashed node's pod
+        comes back): the sentinels make it a replica of whichever server is master now."""
+        self._run(port, self.commands[port])
+
     def failover(self) -> None:
         """`SENTINEL FAILOVER`: promote a replica now, as an operator or an upgrade does."""
         with redis.Redis(port=self.sentinel_ports[0], socket_timeout=2) as sentinel:
@@ -201,6 +207,7 @@ class SentinelDeployment:
 
     def _run(self, port: int, args: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.commands[port] = args
         self.processes[port] = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             [redis_server_binary(), *args, "--bind", "127.0.0.1", "--dir", str(self.root)],
             stdout=subprocess.DEVNULL,

@@ -88,6 +88,8 @@ class HTTPStatusError(PRSMError):
     `retry_after` is the server's `Retry-After` in seconds, when it sent one. `not_run` says
     the server refused the request before acting on it (a draining or saturated instance, an
     engine not ready; `X-PRSM-Not-Run` on the wire): sending it again cannot do it twice.
+    `shared` says the cause is shared by every instance, Redis down say
+    (`X-PRSM-Shared-Outage`): not this instance's failure.
     """
 
     status_code: int = 500
@@ -103,9 +105,11 @@ class HTTPStatusError(PRSMError):
         retry_after: float | None = None,
         param: str | None = None,
         not_run: bool = False,
+        shared: bool = False,
     ) -> None:
         super().__init__(message)
         self.not_run = not_run
+        self.shared = shared
         self.message = message
         self.param = param
         """The request field at fault, when one is (OpenAI's `param`)."""

@@ -107,7 +107,12 @@ def connect_redis(url: str) -> aioredis.Redis:
 
 class NotConfirmed(RedisError):
     """The master took the write, but fewer replicas than asked confirmed it in time: a
-    failover now could lose it, so it is treated as not done (though it may have been)."""
+    failover now could lose it, so it is treated as not done (though it may have been).
+    `answer` is what the script answered."""
+
+    def __init__(self, message: str, answer: Any) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 async def run_confirmed(
@@ -129,7 +134,9 @@ async def run_confirmed(
         pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
         answer, confirmed = await pipe.execute()
     if confirmed < replicas:
-        raise NotConfirmed(f"{confirmed} of {replicas} Redis replicas confirmed the write in time")
+        raise NotConfirmed(
+            f"{confirmed} of {replicas} Redis replicas confirmed the write in time", answer
+        )
     return answer
 
 

@@ -219,6 +219,25 @@ def test_a_503_goes_on_to_the_next_instance_only_if_the_request_did_not_run(
     assert {r.json()["error"] for r in narrowed if r.status_code == 503} == {"draining"}
 
 
+def test_a_503_of_an_outage_every_instance_shares_is_passed_on(tmp_path: Path) -> None:
+    """A 503 marked `X-PRSM-Shared-Outage` (the API's Redis is down: any instance would say
+    the same) goes back to the caller at once — not to another instance, and not counted
+    against this one: after thirty, its breaker is still closed and it still gets its half."""
+    shared = {"X-PRSM-Shared-Outage": "true", "X-PRSM-Not-Run": "true", "Retry-After": "1"}
+    with (
+        scripted_server(Reply(503, b'{"error": "budget_unavailable"}', shared)) as outage,
+        scripted_server(Reply(200, b'{"ok": true}')) as ok,
+    ):
+        config = {"pools": {"p": static(outage.base_url, ok.base_url)},
+                  "routes": [{"prefix": "/api", "pool": "p"}]}  # fmt: skip
+        with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+            answers = [http.post("/api/x", content=b"x") for _ in range(30)]
+    assert sorted(r.status_code for r in answers) == [200] * 15 + [503] * 15
+    refused = [r for r in answers if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in refused)
+    assert len(outage.requests) == 15
+
+
 def test_faults_at_the_configured_rate(trio: dict[str, ServerProcess], tmp_path: Path) -> None:
     """Abort 20 % with 503 (seeded): within 4 points over 1000 requests; a 100 % delay of
     0.3 s on another route delays every request."""

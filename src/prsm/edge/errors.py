@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from prsm import errors
-from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER
+from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -58,6 +58,8 @@ def error_headers(error: errors.HTTPStatusError, cid: str | None) -> dict[str, s
         headers["www-authenticate"] = 'Bearer realm="prsm"'
     if error.not_run:
         headers[NOT_RUN_HEADER.lower()] = "true"
+    if error.shared:
+        headers[SHARED_OUTAGE_HEADER.lower()] = "true"
     if error.code == "shutting_down":  # the client opens its next request elsewhere
         headers["connection"] = "close"
     return headers

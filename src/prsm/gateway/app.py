@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
-from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER
+from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
 from prsm.edge.correlation import incoming_correlation_id
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.errors import OPENAI_PREFIX, send_error_reply
@@ -113,6 +113,7 @@ OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
 _JSON = (b"content-type", b"application/json")
 _NOT_RUN = NOT_RUN_HEADER.lower().encode()
+_SHARED_OUTAGE = SHARED_OUTAGE_HEADER.lower().encode()
 _FALLBACK = b"x-prsm-fallback-from"
 _RETRY_SOON = (b"retry-after", b"1")
 """On the gateway's own 5xx answers: another instance may answer a moment later."""
@@ -445,8 +446,11 @@ class Gateway:
             replayable=request.replayable,
         )
         if response.status in (502, 503, 504) and str(response.status) in retry_on:
-            not_run = (_NOT_RUN, b"true") in ((k.lower(), v) for k, v in response.headers)
-            raise UpstreamAnswered(await held(response), response.status, not_run=not_run)
+            marks = {k.lower() for k, v in response.headers if v == b"true"}
+            if _SHARED_OUTAGE not in marks:  # another instance would answer the same: pass on
+                raise UpstreamAnswered(
+                    await held(response), response.status, not_run=_NOT_RUN in marks
+                )
         if small(response):
             # Read whole within the try, before the caller sees a byte: an upstream that dies
             # between its headers and its body fails this try (and the next instance may

@@ -209,6 +209,7 @@ class JobService:
                 "a retry cannot queue the job twice)",
                 code="jobs_unavailable",
                 retry_after=max(1, round(limit)),
+                shared=True,
             ) from None
 
 

@@ -141,6 +141,7 @@ class JwtAuth:
                 code="auth_unavailable",
                 retry_after=5,
                 not_run=True,
+                shared=True,
             ) from None
         except jwt.PyJWTError as exc:  # any other token problem, a key unfit for it included
             raise AuthenticationError(f"invalid token: {exc}", code="invalid_token") from None

@@ -22,6 +22,7 @@ uncounted, with a metric and one warning an outage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -39,7 +40,7 @@ from prsm.engines.base import Generation
 from prsm.engines.tally import Tally
 from prsm.errors import BadRequestError, RateLimitedError, ServiceUnavailableError
 from prsm.keys import Account
-from prsm.redis_client import run_confirmed
+from prsm.redis_client import NotConfirmed, run_confirmed
 
 log = logging.getLogger("prsm.server")
 DAY_SECONDS = 86_400
@@ -159,6 +160,10 @@ class Budgets:
             answer = await run_confirmed(
                 self._reserve, [w.key for w in windows], arguments, replicas=self._replicas
             )
+        except NotConfirmed as exc:
+            if exc.answer and exc.answer[0] == 1:  # charged, unconfirmed: not admitted either
+                await self._take_back(windows, amounts)
+            return self._unreachable(exc)
         except (RedisError, OSError) as exc:
             return self._unreachable(exc)
         self._outage = False
@@ -199,6 +204,15 @@ class Budgets:
         except (RedisError, OSError) as exc:  # kept until the window ends: never over budget
             log.warning("budget not settled: Redis failed", extra={"error": str(exc)})
 
+    async def _take_back(self, windows: list[Window], amounts: list[int]) -> None:
+        """Undo a charge whose query is refused. Safe whatever survives a failover: a replica
+        holds this only if it holds the charge before it (replication keeps order)."""
+        with contextlib.suppress(RedisError, OSError):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for window, amount in zip(windows, amounts, strict=True):
+                    pipe.decrby(window.key, amount)
+                await pipe.execute()
+
     def _windows(self, owner: str, budget: Limits, on: str = "") -> list[Window]:
         now = self._clock()
         minute = self._settings.minute_seconds
@@ -227,6 +241,7 @@ class Budgets:
             code="budget_unavailable",
             retry_after=1,
             not_run=True,
+            shared=True,
         )
 
 

@@ -78,7 +78,7 @@ async def _reached(operation: Awaitable[T], doing: str) -> T:
         return await operation
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableError(
-            f"stored responses cannot be {doing} now: {exc}", code="store_unavailable"
+            f"stored responses cannot be {doing} now: {exc}", code="store_unavailable", shared=True
         ) from None
 
 
