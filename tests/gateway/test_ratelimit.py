@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from prsm.embedded_redis import EmbeddedRedis
 from prsm.gateway.ratelimit import client_key
@@ -96,6 +97,28 @@ def test_two_replicas_sharing_redis_admit_the_limit_in_total(
 
         statuses = asyncio.run(burst())
     assert statuses == {200: 25, 429: 35}
+
+
+@pytest.mark.parametrize(("on_down", "status"), [("admit", 200), ("refuse", 503)])
+def test_shared_limits_with_their_redis_down_admit_or_refuse_as_configured(
+    fixed_server: ServerProcess, tmp_path: Path, on_down: str, status: int
+) -> None:
+    """Redis-backed limits and their Redis stopped: `admit` (the default) lets requests through
+    uncounted, without `RateLimit-*` headers that would be made up; `refuse` is 503
+    `rate_limit_unavailable` with `Retry-After` — a JSON answer either way, never a 500."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    config = limited(fixed_server, "100/minute", rate_limit_storage="redis",
+                     redis_url=redis.start(), rate_limit_on_redis_down=on_down)  # fmt: skip
+    with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+        counted = http.post("/api/v1/query", json=QUERY, headers=AUTH)
+        redis.stop()
+        answers = [http.post("/api/v1/query", json=QUERY, headers=AUTH) for _ in range(3)]
+    assert counted.headers["ratelimit-remaining"] == "99"
+    assert [a.status_code for a in answers] == [status] * 3
+    assert all("ratelimit-remaining" not in a.headers for a in answers)
+    if status == 503:
+        assert {a.json()["error"]["code"] for a in answers} == {"rate_limit_unavailable"}
+        assert all(a.headers["retry-after"] == "1" for a in answers)
 
 
 def test_client_keys() -> None:

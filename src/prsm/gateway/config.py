@@ -305,6 +305,10 @@ class GatewayConfig(Strict):
     """`X-Source-Service` sent upstream when the caller did not send one."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     rate_limit_storage: Literal["memory", "redis"] = "memory"
+    rate_limit_on_redis_down: Literal["admit", "refuse"] = "admit"
+    """With `redis` storage and Redis unreachable: let requests through uncounted (as Envoy's
+    and Kong's limits do by default: the limits protect the API, an outage of theirs should not
+    stop it), or refuse them, 503 `rate_limit_unavailable`. One warning an outage either way."""
     redis_url: str | None = None
     """Unset: the `redis_url` setting (`PRSM_REDIS_URL`), so a password need not be in the file."""
     seed: int | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -27,10 +28,14 @@ from limits.aio.strategies import (
 from limits.aio.strategies import (
     RateLimiter as Strategy,
 )
+from limits.errors import StorageError
 
+from prsm.errors import ServiceUnavailableError
 from prsm.gateway.config import GatewayConfig, RateLimit
 from prsm.gateway.local_limits import LoopStorage
 from prsm.keys import RATE_LIMIT_PREFIX
+
+log = logging.getLogger("prsm.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +46,13 @@ class Decision:
     limit: int
     remaining: int
     reset_seconds: int
+    counted: bool = True
+    """False: admitted while the shared counts were unreachable (no headers then)."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The `RateLimit-*` headers (and `Retry-After` when refused) for the answer."""
+        if not self.counted:
+            return []
         headers = [
             (b"ratelimit-limit", str(self.limit).encode()),
             (b"ratelimit-remaining", str(self.remaining).encode()),
@@ -58,6 +67,8 @@ class RateLimiter:
     """Checks routes' rate limits per client, in memory or in Redis (shared by replicas)."""
 
     def __init__(self, config: GatewayConfig) -> None:
+        self._on_down = config.rate_limit_on_redis_down
+        self._outage = False
         self._items: dict[str, limits.RateLimitItem] = {}
         self._strategies: dict[str, Strategy] = {}
         self._local: dict[str, limits.strategies.RateLimiter] = {}
@@ -73,6 +84,7 @@ class RateLimiter:
                 implementation="redispy",
                 key_prefix=RATE_LIMIT_PREFIX,
                 connection_pool=pool,
+                wrap_exceptions=True,  # Redis's errors as StorageError: see _uncounted
             )
             self._strategies = {
                 "moving": MovingWindowRateLimiter(shared),
@@ -97,13 +109,38 @@ class RateLimiter:
             reset_at, remaining = local.get_window_stats(item, budget, client)
         else:
             strategy = self._strategies[rule.strategy]
-            allowed = await strategy.hit(item, budget, client)
-            reset_at, remaining = await strategy.get_window_stats(item, budget, client)
+            try:
+                allowed = await strategy.hit(item, budget, client)
+                reset_at, remaining = await strategy.get_window_stats(item, budget, client)
+            except (StorageError, OSError, TimeoutError) as exc:
+                return self._uncounted(item, exc)
+            if self._outage:
+                self._outage = False
+                log.info("rate limits are counted in Redis again")
         return Decision(
             allowed=allowed,
             limit=item.amount,
             remaining=max(0, remaining),
             reset_seconds=max(0, math.ceil(reset_at - time.time())),
+        )
+
+    def _uncounted(self, item: limits.RateLimitItem, exc: BaseException) -> Decision:
+        """Redis unreachable: admitted uncounted, or 503 (`rate_limit_on_redis_down`)."""
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "rate limits cannot be counted: Redis failed",
+                extra={"error": str(exc), "onRedisDown": self._on_down},
+            )
+        if self._on_down == "refuse":
+            raise ServiceUnavailableError(
+                "rate limits cannot be checked now (their Redis is unreachable)",
+                code="rate_limit_unavailable",
+                retry_after=1,
+                not_run=True,
+            )
+        return Decision(
+            allowed=True, limit=item.amount, remaining=0, reset_seconds=0, counted=False
         )
 
 

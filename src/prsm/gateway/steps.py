@@ -14,7 +14,12 @@ from typing import Any
 
 from prsm import metrics, tracing
 from prsm.edge.errors import send_error_reply
-from prsm.errors import HTTPStatusError, RateLimitedError, error_for_status
+from prsm.errors import (
+    HTTPStatusError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    error_for_status,
+)
 from prsm.gateway.config import Fault, RateLimit, Route
 from prsm.gateway.ratelimit import RateLimiter, client_key
 from prsm.resilience.handler import Handler, Middleware
@@ -94,7 +99,10 @@ def rate_limited(
     def wrap(handler: RouteHandler) -> RouteHandler:
         async def limited(exchange: Exchange) -> int:
             who = client_key(limit.key, exchange.headers, peer(exchange))
-            decision = await limiter.hit(limit, limit.budget or exchange.route.prefix, who)
+            try:
+                decision = await limiter.hit(limit, limit.budget or exchange.route.prefix, who)
+            except ServiceUnavailableError as unavailable:  # Redis down, `refuse` configured
+                return await exchange.error(unavailable, [])
             if not decision.allowed:
                 metrics.GATEWAY_RATE_LIMITED.labels(exchange.route.prefix).inc()
                 refused = RateLimitedError("Too many PRSM requests", code="rate_limited")
