@@ -330,7 +330,14 @@ class Stack:
         master = self.redis.master_port()
         self.redis.kill(master)
         self.events.append("redis master SIGKILL")
-        await asyncio.sleep(5)  # then back, empty, as its pod is restarted: a replica now
+        # Back, empty, as its pod is restarted — once another was promoted (with no persistence
+        # an empty master back sooner would be taken back, and its replicas would copy it).
+        deadline = time.monotonic() + 30
+        while await asyncio.to_thread(self.redis.master_port) == master:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels promoted no replica within 30 s")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)
         self.redis.restart(master)
         self.events.append("old master restarted")
 
@@ -402,13 +409,13 @@ def start_redis(root: Path, sentinel: bool) -> tuple[EmbeddedRedis | SentinelDep
 
 def sentinel_settings() -> dict[str, str]:
     """What the Sentinel run adds to the API's settings: both replicas confirm job
-    submissions and budget charges; the budgeted key's own budget, in an hour-long window."""
+    submissions and budget charges; the budgeted key's own budget, in one window for the run."""
     budget = {key_id(BUDGET_KEY): {"requests_per_minute": BUDGET_REQUESTS}}
     return {
         "PRSM_API_KEYS": f"{KEY},{BUDGET_KEY}",
         "PRSM_REDIS_CONFIRM_REPLICAS": "2",
         "PRSM_BUDGETS__CALLERS": json.dumps(budget),
-        "PRSM_BUDGETS__MINUTE_SECONDS": "3600",
+        "PRSM_BUDGETS__MINUTE_SECONDS": str(10**9),  # one window for the run: none rolls over
     }
 
 

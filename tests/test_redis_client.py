@@ -233,18 +233,23 @@ def test_a_job_no_replica_confirms_is_not_acknowledged(
     deployment: SentinelDeployment, tmp_path: Path
 ) -> None:
     """`redis_confirm_replicas: 1` and the replicas gone: the master takes the write, no
-    replica confirms it, so the submission is 503 `jobs_unavailable` saying the job may run
-    (a retry with its Idempotency-Key returns it, never a second one)."""
+    replica confirms it, so the submission is 503 `jobs_unavailable` saying the job may run;
+    a retry with its Idempotency-Key finds that job but is not acknowledged either while no
+    replica holds it."""
     for replica in deployment.data_ports[1:]:
         deployment.kill(replica)
     env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
            "PRSM_REDIS_CONFIRM_REPLICAS": "1"}  # fmt: skip
     job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
+    keyed = AUTH | {"Idempotency-Key": "k1"}
     with prsm_serve(tmp_path, env=env) as api:
-        submitted = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=AUTH)
+        submitted = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=keyed)
+        again = httpx.post(api.base_url + "/api/v1/jobs", json=job, headers=keyed)
     assert (submitted.status_code, submitted.json()["error"]["code"]) == (503, "jobs_unavailable")
     assert "may run" in submitted.json()["error"]["message"]
     assert "retry-after" in submitted.headers
+    # The retry finds the job the first left on the master: still unconfirmed, still 503.
+    assert (again.status_code, again.json()["error"]["code"]) == (503, "jobs_unavailable")
 
 
 def test_a_charge_no_replica_confirms_is_refused_and_taken_back(

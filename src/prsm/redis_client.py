@@ -28,6 +28,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from prsm.errors import ConfigError
+from prsm.keys import CONFIRM_MARKER
 
 SENTINEL_SCHEME = "redis+sentinel://"
 CONFIRM_SECONDS = 1.0
@@ -138,6 +139,23 @@ async def run_confirmed(
             f"{confirmed} of {replicas} Redis replicas confirmed the write in time", answer
         )
     return answer
+
+
+async def confirm_so_far(redis: aioredis.Redis, *, replicas: int) -> None:
+    """Return once `replicas` replicas hold every write the master has taken so far (found
+    by a read, say, and written by another connection); `NotConfirmed` otherwise. WAIT
+    confirms its own connection's writes only, so it follows a marker write, which comes after
+    all earlier ones in the replication stream."""
+    if not replicas:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(CONFIRM_MARKER)
+        pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
+        _, confirmed = await pipe.execute()
+    if confirmed < replicas:
+        raise NotConfirmed(
+            f"{confirmed} of {replicas} Redis replicas confirmed the writes in time", None
+        )
 
 
 def _data_options(target: SentinelTarget) -> dict[str, Any]:

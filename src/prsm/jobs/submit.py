@@ -37,7 +37,7 @@ from prsm.jobs.schema import (
     JobStatus,
 )
 from prsm.keys import JOB_TYPES, Account
-from prsm.redis_client import NotConfirmed
+from prsm.redis_client import NotConfirmed, confirm_so_far
 
 _STATUS = {"new": "queued", "queued": "queued", "active": "active", "aborting": "active"}
 _JOB_TOKEN = re.compile(r"(?P<job_id>[0-9a-f]{1,64})\.(?P<secret>[A-Za-z0-9_-]{16,64})")
@@ -65,6 +65,7 @@ class JobService:
         self._queues: dict[keys.JobType, Queue] = open_queues(
             redis, confirm_replicas=confirm_replicas
         )
+        self._replicas = confirm_replicas
 
     async def submit(
         self,
@@ -95,6 +96,9 @@ class JobService:
             if key:
                 earlier = await self._find(job_id)
                 if earlier is not None:
+                    # An earlier submission refused as unconfirmed may be here, on the master
+                    # alone: acknowledged now only once the replicas hold it too.
+                    await confirm_so_far(self._redis, replicas=self._replicas)
                     return _repeat(earlier, fingerprint, correlation_id)
             account = Account(key_id, owner)
             await self._queues[request.type].enqueue(
