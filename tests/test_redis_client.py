@@ -85,10 +85,12 @@ def test_the_api_and_a_worker_on_sentinel_run_jobs_across_a_master_kill(
     deployment: SentinelDeployment, tmp_path: Path
 ) -> None:
     """`prsm serve` and `prsm worker` given the Sentinel URL: a job completes; the master is
-    SIGKILLed; submissions are refused meanwhile with 503 and `Retry-After` (never a 500),
-    accepted again within 15 s, and the job then submitted completes — no process
-    restarted."""
-    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed"}
+    SIGKILLed; submissions and budgeted queries are refused meanwhile with 503 and
+    `Retry-After` — never a 500, also while the sentinels elect and name no master
+    (`MasterNotFoundError`, redis-py #3731) — accepted again within 15 s, and the job then
+    submitted completes — no process restarted."""
+    env = {"PRSM_REDIS_URL": deployment.url, "PRSM_ENGINE__KIND": "fixed",
+           "PRSM_BUDGETS__DEFAULT__REQUESTS_PER_MINUTE": "10000"}  # fmt: skip
     job = {"type": "priority-query", "data": {"prompt": "hi", "userId": "u1"}}
     with (
         prsm_serve(tmp_path, env=env) as api,
@@ -100,10 +102,15 @@ def test_the_api_and_a_worker_on_sentinel_run_jobs_across_a_master_kill(
         killed, refusals = time.monotonic(), []
         while (accepted := http.post("/api/v1/jobs", json=job)).status_code != 202:
             refusals.append(accepted)
+            if (queried := http.post("/api/v1/query", json=job["data"])).status_code != 200:
+                refusals.append(queried)  # (the master may be back between the two)
             assert time.monotonic() - killed < 15, [r.text for r in refusals[-3:]]
             time.sleep(0.2)
         assert completes(http, accepted.json())
+        assert http.post("/api/v1/query", json=job["data"]).status_code == 200
     assert all(r.status_code == 503 and "retry-after" in r.headers for r in refusals)
+    codes = {r.json()["error"]["code"] for r in refusals}
+    assert codes == {"jobs_unavailable", "budget_unavailable"}
 
 
 def completes(http: httpx.Client, accepted: dict[str, str]) -> bool:
