@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_camel
 
 CORRELATION_HEADER = "X-Correlation-ID"
 JOB_TOKEN_HEADER = "X-PRSM-Job-Token"  # noqa: S105 (a header's name)
+"""Sent by a worker with each query it asks for a job: the query is charged to the job's
+submitter's budget (and reads and keeps cached answers as theirs)."""
 NOT_RUN_HEADER = "X-PRSM-Not-Run"
 """On an error answer: the request was refused before anything acted on it (`true`), so any
 client may send it again, a POST included (`prsm.resilience.outcomes`)."""
@@ -21,8 +23,6 @@ SHARED_OUTAGE_HEADER = "X-PRSM-Shared-Outage"
 """On a 503: its cause is shared by every instance (the Redis they all use, an issuer's keys),
 so another instance would answer the same and this one is not at fault (`true`): the gateway
 passes it on instead of trying another instance or counting it against this one."""
-"""Sent by a worker with each query it asks for a job: the query is charged to the job's
-submitter's budget (and reads and keeps cached answers as theirs)."""
 MAX_TOKENS_LIMIT = 4096
 
 

@@ -21,9 +21,9 @@ FALLBACK_REQUEST = "fallback:ai:request"
 EVENT_STREAM = "prsm:events"
 """Capped stream holding every event, for consumer groups (at-least-once delivery)."""
 RATE_LIMIT_PREFIX = "prsm:ratelimit"
+"""The gateway's shared rate-limit windows (the `limits` library adds the rest of each key)."""
 CONFIRM_MARKER = "prsm:confirm"
 """Written before a Redis WAIT that must confirm every earlier write (`prsm.redis_client`)."""
-"""The gateway's shared rate-limit windows (the `limits` library adds the rest of each key)."""
 
 
 def query_channel(event_type: EventType) -> str:

@@ -132,13 +132,7 @@ async def run_confirmed(
         return await script(keys, args)
     async with script.registered_client.pipeline(transaction=False) as pipe:
         await script(keys, args, pipe)  # type: ignore[arg-type] # redis-py takes a pipeline
-        pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
-        answer, confirmed = await pipe.execute()
-    if confirmed < replicas:
-        raise NotConfirmed(
-            f"{confirmed} of {replicas} Redis replicas confirmed the write in time", answer
-        )
-    return answer
+        return await _waited(pipe, replicas)
 
 
 async def confirm_so_far(redis: aioredis.Redis, *, replicas: int) -> None:
@@ -150,12 +144,19 @@ async def confirm_so_far(redis: aioredis.Redis, *, replicas: int) -> None:
         return
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(CONFIRM_MARKER)
-        pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
-        _, confirmed = await pipe.execute()
+        await _waited(pipe, replicas)
+
+
+async def _waited(pipe: Any, replicas: int) -> Any:
+    """The answer of the one write queued in `pipe`, sent with a WAIT for `replicas` after it;
+    `NotConfirmed` (holding that answer) when fewer confirm within `CONFIRM_SECONDS`."""
+    pipe.wait(replicas, round(CONFIRM_SECONDS * 1000))
+    answer, confirmed = await pipe.execute()
     if confirmed < replicas:
         raise NotConfirmed(
-            f"{confirmed} of {replicas} Redis replicas confirmed the writes in time", None
+            f"{confirmed} of {replicas} Redis replicas confirmed the write in time", answer
         )
+    return answer
 
 
 def _data_options(target: SentinelTarget) -> dict[str, Any]:
