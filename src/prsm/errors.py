@@ -228,6 +228,7 @@ def error_for_status(
     correlation_id: str | None = None,
     retry_after: float | None = None,
     not_run: bool = False,
+    shared: bool = False,
 ) -> HTTPStatusError:
     """The `HTTPStatusError` subclass instance that stands for an HTTP error status."""
     cls = _BY_STATUS.get(status_code)
@@ -240,6 +241,7 @@ def error_for_status(
         correlation_id=correlation_id,
         retry_after=retry_after,
         not_run=not_run,
+        shared=shared,
     )
 
 

@@ -13,10 +13,17 @@ import pytest
 
 from prsm import errors as prsm_errors
 from prsm.client.service import ServiceClient
-from prsm.errors import AuthenticationError, ConnectError, ConnectionLostError, PRSMError
+from prsm.contracts import NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
+from prsm.errors import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    PRSMError,
+    ServiceUnavailableError,
+)
 from prsm.resilience import BreakerConfig, CircuitOpenError
 from prsm.sd import StaticDiscovery
-from tests.support import API_KEY, ServerProcess, fixed_instances, free_port
+from tests.support import API_KEY, Reply, ServerProcess, fixed_instances, free_port, scripted_server
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +110,23 @@ async def test_no_instance_reachable_is_a_connect_error_then_the_breaker_opens()
                 await prsm.query("hi", user_id="u")
         with pytest.raises(CircuitOpenError):
             await prsm.query("hi", user_id="u")
+
+
+async def test_an_outage_every_instance_shares_is_not_held_against_any() -> None:
+    """Both instances answer 503 marked `X-PRSM-Shared-Outage` (their Redis is down): each call
+    ends at the first instance with its 503 and Retry-After — the other would say the same —
+    and however many calls, no breaker opens: when Redis is back, every instance is called."""
+    marks = {SHARED_OUTAGE_HEADER: "true", NOT_RUN_HEADER: "true", "retry-after": "1"}
+    outage = Reply(503, b'{"error": {"code": "budget_unavailable", "message": "Redis"}}', marks)
+    config = BreakerConfig(minimum_calls=2, call_timeout=None, reset_timeout=60)
+    with scripted_server(outage) as a, scripted_server(outage) as b:
+        instances = StaticDiscovery([a.base_url, b.base_url])
+        async with ServiceClient(instances, api_key=API_KEY, breaker=config) as prsm:
+            for _ in range(6):
+                with pytest.raises(ServiceUnavailableError) as refused:
+                    await prsm.query("hi", user_id="u")
+                assert refused.value.retry_after == 1
+        assert len(a.requests) == len(b.requests) == 3
 
 
 async def test_calls_are_recorded_in_the_spec_client_metrics(

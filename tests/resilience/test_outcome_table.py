@@ -16,7 +16,7 @@ import trustme
 
 from prsm.client import AsyncPRSMClient, ServiceClient
 from prsm.config import Settings
-from prsm.contracts import NOT_RUN_HEADER
+from prsm.contracts import NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
 from prsm.errors import PRSMError
 from prsm.gateway.app import Gateway
 from prsm.gateway.config import GatewayConfig
@@ -45,12 +45,14 @@ class Row:
 # SDK and ServiceClient send queries (not idempotent) and wait out a 429; the gateway forwards
 # a POST without an Idempotency-Key and never waits (a 429 is the caller's); jobs and
 # callbacks are at least once (idempotent). A query is sent again only if it provably did
-# not run: never sent, 408, or a 503 marked X-PRSM-Not-Run.
+# not run: never sent, 408, or a 503 marked X-PRSM-Not-Run. An outage every instance shares
+# (a budget's Redis down: marked X-PRSM-Shared-Outage, and not run) goes to no other instance.
 TABLE = [
     Row("connection refused", Outcome.UNSENT, AGAIN, AGAIN, AGAIN, AGAIN, AGAIN),
     Row("503 marked not run", Outcome.NOT_RUN, AGAIN, AGAIN, AGAIN, AGAIN, AGAIN),
     Row("408", Outcome.NOT_RUN, AGAIN, AGAIN, FINAL, AGAIN, AGAIN),
     Row("503", Outcome.TARGET_FAILED, FINAL, FINAL, FINAL, AGAIN, AGAIN),
+    Row("503 of a shared outage", Outcome.OUTAGE, FINAL, FINAL, FINAL, AGAIN, AGAIN),
     Row("429", Outcome.SLOW_DOWN, AGAIN, AGAIN, FINAL, AGAIN, AGAIN),
     Row("reset after the request", Outcome.UNCERTAIN, FINAL, FINAL, FINAL, AGAIN, AGAIN),
     Row("500", Outcome.UNCERTAIN, FINAL, FINAL, FINAL, AGAIN, AGAIN),
@@ -94,6 +96,8 @@ def failing(failure: str) -> Iterator[str]:
         headers = {"retry-after": "0"} if failure == "429" else {}
         if failure == "503 marked not run":
             failure, headers = "503", {NOT_RUN_HEADER: "true"}
+        elif failure == "503 of a shared outage":
+            failure, headers = "503", {NOT_RUN_HEADER: "true", SHARED_OUTAGE_HEADER: "true"}
         body = b'{"error": {"code": "scripted", "message": "scripted"}}'
         with scripted_server(Reply(int(failure), body, headers)) as server:
             yield server.base_url

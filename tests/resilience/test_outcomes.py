@@ -32,6 +32,8 @@ from prsm.resilience.outcomes import Outcome, classify, fails_over, retryable, t
         (error_for_status(408, "x"), Outcome.NOT_RUN),
         (error_for_status(503, "x", not_run=True), Outcome.NOT_RUN),
         (error_for_status(429, "x"), Outcome.SLOW_DOWN),
+        (error_for_status(503, "x", not_run=True, shared=True), Outcome.OUTAGE),
+        (error_for_status(429, "x", shared=True), Outcome.SLOW_DOWN),
         (error_for_status(500, "x"), Outcome.UNCERTAIN),
         (TimeoutError("read"), Outcome.UNCERTAIN),
         (ConnectionLostError("reset after sending"), Outcome.UNCERTAIN),
@@ -57,7 +59,8 @@ def test_each_failure_has_one_outcome(error: Exception, outcome: Outcome) -> Non
 def test_what_may_follow_each_outcome() -> None:
     """What may have run (a target's failure, an uncertain end) is retried or failed over only
     for idempotent requests; what provably did not run is, always; a 429 is retried but never
-    failed over; refusals are final."""
+    failed over; an outage every instance shares is retried only when idempotent and never
+    failed over or held against the instance; refusals are final."""
     for idempotent in (False, True):
         for did_not_run in (Outcome.UNSENT, Outcome.NOT_RUN):
             assert retryable(did_not_run, idempotent=idempotent)
@@ -67,6 +70,8 @@ def test_what_may_follow_each_outcome() -> None:
             assert fails_over(may_have_run, idempotent=idempotent) is idempotent
         assert retryable(Outcome.SLOW_DOWN, idempotent=idempotent)
         assert not fails_over(Outcome.SLOW_DOWN, idempotent=idempotent)
+        assert retryable(Outcome.OUTAGE, idempotent=idempotent) is idempotent
+        assert not fails_over(Outcome.OUTAGE, idempotent=idempotent)
         assert not retryable(Outcome.REFUSED, idempotent=idempotent)
     against_target = [o for o in Outcome if target_failed(o)]
     assert against_target == [

@@ -24,6 +24,7 @@ from prsm._version import __version__
 from prsm.contracts import (
     CORRELATION_HEADER,
     NOT_RUN_HEADER,
+    SHARED_OUTAGE_HEADER,
     Contract,
     HealthResponse,
     Priority,
@@ -257,6 +258,7 @@ class ClientCore:
             correlation_id=cid,
             retry_after=parse_retry_after(headers.get("retry-after")),
             not_run=headers.get(NOT_RUN_HEADER) == "true",
+            shared=headers.get(SHARED_OUTAGE_HEADER) == "true",
         )
 
 

@@ -10,8 +10,11 @@ is charged to a budget, counted and published. The rule is one for every caller,
 the gateway alike: a request that is not idempotent is sent again only when it provably did
 not run — it never left, or the answer says it was refused before anything acted on it (408;
 a 503 marked `X-PRSM-Not-Run`, as PRSM marks a draining or saturated instance, an engine not
-ready). Errors of lower libraries (aiohttp, httpx, sockets) are mapped into `prsm.errors` at
-each boundary first, so the table below is all there is.
+ready). A 5xx marked `X-PRSM-Shared-Outage` says a dependency every instance shares is down
+(Redis): another instance would answer the same, so it is neither failed over nor held against
+the instance — an outage every instance's breaker counted would open them all. Errors of lower
+libraries (aiohttp, httpx, sockets) are mapped into `prsm.errors` at each boundary first, so
+the table below is all there is.
 
     outcome        what happened                                  retry   fail over
     unsent         no connection, DNS, breaker open: the           yes     yes
@@ -23,6 +26,8 @@ each boundary first, so the table below is all there is.
                    acting (an engine timeout spent tokens)
     slow_down      429: the caller must wait (Retry-After)         yes     no: the budget
                                                                            is the caller's
+    outage         a 5xx marked X-PRSM-Shared-Outage: what         only if no: all say
+                   every instance shares is down (Redis)           idempotent the same
     uncertain      timeout, connection lost after sending,         only if only if
                    other 5xx, a dependency's connection error:     idempotent idempotent
                    the target may have acted on it
@@ -54,6 +59,7 @@ class Outcome(StrEnum):
     NOT_RUN = "not_run"
     TARGET_FAILED = "target_failed"
     SLOW_DOWN = "slow_down"
+    OUTAGE = "outage"
     UNCERTAIN = "uncertain"
     REFUSED = "refused"
 
@@ -69,9 +75,12 @@ _TRANSIENT = (
 """Errors that say a dependency did not answer, after it may have acted."""
 
 
-def classify_status(status: int, *, not_run: bool = False) -> Outcome:
+def classify_status(status: int, *, not_run: bool = False, shared: bool = False) -> Outcome:
     """The outcome an HTTP error status stands for (call it for statuses >= 300); `not_run`:
-    the answer says the request was refused before anything acted on it."""
+    the answer says the request was refused before anything acted on it; `shared`: its cause
+    is shared by every instance."""
+    if shared and status >= 500:
+        return Outcome.OUTAGE
     if status == 408 or (not_run and status >= 500):
         return Outcome.NOT_RUN
     if status in _TARGET_FAILED_STATUSES:
@@ -86,7 +95,7 @@ def classify_status(status: int, *, not_run: bool = False) -> Outcome:
 def classify(exc: BaseException) -> Outcome:
     """The outcome an error stands for: PRSM's own, or a bare timeout or connection error."""
     if isinstance(exc, errors.HTTPStatusError):
-        return classify_status(exc.status_code, not_run=exc.not_run)
+        return classify_status(exc.status_code, not_run=exc.not_run, shared=exc.shared)
     if isinstance(exc, errors.TLSError | ssl.CertificateError):
         return Outcome.REFUSED
     if isinstance(exc, errors.ConnectError | errors.CircuitOpenError):
@@ -100,7 +109,7 @@ def classify(exc: BaseException) -> Outcome:
 
 def retryable(outcome: Outcome, *, idempotent: bool) -> bool:
     """Whether the same request may be sent again (to any target, after a wait)."""
-    if outcome in (Outcome.TARGET_FAILED, Outcome.UNCERTAIN):
+    if outcome in (Outcome.TARGET_FAILED, Outcome.UNCERTAIN, Outcome.OUTAGE):
         return idempotent
     return outcome is not Outcome.REFUSED
 
