@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from prsm.config import Settings
-from prsm.gateway.config import GatewayConfig
+from prsm.gateway.config import GatewayConfig, PoolConfig
 
 SCHEMA_PATH = Path(__file__).parent / "prsm" / "values.schema.json"
 # Settings the chart sets itself: secrets, its own Services, ports and processes.
@@ -208,6 +208,8 @@ def values_schema() -> Schema:
         raise SystemExit(f"settings and gateway config both define {sorted(clash)}")
     gateway = component(service=True)
     gateway["properties"]["config"] = gateway_config
+    balancers = PoolConfig.model_fields["balancer"].annotation
+    gateway["properties"]["balancer"] = {"enum": list(get_args(balancers))}
     api = component(service=True)
     api["properties"]["workers"] = {"type": "integer", "minimum": 1, "maximum": 64}
     api["properties"]["startupProbe"] = strict(

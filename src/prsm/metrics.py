@@ -86,6 +86,26 @@ ENGINE_WAITING = Gauge(
     ("service", "model"),
     multiprocess_mode="livesum",
 )
+ENGINE_KV_CELLS_USED = Gauge(
+    "prsm_engine_kv_cells_used",
+    "KV-cache cells the queries in the engine's batch hold, by model (a free slot's cached "
+    "prompt is not counted: the next query may take it)",
+    ("service", "model"),
+    multiprocess_mode="livesum",
+)
+ENGINE_KV_CELLS = Gauge(
+    "prsm_engine_kv_cells",
+    "KV-cache cells the engine has, by model: max_batch times context_size",
+    ("service", "model"),
+    multiprocess_mode="livesum",
+)
+ENGINE_KV_USAGE = Gauge(
+    "prsm_engine_kv_cache_usage_ratio",
+    "Share of the engine's KV cache in use, 0 to 1, by model (the model-server protocol's "
+    "KVCacheUtilization, as vLLM's kv_cache_usage_perc)",
+    ("service", "model"),
+    multiprocess_mode="livemax",
+)
 READY = Gauge(
     "prsm_ready",
     "1 when the last readiness check (/ready) passed, 0 when it did not",

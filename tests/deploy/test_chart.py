@@ -147,6 +147,18 @@ def test_the_default_gateway_routes_are_prsm_gateways_own(helm: Path) -> None:
     assert service["spec"]["ports"][0]["name"] == "http"  # the port discovery looks for
 
 
+def test_the_gateway_can_balance_by_prompt_prefix(helm: Path) -> None:
+    """`gateway.balancer: prefix_affinity`: the default pools balance by prefix, each replica's
+    record sized from the engine's KV cache (max_batch x context_size)."""
+    docs = render(helm, "--set", "gateway.balancer=prefix_affinity",
+                  "--set", "settings.engine.max_batch=4",
+                  "--set", "settings.engine.context_size=4096")  # fmt: skip
+    gateway_yaml = configmap_file(docs, "prsm-gateway", "gateway.yaml")
+    pool = parse_gateway_config(gateway_yaml, redis_url="redis://r:6379/0").pools["api"]
+    assert (pool.balancer, pool.affinity.cache_tokens) == ("prefix_affinity", 16384)
+    assert "gateway/balancer" in refused(helm, "--set", "gateway.balancer=sticky")
+
+
 def workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Everything that runs pods: Deployments, the API's Rollout, the embedded Redis."""
     return objects(docs, "Deployment") | objects(docs, "Rollout") | objects(docs, "StatefulSet")

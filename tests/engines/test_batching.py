@@ -107,6 +107,23 @@ async def test_sequences_of_different_lengths_get_exactly_their_own_tokens(
         assert one.finish_reason == other.finish_reason
 
 
+async def test_the_kv_cells_in_use_are_the_running_queries_prompts_and_answers(
+    batch_engine: LlamaEngine,
+) -> None:
+    """Idle, none of the 8 x 2048 cells is in use (a free slot's cached prompt is the next
+    query's to take); while a query generates, its prompt's cells and more as its answer
+    grows; once it is done, none again."""
+    assert batch_engine.kv_cells() == (0, 8 * 2048)
+    seen: list[int] = []
+    answer = await batch_engine.generate(
+        PROMPTS[1], max_tokens=24, on_text=lambda _: seen.append(batch_engine.kv_cells()[0])
+    )
+    assert min(seen) >= answer.prompt_tokens
+    assert max(seen) > min(seen)
+    assert max(seen) <= answer.prompt_tokens + answer.completion_tokens
+    wait_for(lambda: batch_engine.kv_cells()[0] == 0, 5)
+
+
 def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once() -> None:
     """One slot: a long generation is cancelled; the query waiting behind it gets its first
     token within two decode steps, and the cancelled one reports `cancelled`."""

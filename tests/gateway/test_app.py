@@ -4,6 +4,7 @@ and streams PRSM does not produce on demand, scripted HTTP servers)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import signal
 import socket
@@ -300,6 +301,52 @@ def test_sigkill_an_upstream_under_load_no_visible_error(tmp_path: Path) -> None
     assert [r for r in results if r[1] != 200] == []
     assert {a for t, _, a in results if t < killed_at} == {"x", "y", "z"}
     assert "y" not in {a for t, _, a in results if t > killed_at + 0.5}
+
+
+def test_prefix_affinity_keeps_each_conversation_on_one_instance(tmp_path: Path) -> None:
+    """A pool balanced by prefix, six conversations through `/v1/chat/completions`, each turn
+    the whole conversation, one long system prompt shared. Their first turns come at once: the
+    first instance sent the system prompt matches them all, but the load guard moves some
+    elsewhere. Then four more turns each, one at a time: every conversation's turns are
+    answered by the instance that answered its first. Prompts too short to route by follow
+    their `x-session-id`. Then a conversation's instance is SIGKILLed: its next turns are
+    answered by one other instance, none failing."""
+    system = {"role": "system", "content": "You answer questions about orders. " * 40}
+    delayed = {"PRSM_ENGINE__FIXED_DELAY_SECONDS": "0.2"}
+    with fixed_instances(tmp_path, "xyz", **delayed) as servers:
+        affinity = {"session_header": "x-session-id"}
+        pool = static(*(s.base_url for s in servers.values()), balancer="prefix_affinity",
+                      affinity=affinity)  # fmt: skip
+        config = {"pools": {"p": pool}, "routes": [{"prefix": "/v1", "pool": "p"}]}
+        with prsm_gateway(tmp_path, config) as gw, httpx.Client(base_url=gw.base_url) as http:
+
+            def turn(messages: list[dict[str, str]], **headers: str) -> str:
+                body = {"model": "fixed", "messages": messages}
+                response = http.post("/v1/chat/completions", json=body, headers=AUTH | headers)
+                assert response.status_code == 200, response.text
+                said: str = response.json()["choices"][0]["message"]["content"]
+                messages.append({"role": "assistant", "content": said})
+                return said
+
+            def ask(talk: list[dict[str, str]], n: int) -> str:
+                talk.append({"role": "user", "content": f"And order {n} of {id(talk)}? " * 9})
+                return turn(talk)
+
+            talks = [[system] for _ in range(6)]
+            with concurrent.futures.ThreadPoolExecutor(6) as pool_of_callers:
+                firsts = list(pool_of_callers.map(ask, talks, [0] * 6))
+            later = [{ask(talk, n) for n in range(1, 5)} for talk in talks]
+            sessions = {turn([{"role": "user", "content": "hi"}], **{"x-session-id": "s1"})
+                        for _ in range(6)}  # fmt: skip
+            home = firsts[0]
+            servers[home].process.send_signal(signal.SIGKILL)
+            servers[home].process.wait()
+            after = {ask(talks[0], n) for n in range(5, 8)}
+    assert len(set(firsts)) > 1
+    assert later == [{first} for first in firsts]
+    assert len(sessions) == 1
+    assert len(after) == 1
+    assert home not in after
 
 
 def test_all_upstreams_down_is_the_specification_502(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from prsm.gateway.config import Route
-from prsm.gateway.models import ModelDirectory, Served, body_model, with_model
+from prsm.gateway.models import ModelDirectory, Served, body_model, json_object, with_model
 from tests.support import (
     API_KEY,
     GatewayProcess,
@@ -140,9 +140,9 @@ def test_a_body_naming_no_model_goes_by_the_route_s_pool(gateway: GatewayProcess
 
 def test_the_model_is_read_from_a_json_object_only() -> None:
     """Arrays, strings, broken JSON and a non-string model name none."""
-    assert body_model(b' {"model": "a", "input": "x"}') == "a"
+    assert body_model(json_object(b' {"model": "a", "input": "x"}')) == "a"
     for body in (b"", b"[1]", b'{"model": 3}', b'{"model": "a"', b"model"):
-        assert body_model(body) is None
+        assert body_model(json_object(body)) is None
     assert json.loads(with_model(b'{"model": "alias", "n": 1}', "id")) == {"model": "id", "n": 1}
 
 

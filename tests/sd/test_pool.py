@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from prsm.errors import ConnectError
+from prsm.errors import ConnectError, PRSMError, error_for_status
 from prsm.resilience.clock import ManualClock
 from prsm.sd import Instance, StaticDiscovery
+from prsm.sd.affinity import PrefixAffinity
+from prsm.sd.balance import Affinity
 from prsm.sd.outliers import OutlierDetector
 from prsm.sd.pool import Pool
 
@@ -72,4 +74,26 @@ async def test_a_successful_try_resets_the_failure_count() -> None:
     assert await pool.call(a, ok) == "ok"
     await fail_once(pool, a)
     assert outliers.ejected() == set()
+    await pool.aclose()
+
+
+async def test_a_failed_try_makes_a_prefix_balancer_forget_the_instance() -> None:
+    """A try held against the instance (refused: it died, or restarts with an empty cache)
+    clears what `PrefixAffinity` thought it held; a caller's error (400) does not."""
+    balancer = PrefixAffinity()
+    pool = Pool("svc", StaticDiscovery(URLS), balancer=balancer)
+    await pool.start()
+    prompt = Affinity("a long system prompt, sent to one instance " * 4)
+    chosen = pool.pick(hint=prompt)
+    assert chosen is not None
+    assert balancer.matched(chosen, prompt) > 0
+
+    async def bad_request() -> None:
+        raise error_for_status(400, "bad")
+
+    with pytest.raises(PRSMError):
+        await pool.call(chosen, bad_request)
+    assert balancer.matched(chosen, prompt) > 0
+    await fail_once(pool, chosen)
+    assert balancer.matched(chosen, prompt) == 0
     await pool.aclose()

@@ -38,17 +38,19 @@ from prsm.resilience.failover import failover
 from prsm.resilience.handler import Handler, Middleware, chain, time_limit
 from prsm.resilience.retry import RetryPolicy
 from prsm.sd import Discovery, Instance
-from prsm.sd.balance import Balancer
+from prsm.sd.balance import Affinity, Balancer
 from prsm.sd.outliers import OutlierDetector
 from prsm.sd.pool import Pool
 
 
 class ServiceClient:
-    """Arguments: `discovery` finds instances; `attempts` is how many different instances one
-    call may try; `deadline` bounds the whole call, failovers included (default: `timeout`
-    per attempt times `attempts`). `breaker` configures the per-instance and service breakers
-    (None: the defaults). `auth` (OAuth2 client credentials) and `tls` (CA, client certificate)
-    apply to every instance.
+    """Arguments: `discovery` finds instances; `balancer` chooses among them (round robin;
+    `LeastOutstanding`; `PrefixAffinity`, which sends a prompt to the instance that was sent
+    its beginning: that instance's engine holds it cached); `attempts` is how many different
+    instances one call may try; `deadline` bounds the whole call, failovers included
+    (default: `timeout` per attempt times `attempts`). `breaker` configures the per-instance
+    and service breakers (None: the defaults). `auth` (OAuth2 client credentials) and `tls`
+    (CA, client certificate) apply to every instance.
 
     Every call is recorded in the specification's client metrics: `prsm_query_duration_seconds`
     and `prsm_queries_total` (service, method, status, user_tier), `prsm_tokens_used_total`
@@ -101,7 +103,13 @@ class ServiceClient:
             self.breaker, time_limit(self._deadline, past_deadline)
         )
         self._pipeline = guarded(
-            failover(self._pool, self._endpoint, attempts=attempts, service=repr(service))
+            failover(
+                self._pool,
+                self._endpoint,
+                attempts=attempts,
+                hint=_prompt_of,
+                service=repr(service),
+            )
         )
         instrumented: Middleware[ServiceCall, Any] = chain(
             measured(service, user_tier), traced(service)
@@ -147,7 +155,7 @@ class ServiceClient:
         def begin(client: AsyncPRSMClient) -> Awaitable[AsyncIterator[StreamChunk]]:
             return client.open_stream(prompt, user_id=user_id, **options)
 
-        chunks: AsyncIterator[StreamChunk] = await self._pipeline(ServiceCall(begin))
+        chunks: AsyncIterator[StreamChunk] = await self._pipeline(ServiceCall(begin, prompt))
         async for chunk in chunks:
             yield chunk
 
@@ -204,3 +212,8 @@ class ServiceClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _prompt_of(call: ServiceCall) -> Affinity | None:
+    """What a balancer by prefix (`prsm.sd.affinity.PrefixAffinity`) routes a query by."""
+    return Affinity(call.prompt) if call.prompt else None

@@ -191,6 +191,16 @@ class BatchDecoder:
         """Sequences in the batch now."""
         return len(self._active)
 
+    @property
+    def kv_cells(self) -> int:
+        """KV-cache cells the context has: `max_batch` streams of `context_per_sequence`."""
+        return self.max_batch * self.context_per_sequence
+
+    def kv_cells_used(self) -> int:
+        """KV-cache cells the sequences in the batch hold now: their prompt computed so far
+        and their answer (read from any thread: a gauge's reading, not a count to rely on)."""
+        return sum(s.prefilled + len(s.answer) for s in list(self._active))
+
     def submit(self, sequence: Sequence) -> None:
         """Queue a sequence; the decode loop takes it into the batch when a slot is free."""
         self._inbox.put(sequence)

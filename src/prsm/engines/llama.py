@@ -121,6 +121,11 @@ class LlamaEngine:
         """Sequences in the batch now."""
         return self._loaded.decoder.active
 
+    def kv_cells(self) -> tuple[int, int]:
+        """KV-cache cells in use by the running queries, and the cells there are."""
+        decoder = self._loaded.decoder
+        return decoder.kv_cells_used(), decoder.kv_cells
+
     def slots_holding_cells(self) -> list[int]:
         """KV-cache sequences still holding cells (none once idle)."""
         return self._loaded.decoder.slots_holding_cells()

@@ -61,6 +61,7 @@ from prsm.gateway.models import (
     Served,
     body_model,
     falling_back,
+    json_object,
     model_union,
     with_model,
 )
@@ -78,6 +79,8 @@ from prsm.resilience.failover import failover
 from prsm.resilience.handler import Handler, Middleware, chain, time_limit
 from prsm.resilience.outcomes import classify, fails_over
 from prsm.sd import Instance
+from prsm.sd.affinity import request_affinity
+from prsm.sd.balance import Affinity
 from prsm.sd.pool import Pool
 
 log = logging.getLogger("prsm.gateway")
@@ -139,9 +142,17 @@ class UpstreamRequest:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     replayable: bool
+    affinity: Affinity | None = None
+    """What a pool balancing by prefix routes it by (`prsm.sd.affinity`)."""
 
 
 Pipeline = Handler[UpstreamRequest, UpstreamResponse]
+
+
+def _affinity_of(request: UpstreamRequest) -> Affinity | None:
+    return request.affinity
+
+
 _MOST_ENDPOINTS = 1024
 """Per-instance handlers kept for one route and pool before they are built afresh."""
 
@@ -185,6 +196,13 @@ class Gateway:
             if r.models is not None
         }
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        by_prefix = [p for p in config.pools.values() if p.balancer == "prefix_affinity"]
+        self._session_headers = [
+            p.affinity.session_header.lower().encode()
+            for p in by_prefix
+            if p.affinity.session_header
+        ]
+        self._by_prefix = bool(by_prefix)
         self._source = config.source_service.encode()
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -303,7 +321,8 @@ class Gateway:
         if directory is not None and listing and scope["method"] == "GET":
             return await self._model_union(route, directory, upstream_path, outgoing, exchange)
         pipeline = self._pipeline(route, self.pools[self._choose_pool(route, headers)])
-        model = body_model(body) if directory is not None else None
+        fields = json_object(body) if directory is not None or self._by_prefix else None
+        model = body_model(fields) if directory is not None else None
         if directory is not None and model is not None:
             try:
                 chain = directory.chain(await directory.resolve(model))
@@ -311,7 +330,12 @@ class Gateway:
                 return await exchange.error(exc)
             pipeline = self._by_model(route, chain, model, exchange)
         request = UpstreamRequest(
-            scope["method"], upstream_path, outgoing, body, _replayable(route, scope, outgoing)
+            scope["method"],
+            upstream_path,
+            outgoing,
+            body,
+            _replayable(route, scope, outgoing),
+            self._affinity(fields, headers) if self._by_prefix else None,
         )
         forwarded = self._forward(pipeline, request, exchange)
         try:
@@ -319,6 +343,11 @@ class Gateway:
         except ClientGone:  # the upstream request was closed with it: its work stops too
             metrics.GATEWAY_CLIENTS_GONE.labels(route.prefix).inc()
             return CLIENT_GONE
+
+    def _affinity(self, fields: dict[str, Any] | None, headers: dict[bytes, bytes]) -> Affinity:
+        """The prompt of a JSON body, and the session a configured header names."""
+        session = next((headers[h] for h in self._session_headers if h in headers), None)
+        return request_affinity(fields or {}, session.decode("latin-1") if session else None)
 
     def _by_model(
         self, route: Route, chain: list[Served], asked: str, exchange: Exchange
@@ -403,6 +432,7 @@ class Gateway:
             idempotent=_may_resend,
             allowed=functools.partial(_route_allows, retries.retry_on),
             on_try=count,
+            hint=_affinity_of,
             service=repr(pool.service),
         )
         within_deadline: Middleware[UpstreamRequest, UpstreamResponse] = time_limit(

@@ -34,6 +34,7 @@ from prsm.sd import (
     KubernetesDiscovery,
     StaticDiscovery,
 )
+from prsm.sd.affinity import AffinityConfig, PrefixAffinity
 from prsm.sd.balance import Balancer, LeastOutstanding, RoundRobin
 from prsm.sd.outliers import OutlierDetector
 
@@ -109,11 +110,26 @@ class BreakerSettings(Strict):
     half_open_trials: int = Field(default=3, ge=1)
 
 
+class AffinitySettings(Strict):
+    """`prefix_affinity`'s settings (`prsm.sd.affinity`): blocks, each replica's cache, the
+    load guard, and a session header to route by when a request has no prompt to."""
+
+    block_chars: int = Field(default=AffinityConfig.block_chars, ge=16)
+    cache_tokens: int = Field(default=AffinityConfig.cache_tokens, ge=1)
+    """Each replica's KV cache in tokens: its engine's `max_batch` times `context_size`."""
+    max_age_seconds: float = Field(default=AffinityConfig.max_age_seconds, gt=0)
+    guard_absolute: int = Field(default=AffinityConfig.guard_absolute, ge=0)
+    guard_relative: float = Field(default=AffinityConfig.guard_relative, ge=1)
+    session_header: str | None = None
+    """E.g. `x-session-id`: its value routes a request whose body has no whole block."""
+
+
 class PoolConfig(Strict):
     """A set of upstream instances: how they are found, balanced, ejected and guarded."""
 
     discovery: Source
-    balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
+    balancer: Literal["round_robin", "least_outstanding", "prefix_affinity"] = "round_robin"
+    affinity: AffinitySettings = Field(default_factory=AffinitySettings)
     outliers: OutlierSettings = Field(default_factory=OutlierSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     refresh_seconds: float = Field(default=30.0, gt=0)
@@ -141,6 +157,9 @@ class PoolConfig(Strict):
 
     def make_balancer(self) -> Balancer:
         """The balancer the `balancer` key names."""
+        if self.balancer == "prefix_affinity":
+            settings = self.affinity.model_dump(exclude={"session_header"})
+            return PrefixAffinity(AffinityConfig(**settings))
         return LeastOutstanding() if self.balancer == "least_outstanding" else RoundRobin()
 
     def make_outliers(self) -> OutlierDetector:

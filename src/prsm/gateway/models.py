@@ -41,15 +41,21 @@ class Served:
     model: str
 
 
-def body_model(body: bytes) -> str | None:
-    """The `model` a JSON object body names; None for any other body."""
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """The JSON object a body holds (parsed once for the model and the prompt to route by);
+    None for any other body."""
     if not body or body.lstrip()[:1] != b"{":
         return None
     try:
         parsed = json.loads(body)
     except ValueError:
         return None
-    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def body_model(fields: dict[str, Any] | None) -> str | None:
+    """The `model` a JSON object body (`json_object`) names; None when it names none."""
+    model = fields.get("model") if fields is not None else None
     return model if isinstance(model, str) else None
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prsm.errors import ConnectError, HTTPStatusError
 from prsm.resilience.handler import Handler, Req, Resp
@@ -41,8 +41,9 @@ I_co = TypeVar("I_co", bound=Target, covariant=True)
 class Picker(Protocol[I_co]):
     """Chooses an instance not in `exclude`, or None when there is none left."""
 
-    def pick(self, exclude: Collection[str] = ()) -> I_co | None:
-        """An instance not in `exclude`, or None when there is none."""
+    def pick(self, exclude: Collection[str] = (), hint: Any = None) -> I_co | None:
+        """An instance not in `exclude`, or None when there is none; `hint` is what the
+        request offers the balancer (`failover`'s `hint`)."""
 
 
 TryHook = Callable[[I, BaseException | None], None]
@@ -57,6 +58,7 @@ def failover(
     idempotent: Callable[[Req], bool] | bool = False,
     allowed: Callable[[BaseException], bool] | None = None,
     on_try: TryHook[I] | None = None,
+    hint: Callable[[Req], Any] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     service: str = "the service",
 ) -> Handler[Req, Resp]:
@@ -64,16 +66,17 @@ def failover(
 
     `idempotent` says whether a request may be sent twice (a flag, or decided per request);
     `allowed` may narrow what the classifier allows (the gateway's per-route `retry_on`),
-    never widen it."""
+    never widen it; `hint(request)` is given to each pick (a prompt to route by)."""
 
     notify: TryHook[I] = on_try or _unobserved
 
     async def handle(request: Req) -> Resp:
         may_resend = idempotent(request) if callable(idempotent) else idempotent
+        offered = hint(request) if hint is not None else None
         tried: set[str] = set()
         last: BaseException | None = None
         for attempt in range(1, attempts + 1):
-            instance = picker.pick(tried)
+            instance = picker.pick(tried, offered)
             if instance is None:
                 break
             tried.add(instance.id)

@@ -12,7 +12,7 @@ from prsm.resilience.breaker import BreakerConfig, CircuitBreaker
 from prsm.resilience.clock import SYSTEM_CLOCK, Clock
 from prsm.resilience.outcomes import counts_against_target
 from prsm.sd import Discovery, Instance, InstanceCache
-from prsm.sd.balance import Balancer, RoundRobin
+from prsm.sd.balance import Affinity, Balancer, RoundRobin
 from prsm.sd.outliers import OutlierDetector
 
 P = ParamSpec("P")
@@ -55,14 +55,15 @@ class Pool:
         """Stop discovery."""
         await self._cache.aclose()
 
-    def pick(self, exclude: Collection[str] = ()) -> Instance | None:
-        """An instance not in `exclude`, outliers left out; None when there is none."""
+    def pick(self, exclude: Collection[str] = (), hint: Affinity | None = None) -> Instance | None:
+        """An instance not in `exclude`, outliers left out; None when there is none. `hint`:
+        what the request offers a balancer by prefix (`prsm.sd.affinity`)."""
         pool = self.instances
         ejected = self.outliers.ejected()
         healthy = [i for i in pool if i.id not in ejected] if ejected else pool
         # Like Envoy's panic threshold: with every instance ejected, use them all anyway.
         try:
-            return self.balancer.pick(healthy or pool, exclude=exclude)
+            return self.balancer.pick(healthy or pool, exclude, hint)
         except LookupError:
             return None
 
@@ -89,6 +90,7 @@ class Pool:
         except BaseException as exc:
             if counts_against_target(exc):
                 self.outliers.failure(instance.id, len(self.instances))
+                self.balancer.failed(instance)
             raise
         finally:
             self.balancer.finished(instance)

@@ -126,6 +126,11 @@ class ServedModels:
         if self._events is not None:
             await self._events.aclose()
 
+    def report_kv_cells(self) -> None:
+        """Set every KV-cache engine's gauges (`prsm_engine_kv_cells_used` and the rest)."""
+        for service in self.services:
+            service.report_kv_cells()
+
     def engine_checks(self) -> dict[str, CheckResult]:
         """Each engine's state: `engine:<name>` for a named model, `engine` for the first
         model when it takes its name from its engine (`engine:<index>` for another)."""

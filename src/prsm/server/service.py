@@ -504,6 +504,19 @@ class QueryService:
         finally:
             in_flight.dec()
             self.admission.release()
+            self.report_kv_cells()
+
+    def report_kv_cells(self) -> None:
+        """Set the KV-cache gauges from an engine that keeps one (llama.cpp's); read when a
+        query ends and when Prometheus scrapes."""
+        kv_cells = getattr(self.engine, "kv_cells", None)  # only a KV-cache engine has it
+        if kv_cells is None:
+            return
+        used, total = kv_cells()
+        labels = (self._service, self._label)
+        metrics.ENGINE_KV_CELLS_USED.labels(*labels).set(used)
+        metrics.ENGINE_KV_CELLS.labels(*labels).set(total)
+        metrics.ENGINE_KV_USAGE.labels(*labels).set(used / total if total else 0.0)
 
 
 Result = Generation | Embeddings

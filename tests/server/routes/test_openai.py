@@ -28,6 +28,7 @@ from tests.support import (
     metric,
     prsm_serve,
     slow_fixed_server,
+    wait_for,
 )
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -217,6 +218,17 @@ def test_a_continued_conversation_reports_its_cached_prompt_tokens(
     assert first.usage.prompt_tokens - 1 <= details.cached_tokens < second.usage.prompt_tokens
     cached_total = metric(llama_server.base_url, "prsm_prompt_tokens_cached_total")
     assert cached_total == before + details.cached_tokens
+
+
+def test_the_model_server_metrics_schedulers_read(llama_server: ServerProcess) -> None:
+    """What the Gateway API Inference Extension and llm-d schedule on: queries running and
+    waiting, and the KV cache's cells in use and in all, and their ratio — once idle (an
+    earlier test's query may be ending), none in use of max_batch x context_size."""
+    base = llama_server.base_url
+    assert metric(base, "prsm_engine_kv_cells") == 8 * 2048
+    wait_for(lambda: metric(base, "prsm_engine_kv_cells_used") == 0, 10)
+    assert metric(base, "prsm_engine_kv_cache_usage_ratio") == 0
+    assert metric(base, "prsm_engine_in_flight") == metric(base, "prsm_engine_waiting") == 0
 
 
 def test_a_caller_leaving_an_openai_stream_frees_the_engine(tmp_path: Path) -> None:

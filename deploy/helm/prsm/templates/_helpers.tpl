@@ -88,10 +88,16 @@ The default routes are `prsm gateway`'s own default (a test compares them).
 {{- $config := deepCopy .Values.gateway.config -}}
 {{- if not (hasKey $config "pools") -}}
 {{- $discovery := dict "kind" "kubernetes" "service" (printf "%s-api" (include "prsm.fullname" .)) -}}
-{{- $pools := dict "api" (dict "discovery" $discovery "balancer" "least_outstanding") -}}
+{{- $engine := dig "engine" dict .Values.settings -}}
+{{- $balancing := dict "balancer" .Values.gateway.balancer -}}
+{{- if eq .Values.gateway.balancer "prefix_affinity" -}}
+{{- $cells := mul (dig "max_batch" 8 $engine) (dig "context_size" 2048 $engine) -}}
+{{- $_ := set $balancing "affinity" (dict "cache_tokens" $cells) -}}
+{{- end -}}
+{{- $pools := dict "api" (merge (dict "discovery" $discovery) $balancing) -}}
 {{- range .Values.modelGroups -}}
 {{- $group := dict "kind" "kubernetes" "service" (printf "%s-api-%s" (include "prsm.fullname" $) .name) -}}
-{{- $_ := set $pools (printf "models-%s" .name) (dict "discovery" $group "balancer" "least_outstanding") -}}
+{{- $_ := set $pools (printf "models-%s" .name) (merge (dict "discovery" $group) $balancing) -}}
 {{- end -}}
 {{- $_ := set $config "pools" $pools -}}
 {{- end -}}

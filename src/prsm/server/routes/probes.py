@@ -47,7 +47,8 @@ def probe_routes(services: ApiServices) -> APIRouter:
 
     @router.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
-        """Prometheus exposition text."""
+        """Prometheus exposition text (the KV-cache gauges read now)."""
+        services.models.report_kv_cells()
         text, content_type = metrics.render()
         return Response(text, media_type=content_type)
 

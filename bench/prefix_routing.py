@@ -1,0 +1,216 @@
+"""Routing by prompt prefix against round robin and least outstanding, one run: agents' turns.
+
+Three `prsm serve` replicas with the real model (SmolLM2, one CPU thread each, 2 cores for all)
+behind one `prsm gateway`, its pool balanced three ways in turn — `round_robin`,
+`least_outstanding`, `prefix_affinity` — each on fresh replicas (empty caches). The workload is
+what agents send: 24 conversations of 6 turns, sent concurrently, each turn the whole
+conversation again (a ~600-token system prompt with its tool definitions written in, as
+ReAct-style agents do, then every earlier turn and answer); 4 system prompts, each shared by 6
+conversations. Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to first
+token is measured at the client. `--skewed`: one conversation of 24 turns sent with 8 of the
+others (the others 6 turns each, 8 concurrently): the guard must spread the hot one's
+neighbours rather than pile them onto its replica.
+
+Reported per balancer: time to first token p50/p99 on turns >= 2, tokens/s (prompt and answer
+tokens of every turn / wall time), prompt tokens taken from the engines' caches (their
+`prsm_prompt_tokens_cached_total`), and the busiest replica's share of queries (fair: 1/3).
+
+    .venv/bin/python bench/prefix_routing.py [--conversations 24] [--turns 6] [--skewed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from _harness import API_KEY, prsm_serve, run_server
+
+BALANCERS = ["round_robin", "least_outstanding", "prefix_affinity"]
+REPLICA = {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": "8",
+           "PRSM_ENGINE__CONTEXT_SIZE": "2048", "PRSM_BUDGETS__ENABLED": "false"}  # fmt: skip
+ANSWER_TOKENS = 16
+TOPICS = ["insurance claims", "travel bookings", "software incidents", "grocery orders"]
+TOOLS = [
+    ("search_records", "Search the records by free text; returns the ten best matches."),
+    ("get_record", "Fetch one record by its id, with its full history and attachments."),
+    ("update_record", "Change fields of a record; every change is kept in its history."),
+    ("send_message", "Send a message to the customer by their preferred channel."),
+    ("schedule_callback", "Book a call with the customer at a time they choose."),
+]
+
+
+def system_prompt(topic: str) -> str:
+    """About 600 tokens: a role, rules and five tools with their JSON Schemas."""
+    rules = " ".join(
+        f"Rule {n}: when a customer asks about {topic}, check the record first, state what "
+        f"you found in plain words, and never promise what policy {n} does not allow."
+        for n in range(1, 9)
+    )
+    tools = "\n".join(
+        json.dumps({"name": name, "description": text, "parameters": {
+            "type": "object", "properties": {"id": {"type": "string"},
+                                             "text": {"type": "string"}}}})
+        for name, text in TOOLS
+    )  # fmt: skip
+    return (
+        f"You are an assistant for {topic} at a large company. {rules}\n"
+        f"You may call these tools by answering with JSON:\n{tools}"
+    )
+
+
+@dataclass
+class Conversation:
+    topic: str
+    turns: int
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.messages.append({"role": "system", "content": system_prompt(self.topic)})
+
+
+@dataclass
+class Tally:
+    first_tokens: list[float] = field(default_factory=list)
+    """Seconds to the first text of each turn >= 2."""
+    tokens: int = 0
+    failed: int = 0
+
+
+async def converse(client: httpx.AsyncClient, talk: Conversation, n: int, tally: Tally) -> None:
+    """The conversation's turns one after another, each with every earlier turn."""
+    for turn in range(1, talk.turns + 1):
+        question = f"Customer {n}, turn {turn}: what happened to my case about {talk.topic}?"
+        talk.messages.append({"role": "user", "content": question})
+        body = {"model": "smollm2", "messages": talk.messages, "stream": True,
+                "max_tokens": ANSWER_TOKENS, "stream_options": {"include_usage": True}}  # fmt: skip
+        started, first, text = time.perf_counter(), None, []
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                tally.failed += 1
+                await response.aread()
+                talk.messages.pop()
+                continue
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tally.tokens += chunk["usage"]["total_tokens"]
+                for choice in chunk.get("choices", []):
+                    if choice["delta"].get("content"):
+                        first = first or time.perf_counter() - started
+                        text.append(choice["delta"]["content"])
+        if turn >= 2 and first is not None:
+            tally.first_tokens.append(first)
+        talk.messages.append({"role": "assistant", "content": "".join(text)})
+
+
+async def workload(base: str, args: argparse.Namespace) -> tuple[Tally, float]:
+    rng = random.Random(7)
+    talks = [Conversation(TOPICS[n % len(TOPICS)], args.turns) for n in range(args.conversations)]
+    if args.skewed:
+        talks[0].turns = args.turns * 4
+    rng.shuffle(talks)
+    tally = Tally()
+    limit = asyncio.Semaphore(8 if args.skewed else len(talks))
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
+
+        async def one(n: int, talk: Conversation) -> None:
+            async with limit:
+                await converse(client, talk, n, tally)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n, talk) for n, talk in enumerate(talks)))
+    return tally, time.perf_counter() - started
+
+
+def replica_counts(bases: list[str]) -> list[tuple[float, float]]:
+    """Each replica's (queries answered, prompt tokens taken from its cache)."""
+    found = []
+    for base in bases:
+        text = httpx.get(base + "/metrics").text
+        queries = cached = 0.0
+        for line in text.splitlines():
+            if line.startswith("prsm_time_to_first_token_seconds_count"):
+                queries += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("prsm_prompt_tokens_cached_total"):
+                cached += float(line.rsplit(" ", 1)[1])
+        found.append((queries, cached))
+    return found
+
+
+@contextlib.contextmanager
+def gateway(balancer: str, replicas: list[str]) -> Iterator[str]:
+    pool = {"discovery": {"kind": "static", "urls": replicas}, "balancer": balancer}
+    config = {"pools": {"api": pool},
+              "routes": [{"prefix": "/v1", "pool": "api", "timeout": 600,
+                          "retries": {"attempts": 1, "per_try_timeout": 600}}]}  # fmt: skip
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "gateway.yaml"
+        path.write_text(json.dumps(config))
+        argv = [sys.executable, "-m", "prsm", "gateway", "--config", str(path),
+                "--port", "{port}"]  # fmt: skip
+        env = {"PRSM_LOG_LEVEL": "warning", "OTEL_TRACES_EXPORTER": "none"}
+        with run_server(argv, "/ready", env) as base:
+            yield base
+
+
+def run(balancer: str, args: argparse.Namespace) -> dict[str, float]:
+    env = REPLICA | {"PRSM_ENGINE__MODEL_NAME": "smollm2"}
+    with contextlib.ExitStack() as stack:
+        replicas = [stack.enter_context(prsm_serve(env)) for _ in range(3)]
+        with gateway(balancer, replicas) as base:
+            tally, seconds = asyncio.run(workload(base, args))
+        counts = replica_counts(replicas)
+    first = sorted(tally.first_tokens)
+    queries = [q for q, _ in counts]
+    return {
+        "p50": statistics.median(first),
+        "p99": first[min(len(first) - 1, round(0.99 * (len(first) - 1)))],
+        "tokens/s": tally.tokens / seconds,
+        "cached": sum(c for _, c in counts),
+        "busiest": max(queries) / sum(queries) if sum(queries) else 0.0,
+        "failed": tally.failed,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=24)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--skewed", action="store_true")
+    parser.add_argument("--balancers", default=",".join(BALANCERS))
+    args = parser.parse_args()
+    results = {name: run(name, args) for name in args.balancers.split(",")}
+    shape = "skewed: one conversation 4x longer, 8 at once" if args.skewed else "even"
+    print(f"{args.conversations} conversations x {args.turns} turns, {shape}; 3 replicas")
+    print("| balancer | TTFT p50 (turns >= 2) | p99 | tokens/s | cached prompt tokens "
+          "| busiest replica's share | failed | wall |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['p50']:.2f} s | {r['p99']:.2f} s | {r['tokens/s']:.0f} | "
+              f"{r['cached']:.0f} | {r['busiest']:.2f} | {r['failed']:.0f} | "
+              f"{r['seconds']:.0f} s |")  # fmt: skip
+    if "round_robin" in results and "prefix_affinity" in results:
+        rr, pa = results["round_robin"], results["prefix_affinity"]
+        print(f"prefix_affinity / round_robin: TTFT p50 {pa['p50'] / rr['p50']:.2f}x "
+              f"(goal <= 0.5), tokens/s {pa['tokens/s'] / rr['tokens/s']:.2f}x (goal >= 1), "
+              f"busiest share {pa['busiest'] * 3:.2f}x fair (goal <= 1.5)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
