@@ -316,6 +316,27 @@ def test_every_slot_starts_with_the_system_prompt_computed() -> None:
         model.close()
 
 
+def test_a_long_conversation_finishing_mid_batch_keeps_its_cache() -> None:
+    """Three long prompts (300+ tokens past the system prompt) together; the middle one ends
+    first. Its slot stays a gap rather than take the top sequence (whose cells would overwrite
+    its prompt cache), so the conversation's next turn finds all of its prompt cached."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=3))
+    try:
+        long_ones = [f"Conversation {n}: tell me about ships and the sea. " * 30 for n in range(3)]
+        limits = [40, 2, 40]
+        running = [submit(model, p, n) for p, n in zip(long_ones, limits, strict=True)]
+        asked = [recorder.finished() for _, recorder in running]
+        middle = running[1][0]
+        assert middle.slot == 1
+        next_turn = middle.prompt + tokens_of(model, "And the rivers?")[-8:]
+        recorder = Recorder(model.decoder)
+        model.decoder.submit(Sequence(next_turn, 2, GREEDY, on_finish=recorder.on_finish))
+        assert recorder.finished().cached_tokens == len(middle.prompt)
+    finally:
+        model.close()
+    assert [outcome.finish_reason for outcome in asked] == ["length"] * 3
+
+
 def test_a_sequence_moves_down_into_a_gap_and_keeps_its_answer() -> None:
     """Sequences in the middle of the batch finish first: the ones above move down into the
     freed slots, so every step decodes one consecutive run of ids (one pass), and each moved

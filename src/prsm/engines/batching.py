@@ -353,11 +353,20 @@ class BatchDecoder:
         """With no query waiting for a slot, move the running sequence in the highest slot down
         into a free slot between the running ones, until their ids are one consecutive run:
         llama.cpp decodes one pass per run, and a gap cost a quarter of a step at 7 of 8
-        sequences. The move copies the sequence's KV cells; the slots' prompt caches follow."""
+        sequences. The move copies the sequence's KV cells over the free slot's prompt cache,
+        so a slot whose cache would spare a later query a prefill chunk or more beyond the
+        system prompt (a conversation's earlier turns: its next turn finds them there) is left
+        a gap; the next query to come takes the lowest free slot and closes it."""
         lib, memory = self._lib, self._memory
+        worth_keeping = len(self._warm_prompt) + self.prefill_chunk
         while self._free_slots:
             top = self._active[-1]
-            gaps = [free for free in self._free_slots if self._active[0].slot < free < top.slot]
+            gaps = [
+                free
+                for free in self._free_slots
+                if self._active[0].slot < free < top.slot
+                and len(self._cached[free]) < worth_keeping
+            ]
             if not gaps:
                 return
             slot = min(gaps)
