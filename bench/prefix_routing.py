@@ -13,7 +13,10 @@ replica: the load guard must spread them.
 
 Reported per balancer: time to first token p50/p99 on turns >= 2, tokens/s (prompt and answer
 tokens of every turn / wall time), prompt tokens taken from the engines' caches (their
-`prsm_prompt_tokens_cached_total`), and the busiest replica's share of queries (fair: 1/3).
+`prsm_prompt_tokens_cached_total`), the share of turns >= 2 that found every earlier turn
+cached (and their own TTFT p50), the busiest replica's share of queries (fair: 1/3), and the
+gateway's affinity decisions (`prsm_affinity_picks_total`). `--max-batch` sets the replicas'
+slots (8, PRSM's default); `--guard-absolute`/`--guard-relative` the load guard.
 
     .venv/bin/python bench/prefix_routing.py [--conversations 24] [--turns 6] [--skewed]
 """
@@ -32,14 +35,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from _harness import API_KEY, prsm_serve, run_server
+from prsm.gateway.config import AffinitySettings
 
 BALANCERS = ["round_robin", "least_outstanding", "prefix_affinity"]
-REPLICA = {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": "8",
-           "PRSM_ENGINE__CONTEXT_SIZE": "2048"}  # fmt: skip
+CONTEXT = 2048
 ANSWER_TOKENS = 16
 TOPICS = ["insurance claims", "travel bookings", "software incidents", "grocery orders"]
 TOOLS = [
@@ -86,35 +90,61 @@ class Tally:
     """Seconds to the first text of each turn >= 2."""
     tokens: int = 0
     failed: int = 0
+    hit_first_tokens: list[float] = field(default_factory=list)
+    """Seconds to the first text of each turn >= 2 that found all its earlier turns cached
+    (all but the last turn's words)."""
+    later_turns: int = 0
+
+
+@dataclass
+class Turn:
+    """One streamed answer as the client saw it."""
+
+    text: list[str] = field(default_factory=list)
+    first: float | None = None
+    """Seconds from sending to the first text."""
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+async def ask(client: httpx.AsyncClient, messages: list[dict[str, str]]) -> Turn | None:
+    """One turn, streamed; None when it was refused."""
+    body = {"model": "smollm2", "messages": messages, "stream": True,
+            "max_tokens": ANSWER_TOKENS, "stream_options": {"include_usage": True}}  # fmt: skip
+    started, turn = time.perf_counter(), Turn()
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return None
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            turn.usage = chunk.get("usage") or turn.usage
+            for choice in chunk.get("choices", []):
+                if choice["delta"].get("content"):
+                    turn.first = turn.first or time.perf_counter() - started
+                    turn.text.append(choice["delta"]["content"])
+    return turn
 
 
 async def converse(client: httpx.AsyncClient, talk: Conversation, n: int, tally: Tally) -> None:
     """The conversation's turns one after another, each with every earlier turn."""
-    for turn in range(1, talk.turns + 1):
-        question = f"Customer {n}, turn {turn}: what happened to my case about {talk.topic}?"
+    for number in range(1, talk.turns + 1):
+        question = f"Customer {n}, turn {number}: what happened to my case about {talk.topic}?"
         talk.messages.append({"role": "user", "content": question})
-        body = {"model": "smollm2", "messages": talk.messages, "stream": True,
-                "max_tokens": ANSWER_TOKENS, "stream_options": {"include_usage": True}}  # fmt: skip
-        started, first, text = time.perf_counter(), None, []
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                tally.failed += 1
-                await response.aread()
-                talk.messages.pop()
-                continue
-            async for line in response.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    tally.tokens += chunk["usage"]["total_tokens"]
-                for choice in chunk.get("choices", []):
-                    if choice["delta"].get("content"):
-                        first = first or time.perf_counter() - started
-                        text.append(choice["delta"]["content"])
-        if turn >= 2 and first is not None:
-            tally.first_tokens.append(first)
-        talk.messages.append({"role": "assistant", "content": "".join(text)})
+        turn = await ask(client, talk.messages)
+        if turn is None:
+            tally.failed += 1
+            talk.messages.pop()
+            continue
+        tally.tokens += turn.usage.get("total_tokens", 0)
+        if number >= 2 and turn.first is not None:
+            tally.later_turns += 1
+            tally.first_tokens.append(turn.first)
+            cached = turn.usage["prompt_tokens_details"]["cached_tokens"]
+            if cached >= turn.usage["prompt_tokens"] - 64:  # all but this turn's words
+                tally.hit_first_tokens.append(turn.first)
+        talk.messages.append({"role": "assistant", "content": "".join(turn.text)})
 
 
 async def workload(base: str, args: argparse.Namespace) -> tuple[Tally, float]:
@@ -146,9 +176,21 @@ def replica_counts(bases: list[str]) -> list[tuple[float, float]]:
     return found
 
 
+def affinity_picks(gateway_base: str) -> str:
+    """The gateway's prefix-affinity decisions, matched/guarded/unmatched ("" for others)."""
+    counts = dict.fromkeys(("matched", "guarded", "unmatched"), 0)
+    for line in httpx.get(gateway_base + "/metrics").text.splitlines():
+        if line.startswith("prsm_affinity_picks_total{"):
+            decision = line.split('decision="')[1].split('"')[0]
+            counts[decision] = round(float(line.rsplit(" ", 1)[1]))
+    return "/".join(map(str, counts.values())) if any(counts.values()) else ""
+
+
 @contextlib.contextmanager
-def gateway(balancer: str, replicas: list[str]) -> Iterator[str]:
+def gateway(balancer: str, replicas: list[str], affinity: dict[str, float]) -> Iterator[str]:
     pool = {"discovery": {"kind": "static", "urls": replicas}, "balancer": balancer}
+    if balancer == "prefix_affinity":
+        pool["affinity"] = affinity
     config = {"pools": {"api": pool},
               "routes": [{"prefix": "/v1", "pool": "api", "timeout": 600,
                           "retries": {"attempts": 1, "per_try_timeout": 600}}]}  # fmt: skip
@@ -162,12 +204,22 @@ def gateway(balancer: str, replicas: list[str]) -> Iterator[str]:
             yield base
 
 
+def replica_settings(max_batch: int) -> dict[str, str]:
+    """One CPU thread each (3 replicas, 2 cores), `max_batch` slots of `CONTEXT` tokens."""
+    return {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": str(max_batch),
+            "PRSM_ENGINE__CONTEXT_SIZE": str(CONTEXT),
+            "PRSM_ENGINE__MODEL_NAME": "smollm2"}  # fmt: skip
+
+
 def run(balancer: str, args: argparse.Namespace) -> dict[str, float]:
-    env = REPLICA | {"PRSM_ENGINE__MODEL_NAME": "smollm2"}
+    env = replica_settings(args.max_batch)
     with contextlib.ExitStack() as stack:
         replicas = [stack.enter_context(prsm_serve(env)) for _ in range(3)]
-        with gateway(balancer, replicas) as base:
+        affinity = {"guard_absolute": args.guard_absolute, "guard_relative": args.guard_relative,
+                    "cache_tokens": args.max_batch * CONTEXT}  # fmt: skip
+        with gateway(balancer, replicas, affinity) as base:
             tally, seconds = asyncio.run(workload(base, args))
+            picks = affinity_picks(base)
         counts = replica_counts(replicas)
     first = sorted(tally.first_tokens)
     queries = [q for q, _ in counts]
@@ -178,6 +230,9 @@ def run(balancer: str, args: argparse.Namespace) -> dict[str, float]:
         "cached": sum(c for _, c in counts),
         "busiest": max(queries) / sum(queries) if sum(queries) else 0.0,
         "failed": tally.failed,
+        "picks": picks,  # type: ignore[dict-item]
+        "whole": len(tally.hit_first_tokens) / tally.later_turns if tally.later_turns else 0.0,
+        "hit p50": statistics.median(tally.hit_first_tokens or [0.0]),
         "seconds": seconds,
     }
 
@@ -188,17 +243,25 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--skewed", action="store_true")
     parser.add_argument("--balancers", default=",".join(BALANCERS))
+    parser.add_argument("--max-batch", type=int, default=8, help="each replica's slots")
+    parser.add_argument("--guard-absolute", type=int, default=AffinitySettings().guard_absolute)
+    parser.add_argument("--guard-relative", type=float, default=AffinitySettings().guard_relative)
     args = parser.parse_args()
     results = {name: run(name, args) for name in args.balancers.split(",")}
     shape = "skewed: 3 in 4 share one system prompt" if args.skewed else "even"
     print(f"{args.conversations} conversations x {args.turns} turns, {shape}; 3 replicas")
+    print(f"prefix_affinity guard: {args.guard_absolute} more in flight and "
+          f"{args.guard_relative}x the least busy")  # fmt: skip
     print("| balancer | TTFT p50 (turns >= 2) | p99 | tokens/s | cached prompt tokens "
-          "| busiest replica's share | failed | wall |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| turns >= 2 finding every earlier turn cached (their TTFT p50) "
+          "| busiest replica's share "
+          "| picks matched/guarded/unmatched | failed | wall |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['p50']:.2f} s | {r['p99']:.2f} s | {r['tokens/s']:.0f} | "
-              f"{r['cached']:.0f} | {r['busiest']:.2f} | {r['failed']:.0f} | "
-              f"{r['seconds']:.0f} s |")  # fmt: skip
+              f"{r['cached']:.0f} | {r['whole']:.0%} ({r['hit p50']:.2f} s) | "
+              f"{r['busiest']:.2f} | {r['picks']} | "
+              f"{r['failed']:.0f} | {r['seconds']:.0f} s |")  # fmt: skip
     if "round_robin" in results and "prefix_affinity" in results:
         rr, pa = results["round_robin"], results["prefix_affinity"]
         print(f"prefix_affinity / round_robin: TTFT p50 {pa['p50'] / rr['p50']:.2f}x "

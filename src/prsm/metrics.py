@@ -123,6 +123,12 @@ MODEL_FALLBACKS = Counter(
     "Queries a model could not take (overloaded, not ready) passed to its fallback",
     ("service", "model", "fallback"),
 )
+AFFINITY_PICKS = Counter(
+    "prsm_affinity_picks_total",
+    "Replicas chosen by prefix affinity, by how: matched (the longest cached match), guarded "
+    "(the match was too busy: the least busy instead), unmatched (no match: the least busy)",
+    ("pool", "decision"),
+)
 QUERIES_CANCELLED = Counter(
     "prsm_queries_cancelled_total",
     "Queries stopped before their answer was complete, by reason (client_gone: the caller "

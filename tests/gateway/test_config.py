@@ -48,7 +48,7 @@ routes:
     consul = loaded.pools["shadow"].make_discovery()
     assert isinstance(consul, ConsulDiscovery)
     assert consul.service == "prsm-api"
-    assert isinstance(loaded.pools["stable"].make_balancer(), LeastOutstanding)
+    assert isinstance(loaded.pools["stable"].make_balancer("stable"), LeastOutstanding)
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,7 @@ class Gateway:
             name: Pool(
                 name,
                 pool.make_discovery(),
-                balancer=pool.make_balancer(),
+                balancer=pool.make_balancer(name),
                 outliers=pool.make_outliers(),
                 breaker=pool.make_breaker(),
                 refresh_seconds=pool.refresh_seconds,

@@ -155,11 +155,11 @@ class PoolConfig(Strict):
             return KubernetesDiscovery.in_cluster(source.service, namespace=source.namespace)
         return KubernetesDiscovery.in_cluster(source.service)
 
-    def make_balancer(self) -> Balancer:
-        """The balancer the `balancer` key names."""
+    def make_balancer(self, name: str) -> Balancer:
+        """The balancer the `balancer` key names, for the pool called `name`."""
         if self.balancer == "prefix_affinity":
             settings = self.affinity.model_dump(exclude={"session_header"})
-            return PrefixAffinity(AffinityConfig(**settings))
+            return PrefixAffinity(AffinityConfig(**settings), pool=name)
         return LeastOutstanding() if self.balancer == "least_outstanding" else RoundRobin()
 
     def make_outliers(self) -> OutlierDetector:

@@ -11,10 +11,14 @@ matches most of its blocks.
 Affinity alone piles a popular prefix onto one replica, so a load guard decides first: when the
 best-matching replica has `guard_absolute` more calls in flight than the least busy one and
 more than `guard_relative` times as many, the least busy one gets the call (SGLang's router's
-rule). Ties — the same match on several replicas — are broken at random, never by order (a
-burst of one system prompt would go to one replica). No match: the least busy replica (ties at
+rule). Ties — the same match on several replicas, as a new conversation's shared system
+prompt — go to the least busy of them, and at random among equally busy ones, never by order
+(a burst of one system prompt would go to one replica): new conversations spread evenly once
+their system prompt is on several replicas. No match: the least busy replica (ties at
 random). A request without a prompt long enough for one block may name a session instead (the
-gateway's `session_header`), routed as a one-block prompt.
+gateway's `session_header`), routed as a one-block prompt. Each choice is counted in
+`prsm_affinity_picks_total{pool, decision}` (`matched`, `guarded`, `unmatched`): many
+`guarded` say the guard is tight for the load, or replicas are too few.
 
 The record of each replica is sized like its cache — `cache_tokens` (the replicas' `max_batch`
 times `context_size`), counted as 4 characters a token — least recently sent blocks forgotten
@@ -32,6 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prsm import metrics
 from prsm.sd.balance import Affinity, LeastOutstanding, pickable
 from prsm.sd.base import Instance
 
@@ -107,11 +112,16 @@ class PrefixAffinity(LeastOutstanding):
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        pool: str = "prsm-api",
     ) -> None:
         super().__init__(rng)
         self.config = config or AffinityConfig()
         self._clock = clock or time.monotonic
         self._records: dict[str, _Record] = {}
+        self._decisions = {
+            how: metrics.AFFINITY_PICKS.labels(pool, how)
+            for how in ("matched", "guarded", "unmatched")
+        }
 
     def matched(self, instance: Instance, affinity: Affinity) -> int:
         """How many of the prompt's blocks `instance` is thought to hold."""
@@ -133,8 +143,14 @@ class PrefixAffinity(LeastOutstanding):
         chain = prompt_blocks(hint, self.config.block_chars) if hint is not None else []
         chosen = self._best_match(allowed, chain) if chain else None
         least = self._least_busy(allowed)
-        if chosen is None or self._too_busy(chosen, least):
+        if chosen is None:
+            self._decisions["unmatched"].inc()
             chosen = least
+        elif self._too_busy(chosen, least):
+            self._decisions["guarded"].inc()
+            chosen = least
+        else:
+            self._decisions["matched"].inc()
         if chain:
             record = self._records.setdefault(chosen.id, _Record())
             record.sent(chain, self._clock(), self.config.record_blocks)
@@ -150,7 +166,7 @@ class PrefixAffinity(LeastOutstanding):
         deepest = max(depths)
         if not deepest:
             return None
-        return self._rng.choice([i for i, d in zip(allowed, depths, strict=True) if d == deepest])
+        return self._least_busy([i for i, d in zip(allowed, depths, strict=True) if d == deepest])
 
     def _depth(self, instance: Instance, chain: list[int], since: float) -> int:
         record = self._records.get(instance.id)
