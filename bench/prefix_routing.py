@@ -6,8 +6,9 @@ behind one `prsm gateway`, its pool balanced three ways in turn — `round_robin
 what agents send: 24 conversations of 6 turns, sent concurrently, each turn the whole
 conversation again (a ~600-token system prompt with its tool definitions written in, as
 ReAct-style agents do, then every earlier turn and answer); 4 system prompts, each shared by 6
-conversations. Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to first
-token is measured at the client. `--skewed`: one system prompt far hotter than the rest —
+conversations (`--pause S`: each turn after a pause of up to S seconds, as a tool call
+takes; 0 by default). Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to
+first token is measured at the client. `--skewed`: one system prompt far hotter than the rest —
 three conversations in four begin with it — which affinity alone would pile onto one
 replica: the load guard must spread them.
 
@@ -127,9 +128,14 @@ async def ask(client: httpx.AsyncClient, messages: list[dict[str, str]]) -> Turn
     return turn
 
 
-async def converse(client: httpx.AsyncClient, talk: Conversation, n: int, tally: Tally) -> None:
-    """The conversation's turns one after another, each with every earlier turn."""
+async def converse(
+    client: httpx.AsyncClient, talk: Conversation, n: int, tally: Tally, pause: float
+) -> None:
+    """The conversation's turns one after another, each with every earlier turn, each after a
+    pause of up to `pause` seconds (seeded), as an agent's tool call takes."""
+    pauses = random.Random(n)
     for number in range(1, talk.turns + 1):
+        await asyncio.sleep(pauses.uniform(0, pause))
         question = f"Customer {n}, turn {number}: what happened to my case about {talk.topic}?"
         talk.messages.append({"role": "user", "content": question})
         turn = await ask(client, talk.messages)
@@ -157,7 +163,9 @@ async def workload(base: str, args: argparse.Namespace) -> tuple[Tally, float]:
     headers = {"authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(converse(client, talk, n, tally) for n, talk in enumerate(talks)))
+        await asyncio.gather(
+            *(converse(client, talk, n, tally, args.pause) for n, talk in enumerate(talks))
+        )
     return tally, time.perf_counter() - started
 
 
@@ -244,6 +252,7 @@ def main() -> None:
     parser.add_argument("--skewed", action="store_true")
     parser.add_argument("--balancers", default=",".join(BALANCERS))
     parser.add_argument("--max-batch", type=int, default=8, help="each replica's slots")
+    parser.add_argument("--pause", type=float, default=0.0, help="most seconds between turns")
     parser.add_argument("--guard-absolute", type=int, default=AffinitySettings().guard_absolute)
     parser.add_argument("--guard-relative", type=float, default=AffinitySettings().guard_relative)
     args = parser.parse_args()

@@ -118,9 +118,11 @@ async def test_the_kv_cells_in_use_are_the_running_queries_prompts_and_answers(
     answer = await batch_engine.generate(
         PROMPTS[1], max_tokens=24, on_text=lambda _: seen.append(batch_engine.kv_cells()[0])
     )
-    assert min(seen) >= answer.prompt_tokens
-    assert max(seen) > min(seen)
-    assert max(seen) <= answer.prompt_tokens + answer.completion_tokens
+    running = [cells for cells in seen if cells]  # the last text may come after it ended
+    assert len(running) >= len(seen) - 1
+    assert min(running) >= answer.prompt_tokens
+    assert max(running) > min(running)
+    assert max(running) <= answer.prompt_tokens + answer.completion_tokens
     wait_for(lambda: batch_engine.kv_cells()[0] == 0, 5)
 
 

@@ -8,6 +8,8 @@ import random
 from collections import Counter
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from prsm.sd import Instance
 from prsm.sd.affinity import AffinityConfig, PrefixAffinity, prompt_blocks, request_affinity
 from prsm.sd.balance import Affinity
@@ -106,6 +108,34 @@ def test_ties_are_broken_at_random_not_by_order() -> None:
         chosen[prefix.pick([A, B, C], hint=turns(3, 1)).id] += 1
     assert set(chosen) == {A.id, B.id}
     assert min(chosen.values()) >= 10
+
+
+def test_an_equal_match_goes_to_the_less_busy() -> None:
+    """Two replicas hold the system prompt, one with a call in flight: a new conversation on
+    that prompt goes to the other, whatever the seed."""
+    for seed in range(10):
+        prefix = balancer(seed)
+        prefix.pick([A], hint=turns(1, 1))
+        prefix.pick([B], hint=turns(2, 1))
+        prefix.started(A)
+        assert prefix.pick([A, B], hint=turns(3, 1)) == B
+
+
+def test_each_choice_is_counted_by_how_it_was_made() -> None:
+    """`prsm_affinity_picks_total{pool,decision}`: no match, a match, a match too busy."""
+    prefix = PrefixAffinity(AffinityConfig(guard_absolute=0), rng=random.Random(1), pool="t")
+
+    def count(decision: str) -> float:
+        labels = {"pool": "t", "decision": decision}
+        return REGISTRY.get_sample_value("prsm_affinity_picks_total", labels) or 0.0
+
+    before = {d: count(d) for d in ("matched", "guarded", "unmatched")}
+    home = prefix.pick([A, B], hint=turns(0, 1))
+    assert prefix.pick([A, B], hint=turns(0, 2)) == home
+    prefix.started(home)
+    prefix.pick([A, B], hint=turns(0, 3))
+    after = {d: count(d) - before[d] for d in before}
+    assert after == {"matched": 1, "guarded": 1, "unmatched": 1}
 
 
 def test_no_match_goes_to_the_least_busy() -> None:
