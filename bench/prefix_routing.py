@@ -7,8 +7,10 @@ what agents send: 24 conversations of 6 turns, sent concurrently, each turn the 
 conversation again (a ~600-token system prompt with its tool definitions written in, as
 ReAct-style agents do, then every earlier turn and answer); 4 system prompts, each shared by 6
 conversations (`--pause S`: each turn after a pause of up to S seconds, as a tool call
-takes; 0 by default). Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to
-first token is measured at the client. `--skewed`: one system prompt far hotter than the rest —
+takes; 0 by default; `--tool-results`: each user turn carries a tool's result of ~120
+tokens, as an agent's does, so the history outgrows the system prompt by the last turns).
+Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to first token is
+measured at the client. `--skewed`: one system prompt far hotter than the rest —
 three conversations in four begin with it — which affinity alone would pile onto one
 replica: the load guard must spread them.
 
@@ -128,8 +130,22 @@ async def ask(client: httpx.AsyncClient, messages: list[dict[str, str]]) -> Turn
     return turn
 
 
+def tool_result(n: int, turn: int) -> str:
+    """About 120 tokens: what `search_records` returned for this turn, as an agent sends it."""
+    rng = random.Random(n * 100 + turn)
+    records = [{"id": f"R-{rng.randrange(10**6):06d}", "status": rng.choice(["open", "closed"]),
+                "note": f"case {n}.{turn}.{i} checked by agent {rng.randrange(100)}"}
+               for i in range(4)]  # fmt: skip
+    return "Tool search_records returned: " + json.dumps(records)
+
+
 async def converse(
-    client: httpx.AsyncClient, talk: Conversation, n: int, tally: Tally, pause: float
+    client: httpx.AsyncClient,
+    talk: Conversation,
+    n: int,
+    tally: Tally,
+    pause: float,
+    tool_results: bool,
 ) -> None:
     """The conversation's turns one after another, each with every earlier turn, each after a
     pause of up to `pause` seconds (seeded), as an agent's tool call takes."""
@@ -137,6 +153,8 @@ async def converse(
     for number in range(1, talk.turns + 1):
         await asyncio.sleep(pauses.uniform(0, pause))
         question = f"Customer {n}, turn {number}: what happened to my case about {talk.topic}?"
+        if tool_results:
+            question = tool_result(n, number) + "\n" + question
         talk.messages.append({"role": "user", "content": question})
         turn = await ask(client, talk.messages)
         if turn is None:
@@ -164,7 +182,10 @@ async def workload(base: str, args: argparse.Namespace) -> tuple[Tally, float]:
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
         started = time.perf_counter()
         await asyncio.gather(
-            *(converse(client, talk, n, tally, args.pause) for n, talk in enumerate(talks))
+            *(
+                converse(client, talk, n, tally, args.pause, args.tool_results)
+                for n, talk in enumerate(talks)
+            )
         )
     return tally, time.perf_counter() - started
 
@@ -253,6 +274,8 @@ def main() -> None:
     parser.add_argument("--balancers", default=",".join(BALANCERS))
     parser.add_argument("--max-batch", type=int, default=8, help="each replica's slots")
     parser.add_argument("--pause", type=float, default=0.0, help="most seconds between turns")
+    parser.add_argument("--tool-results", action="store_true",
+                        help="each turn carries a tool's result (~120 tokens)")  # fmt: skip
     parser.add_argument("--guard-absolute", type=int, default=AffinitySettings().guard_absolute)
     parser.add_argument("--guard-relative", type=float, default=AffinitySettings().guard_relative)
     args = parser.parse_args()
