@@ -7,7 +7,7 @@ what agents send: 24 conversations of 6 turns, sent concurrently, each turn the 
 conversation again (a ~600-token system prompt with its tool definitions written in, as
 ReAct-style agents do, then every earlier turn and answer); 4 system prompts, each shared by 6
 conversations (`--pause S`: each turn after a pause of up to S seconds, as a tool call
-takes; 0 by default; `--tool-results`: each user turn carries a tool's result of ~120
+takes; 0 by default; `--tool-results`: each user turn carries a tool's result of ~80
 tokens, as an agent's does, so the history outgrows the system prompt by the last turns).
 Each turn is streamed (`/v1/chat/completions`, 16 tokens); its time to first token is
 measured at the client. `--skewed`: one system prompt far hotter than the rest —
@@ -46,7 +46,8 @@ from _harness import API_KEY, prsm_serve, run_server
 from prsm.gateway.config import AffinitySettings
 
 BALANCERS = ["round_robin", "least_outstanding", "prefix_affinity"]
-CONTEXT = 2048
+CONTEXTS = {False: 2048, True: 4096}
+"""Each slot's tokens, without and with tool results (the last turns then outgrow 2048)."""
 ANSWER_TOKENS = 16
 TOPICS = ["insurance claims", "travel bookings", "software incidents", "grocery orders"]
 TOOLS = [
@@ -94,8 +95,8 @@ class Tally:
     tokens: int = 0
     failed: int = 0
     hit_first_tokens: list[float] = field(default_factory=list)
-    """Seconds to the first text of each turn >= 2 that found all its earlier turns cached
-    (all but the last turn's words)."""
+    """Seconds to the first text of each turn >= 2 that found all of the turn before's prompt
+    cached."""
     later_turns: int = 0
 
 
@@ -131,11 +132,11 @@ async def ask(client: httpx.AsyncClient, messages: list[dict[str, str]]) -> Turn
 
 
 def tool_result(n: int, turn: int) -> str:
-    """About 120 tokens: what `search_records` returned for this turn, as an agent sends it."""
+    """About 80 tokens: what `search_records` returned for this turn, as an agent sends it."""
     rng = random.Random(n * 100 + turn)
     records = [{"id": f"R-{rng.randrange(10**6):06d}", "status": rng.choice(["open", "closed"]),
                 "note": f"case {n}.{turn}.{i} checked by agent {rng.randrange(100)}"}
-               for i in range(4)]  # fmt: skip
+               for i in range(2)]  # fmt: skip
     return "Tool search_records returned: " + json.dumps(records)
 
 
@@ -149,7 +150,7 @@ async def converse(
 ) -> None:
     """The conversation's turns one after another, each with every earlier turn, each after a
     pause of up to `pause` seconds (seeded), as an agent's tool call takes."""
-    pauses = random.Random(n)
+    pauses, asked_before = random.Random(n), 0
     for number in range(1, talk.turns + 1):
         await asyncio.sleep(pauses.uniform(0, pause))
         question = f"Customer {n}, turn {number}: what happened to my case about {talk.topic}?"
@@ -161,13 +162,18 @@ async def converse(
             tally.failed += 1
             talk.messages.pop()
             continue
-        tally.tokens += turn.usage.get("total_tokens", 0)
+        if not turn.usage:  # the stream ended with an error event
+            tally.failed += 1
+            talk.messages.pop()
+            continue
+        tally.tokens += turn.usage["total_tokens"]
         if number >= 2 and turn.first is not None:
             tally.later_turns += 1
             tally.first_tokens.append(turn.first)
             cached = turn.usage["prompt_tokens_details"]["cached_tokens"]
-            if cached >= turn.usage["prompt_tokens"] - 64:  # all but this turn's words
+            if cached >= asked_before - 1:  # all of the turn before's prompt
                 tally.hit_first_tokens.append(turn.first)
+        asked_before = turn.usage["prompt_tokens"]
         talk.messages.append({"role": "assistant", "content": "".join(turn.text)})
 
 
@@ -233,19 +239,20 @@ def gateway(balancer: str, replicas: list[str], affinity: dict[str, float]) -> I
             yield base
 
 
-def replica_settings(max_batch: int) -> dict[str, str]:
-    """One CPU thread each (3 replicas, 2 cores), `max_batch` slots of `CONTEXT` tokens."""
+def replica_settings(max_batch: int, context: int) -> dict[str, str]:
+    """One CPU thread each (3 replicas, 2 cores), `max_batch` slots of `context` tokens."""
     return {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": str(max_batch),
-            "PRSM_ENGINE__CONTEXT_SIZE": str(CONTEXT),
+            "PRSM_ENGINE__CONTEXT_SIZE": str(context),
             "PRSM_ENGINE__MODEL_NAME": "smollm2"}  # fmt: skip
 
 
 def run(balancer: str, args: argparse.Namespace) -> dict[str, float]:
-    env = replica_settings(args.max_batch)
+    context = CONTEXTS[args.tool_results]
+    env = replica_settings(args.max_batch, context)
     with contextlib.ExitStack() as stack:
         replicas = [stack.enter_context(prsm_serve(env)) for _ in range(3)]
         affinity = {"guard_absolute": args.guard_absolute, "guard_relative": args.guard_relative,
-                    "cache_tokens": args.max_batch * CONTEXT}  # fmt: skip
+                    "cache_tokens": args.max_batch * context}  # fmt: skip
         with gateway(balancer, replicas, affinity) as base:
             tally, seconds = asyncio.run(workload(base, args))
             picks = affinity_picks(base)
@@ -275,7 +282,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8, help="each replica's slots")
     parser.add_argument("--pause", type=float, default=0.0, help="most seconds between turns")
     parser.add_argument("--tool-results", action="store_true",
-                        help="each turn carries a tool's result (~120 tokens)")  # fmt: skip
+                        help="each turn carries a tool's result (~80 tokens)")  # fmt: skip
     parser.add_argument("--guard-absolute", type=int, default=AffinitySettings().guard_absolute)
     parser.add_argument("--guard-relative", type=float, default=AffinitySettings().guard_relative)
     args = parser.parse_args()
