@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import free_port, wait_until_ready  # noqa: E402
+from tests.support import metric as metric  # noqa: E402 - for the scripts: one reading of /metrics
 
 API_KEY = "bench-key"
 PIDS: dict[str, int] = {}

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from _harness import API_KEY, prsm_serve, run_server
+from _harness import API_KEY, metric, prsm_serve, run_server
 from prsm.gateway.config import AffinitySettings
 
 BALANCERS = ["round_robin", "least_outstanding", "prefix_affinity"]
@@ -198,27 +198,20 @@ async def workload(base: str, args: argparse.Namespace) -> tuple[Tally, float]:
 
 def replica_counts(bases: list[str]) -> list[tuple[float, float]]:
     """Each replica's (queries answered, prompt tokens taken from its cache)."""
-    found = []
-    for base in bases:
-        text = httpx.get(base + "/metrics").text
-        queries = cached = 0.0
-        for line in text.splitlines():
-            if line.startswith("prsm_time_to_first_token_seconds_count"):
-                queries += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("prsm_prompt_tokens_cached_total"):
-                cached += float(line.rsplit(" ", 1)[1])
-        found.append((queries, cached))
-    return found
+    return [
+        (metric(base, "prsm_time_to_first_token_seconds_count"),
+         metric(base, "prsm_prompt_tokens_cached_total"))
+        for base in bases
+    ]  # fmt: skip
 
 
 def affinity_picks(gateway_base: str) -> str:
     """The gateway's prefix-affinity decisions, matched/guarded/unmatched ("" for others)."""
-    counts = dict.fromkeys(("matched", "guarded", "unmatched"), 0)
-    for line in httpx.get(gateway_base + "/metrics").text.splitlines():
-        if line.startswith("prsm_affinity_picks_total{"):
-            decision = line.split('decision="')[1].split('"')[0]
-            counts[decision] = round(float(line.rsplit(" ", 1)[1]))
-    return "/".join(map(str, counts.values())) if any(counts.values()) else ""
+    counts = [
+        round(metric(gateway_base, "prsm_affinity_picks_total", f'decision="{decision}"'))
+        for decision in ("matched", "guarded", "unmatched")
+    ]
+    return "/".join(map(str, counts)) if any(counts) else ""
 
 
 @contextlib.contextmanager

@@ -125,11 +125,8 @@ class PrefixAffinity(LeastOutstanding):
 
     def matched(self, instance: Instance, affinity: Affinity) -> int:
         """How many of the prompt's blocks `instance` is thought to hold."""
-        record = self._records.get(instance.id)
-        if record is None:
-            return 0
         chain = prompt_blocks(affinity, self.config.block_chars)
-        return record.matched(chain, self._clock() - self.config.max_age_seconds)
+        return self._depth(instance, chain, self._clock() - self.config.max_age_seconds)
 
     def pick(
         self,
