@@ -19,7 +19,8 @@ tokens of every turn / wall time), prompt tokens taken from the engines' caches 
 `prsm_prompt_tokens_cached_total`), the share of turns >= 2 that found every earlier turn
 cached (and their own TTFT p50), the busiest replica's share of queries (fair: 1/3), and the
 gateway's affinity decisions (`prsm_affinity_picks_total`). `--max-batch` sets the replicas'
-slots (8, PRSM's default); `--guard-absolute`/`--guard-relative` the load guard.
+slots (8, PRSM's default), `--prefill-chunk` their prompt tokens a step (256, the default);
+`--guard-absolute`/`--guard-relative` the load guard.
 
     .venv/bin/python bench/prefix_routing.py [--conversations 24] [--turns 6] [--skewed]
 """
@@ -43,6 +44,7 @@ from typing import Any
 import httpx
 
 from _harness import API_KEY, metric, prsm_serve, run_server
+from prsm.config import EngineSettings
 from prsm.gateway.config import AffinitySettings
 
 BALANCERS = ["round_robin", "least_outstanding", "prefix_affinity"]
@@ -232,20 +234,21 @@ def gateway(balancer: str, replicas: list[str], affinity: dict[str, float]) -> I
             yield base
 
 
-def replica_settings(max_batch: int, context: int) -> dict[str, str]:
-    """One CPU thread each (3 replicas, 2 cores), `max_batch` slots of `context` tokens."""
-    return {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": str(max_batch),
-            "PRSM_ENGINE__CONTEXT_SIZE": str(context),
+def replica_settings(args: argparse.Namespace) -> dict[str, str]:
+    """One CPU thread each (3 replicas, 2 cores), `--max-batch` slots of `CONTEXTS` tokens,
+    `--prefill-chunk` prompt tokens a step."""
+    return {"PRSM_ENGINE__THREADS": "1", "PRSM_ENGINE__MAX_BATCH": str(args.max_batch),
+            "PRSM_ENGINE__CONTEXT_SIZE": str(CONTEXTS[args.tool_results]),
+            "PRSM_ENGINE__PREFILL_CHUNK": str(args.prefill_chunk),
             "PRSM_ENGINE__MODEL_NAME": "smollm2"}  # fmt: skip
 
 
 def run(balancer: str, args: argparse.Namespace) -> dict[str, float]:
-    context = CONTEXTS[args.tool_results]
-    env = replica_settings(args.max_batch, context)
+    env = replica_settings(args)
     with contextlib.ExitStack() as stack:
         replicas = [stack.enter_context(prsm_serve(env)) for _ in range(3)]
         affinity = {"guard_absolute": args.guard_absolute, "guard_relative": args.guard_relative,
-                    "cache_tokens": args.max_batch * context}  # fmt: skip
+                    "cache_tokens": args.max_batch * CONTEXTS[args.tool_results]}  # fmt: skip
         with gateway(balancer, replicas, affinity) as base:
             tally, seconds = asyncio.run(workload(base, args))
             picks = affinity_picks(base)
@@ -273,6 +276,8 @@ def main() -> None:
     parser.add_argument("--skewed", action="store_true")
     parser.add_argument("--balancers", default=",".join(BALANCERS))
     parser.add_argument("--max-batch", type=int, default=8, help="each replica's slots")
+    parser.add_argument("--prefill-chunk", type=int, default=EngineSettings().prefill_chunk,
+                        help="each replica's prompt tokens a step")  # fmt: skip
     parser.add_argument("--pause", type=float, default=0.0, help="most seconds between turns")
     parser.add_argument("--tool-results", action="store_true",
                         help="each turn carries a tool's result (~80 tokens)")  # fmt: skip
@@ -281,7 +286,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {name: run(name, args) for name in args.balancers.split(",")}
     shape = "skewed: 3 in 4 share one system prompt" if args.skewed else "even"
-    print(f"{args.conversations} conversations x {args.turns} turns, {shape}; 3 replicas")
+    print(f"{args.conversations} conversations x {args.turns} turns, {shape}; 3 replicas, "
+          f"{args.max_batch} slots, {args.prefill_chunk} prompt tokens a step")  # fmt: skip
     print(f"prefix_affinity guard: {args.guard_absolute} more in flight and "
           f"{args.guard_relative}x the least busy")  # fmt: skip
     print("| balancer | TTFT p50 (turns >= 2) | p99 | tokens/s | cached prompt tokens "

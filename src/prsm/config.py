@@ -197,6 +197,16 @@ class EngineSettings(Section):
         description="`llama`: queries decoded together in one batch (continuous batching); "
         "each has `context_size` tokens of KV cache.",
     )
+    prefill_chunk: int = Field(
+        default=256,
+        ge=16,
+        le=4096,
+        description="`llama`: prompt tokens computed in one decode step, across the batch; a "
+        "longer prompt takes several steps, the running queries generating between them. A "
+        "step's time grows with it (on a CPU about linearly), so smaller chunks give the "
+        "running queries' next tokens, and short prompts' first tokens, sooner; larger ones "
+        "give a long prompt alone its first token sooner.",
+    )
     weights: Literal["q8_0", "as_file", "q4_0"] = Field(
         default="q8_0",
         description="`llama`: the weights' type, converted at load (a fraction of a second; a "

@@ -6,6 +6,7 @@ computes only the rest. Counted in decode steps, not seconds."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 from collections.abc import Iterator
@@ -146,19 +147,21 @@ def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once() -> None:
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_while_others_keep_generating() -> None:
-    """A ~1500-token prompt arrives while a sequence generates: the prompt is taken 256 tokens
-    a step, and the running sequence gets a token at every one of those steps."""
-    model = load_model(default_model_path(), EngineSettings(max_batch=2))
+    """A ~1500-token prompt arrives while a sequence generates: the prompt is taken
+    `prefill_chunk` tokens a step, and the running sequence gets a token at every one of those
+    steps."""
+    model = load_model(default_model_path(), EngineSettings(max_batch=2, prefill_chunk=128))
     try:
         _, running = submit(model, "Write a long story about a dragon.", 60)
         wait_for(lambda: len(running.token_steps) >= 2, 30)
         long_prompt = "Summarise this text. " + "The river flows to the sea. " * 200
-        _, long_recorder = submit(model, long_prompt, 4)
+        long_sequence, long_recorder = submit(model, long_prompt, 4)
         joined_at = model.decoder.steps
-        long_recorder.finished()
+        computed = len(long_sequence.prompt) - long_recorder.finished().cached_tokens
         first_long_token = long_recorder.token_steps[0]
         prompt_steps = first_long_token - joined_at
-        assert prompt_steps >= 5  # ~1500 tokens in chunks of 256
+        assert computed > 1400
+        assert math.ceil(computed / 128) <= prompt_steps <= math.ceil(computed / 128) + 1
         during = [s for s in running.token_steps if joined_at < s <= first_long_token]
         assert len(during) >= prompt_steps - 1  # a token at (nearly) every prefill step
         assert running.finished().tokens
@@ -212,8 +215,8 @@ async def test_two_hundred_mixed_queries_with_cancellations_leave_nothing_behind
 def test_a_prompt_beginning_like_the_cached_one_computes_only_the_rest() -> None:
     """One slot, warmed at load with the system prompt: a first question and the next take
     exactly the shared tokens from the prompt cache and answer as a model without the cache
-    does; the same prompt again computes only its last token; idle, the slot keeps only the
-    prompt's cells."""
+    does; the same prompt again computes only its last token; idle, the slot keeps the cells
+    of the prompt and of the answer computed after it (all but the last token sampled)."""
     cached = load_model(default_model_path(), EngineSettings(max_batch=1))
     plain = load_model(default_model_path(), EngineSettings(max_batch=1, prompt_cache=False))
     try:
@@ -232,7 +235,8 @@ def test_a_prompt_beginning_like_the_cached_one_computes_only_the_rest() -> None
         assert again.cached_tokens == len(second) - 1
         assert again.tokens == without.tokens
         assert cached.decoder.slots_holding_cells() == []
-        assert cached.decoder.cached_prompt_tokens() == len(second)
+        assert again.finish_reason == "length"
+        assert cached.decoder.cached_prompt_tokens() == len(second) + len(again.tokens) - 1
         assert plain.decoder.slots_holding_cells() == []
         assert plain.decoder.cached_prompt_tokens() == 0
     finally:
@@ -242,8 +246,10 @@ def test_a_prompt_beginning_like_the_cached_one_computes_only_the_rest() -> None
 
 async def test_each_conversation_continues_in_the_slot_that_holds_its_earlier_turns() -> None:
     """Two conversations answered together in two slots; each next turn finds its own earlier
-    turns in the prompt cache (the whole first prompt), whichever order they come back in."""
+    turns in the prompt cache (the whole first prompt and the answer, computed as it was
+    generated), whichever order they come back in, and answers as without the cache."""
     engine = await LlamaEngine.load(EngineSettings(max_batch=2))
+    plain = await LlamaEngine.load(EngineSettings(max_batch=1, prompt_cache=False))
     try:
         questions = [PROMPTS[0], PROMPTS[4]]
         firsts = await asyncio.gather(*(engine.generate(q, max_tokens=24) for q in questions))
@@ -252,10 +258,12 @@ async def test_each_conversation_continues_in_the_slot_that_holds_its_earlier_tu
             turns = [system, Message("user", question), Message("assistant", first.text),
                      Message("user", "Say that again in other words.")]  # fmt: skip
             following = await engine.generate(turns, max_tokens=8)
-            assert following.cached_tokens >= first.prompt_tokens - 1
+            assert following.cached_tokens >= first.prompt_tokens + first.completion_tokens - 2
             assert following.prompt_tokens > first.prompt_tokens + first.completion_tokens
+            assert following.text == (await plain.generate(turns, max_tokens=8)).text
     finally:
         await engine.aclose()
+        await plain.aclose()
 
 
 def test_the_batch_is_in_slot_order_however_sequences_come_and_go() -> None:

@@ -468,11 +468,16 @@ class BatchDecoder:
             self._retire(sequence, "length")
 
     def _free_cells(self, sequence: Sequence) -> None:
-        """Free `sequence`'s KV cells, keeping its prompt's as its slot's prompt cache."""
+        """Free `sequence`'s KV cells, keeping those of its prompt and of its answer as its
+        slot's prompt cache: a conversation's next turn begins with both."""
         lib, memory, slot = self._lib, self._memory, sequence.slot
-        kept = sequence.prefilled if self._prompt_cache else 0
+        computed = sequence.prompt[: sequence.prefilled]
+        if sequence.generating:
+            computed += sequence.answer
+        cells = lib.llama_memory_seq_pos_max(memory, slot) + 1  # the last token sampled is
+        kept = min(cells, len(computed)) if self._prompt_cache else 0  # not decoded yet
         if kept and lib.llama_memory_seq_rm(memory, slot, kept, -1):
-            self._cached[slot] = sequence.prompt[:kept]
+            self._cached[slot] = computed[:kept]
         else:
             lib.llama_memory_seq_rm(memory, slot, -1, -1)
 

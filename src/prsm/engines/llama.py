@@ -383,6 +383,7 @@ def load_model(path: Path, settings: EngineSettings) -> LoadedModel:
         max_batch=settings.max_batch,
         context_per_sequence=settings.context_size,
         threads=threads,
+        prefill_chunk=settings.prefill_chunk,
         prompt_cache=settings.prompt_cache,
         warm_prompt=common_prefix(
             functools.partial(render, llm, formatter), settings.system_prompt
