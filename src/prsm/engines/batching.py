@@ -13,11 +13,12 @@ One thread owns the context. Every step it:
    llama.cpp sampler chain (repeat penalty, then greedy, or top-k/top-p/temperature with its
    seed), and hands it out as it comes;
 5. retires finished and cancelled sequences at once: their slot is free for the next step,
-   and their KV cells are freed but for the prompt's.
+   and their KV cells are freed but for those of the prompt and the answer.
 
-A free slot keeps the KV cells of the last prompt it held (the prompt cache). A new sequence
-whose prompt begins the same way (the system prompt, the earlier turns of a conversation)
-starts after the shared part instead of computing it again; the rest of the slot's cells are
+A free slot keeps the KV cells of the last prompt it held and of the answer computed after it
+(the prompt cache). A new sequence whose prompt begins the same way (the system prompt, the
+earlier turns of a conversation and their answers) starts after the shared part instead of
+computing it again; the rest of the slot's cells are
 dropped then. Each slot's cells are its own (llama.cpp's per-sequence KV streams), so sharing
 needs no copying and attention never reads another sequence's cells. Before the first query,
 every slot computes the prompt all queries begin with (the system prompt), so the first
