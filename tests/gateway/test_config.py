@@ -113,3 +113,26 @@ def test_redis_url_comes_from_the_setting_when_the_file_gives_none(tmp_path: Pat
     assert loaded.redis_url == "redis://:secret@redis:6379/0"
     path.write_text(yaml.safe_dump(config(rate_limit_storage="redis", redis_url="redis://own/1")))
     assert load_gateway_config(path, redis_url="redis://other/0").redis_url == "redis://own/1"
+
+
+def test_only_routes_that_may_reach_a_prefix_pool_read_the_prompt() -> None:
+    """The prompt is read for a route whose pool, split or model map may send to a pool
+    balanced by prefix, and for one routing by model learned from every pool; not for a route
+    whose pools all balance otherwise."""
+
+    def pool(balancer: str) -> dict[str, Any]:
+        return {"discovery": {"kind": "static", "urls": ["http://a:1"]}, "balancer": balancer}
+
+    loaded = parse_gateway_config({
+        "pools": {"cached": pool("prefix_affinity"), "plain": pool("round_robin")},
+        "routes": [
+            {"prefix": "/direct", "pool": "cached"},
+            {"prefix": "/split", "split": {"plain": 9, "cached": 1}},
+            {"prefix": "/mapped", "pool": "plain", "models": {"map": {"big": "cached"}}},
+            {"prefix": "/learned", "pool": "plain", "models": {}},
+            {"prefix": "/learned-plain", "pool": "plain", "models": {"pools": ["plain"]}},
+            {"prefix": "/plain", "pool": "plain"},
+        ],
+    })  # fmt: skip
+    reading = [route.prefix for route in loaded.routes if loaded.reads_prompt(route)]
+    assert reading == ["/direct", "/split", "/mapped", "/learned"]

@@ -202,7 +202,7 @@ class Gateway:
             for p in by_prefix
             if p.affinity.session_header
         ]
-        self._by_prefix = bool(by_prefix)
+        self._reads_prompt = {r.prefix for r in self._routes if config.reads_prompt(r)}
         self._source = config.source_service.encode()
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -321,7 +321,8 @@ class Gateway:
         if directory is not None and listing and scope["method"] == "GET":
             return await self._model_union(route, directory, upstream_path, outgoing, exchange)
         pipeline = self._pipeline(route, self.pools[self._choose_pool(route, headers)])
-        fields = json_object(body) if directory is not None or self._by_prefix else None
+        by_prefix = route.prefix in self._reads_prompt
+        fields = json_object(body) if directory is not None or by_prefix else None
         model = body_model(fields) if directory is not None else None
         if directory is not None and model is not None:
             try:
@@ -335,7 +336,7 @@ class Gateway:
             outgoing,
             body,
             _replayable(route, scope, outgoing),
-            self._affinity(fields, headers) if self._by_prefix else None,
+            self._affinity(fields, headers) if by_prefix else None,
         )
         forwarded = self._forward(pipeline, request, exchange)
         try:

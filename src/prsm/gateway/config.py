@@ -359,6 +359,14 @@ class GatewayConfig(Strict):
             raise ValueError("two routes have the same prefix")
         return self
 
+    def reads_prompt(self, route: Route) -> bool:
+        """Whether a pool `route` may send to balances by prompt prefix: only then does the
+        gateway read the prompt of the route's requests. Routing by model learned from every
+        pool may reach any."""
+        models = route.models
+        names = self.pools if models is not None and not models.pools else route.pools
+        return any(self.pools[name].balancer == "prefix_affinity" for name in names)
+
 
 def load_gateway_config(path: Path | str, redis_url: str | None = None) -> GatewayConfig:
     """Read and check a gateway YAML file; `ConfigError` names what is wrong. `redis_url` is
