@@ -160,11 +160,7 @@ async def converse(
             question = tool_result(n, number) + "\n" + question
         talk.messages.append({"role": "user", "content": question})
         turn = await ask(client, talk.messages)
-        if turn is None:
-            tally.failed += 1
-            talk.messages.pop()
-            continue
-        if not turn.usage:  # the stream ended with an error event
+        if turn is None or not turn.usage:  # refused, or the stream ended with an error event
             tally.failed += 1
             talk.messages.pop()
             continue

@@ -475,8 +475,9 @@ class BatchDecoder:
         computed = sequence.prompt[: sequence.prefilled]
         if sequence.generating:
             computed += sequence.answer
-        cells = lib.llama_memory_seq_pos_max(memory, slot) + 1  # the last token sampled is
-        kept = min(cells, len(computed)) if self._prompt_cache else 0  # not decoded yet
+        # The cells computed: the last token sampled (ended by length) was never decoded.
+        cells = lib.llama_memory_seq_pos_max(memory, slot) + 1
+        kept = min(cells, len(computed)) if self._prompt_cache else 0
         if kept and lib.llama_memory_seq_rm(memory, slot, kept, -1):
             self._cached[slot] = computed[:kept]
         else:
