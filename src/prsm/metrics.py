@@ -185,28 +185,35 @@ def record_query(
 ) -> None:
     """One finished query (the specification's `PRSMMetrics.recordQuery`)."""
     key = (service, method, status, user_tier)
-    children = _query_children.get(key)
-    if children is None:  # labels() costs a lock and a lookup: once per label set
-        children = _query_children[key] = (QUERY_DURATION.labels(*key), QUERIES.labels(*key))
-    children[0].observe(duration)
-    children[1].inc()
+    child(QUERY_DURATION, *key).observe(duration)
+    child(QUERIES, *key).inc()
     if tokens > 0:
-        TOKENS.labels(service, user_tier, model).inc(tokens)
+        child(TOKENS, service, user_tier, model).inc(tokens)
 
 
-_query_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, made once per label set: labels() takes a lock and checks
+    every value, which on the query path cost more than the observations themselves."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
 def record_token_times(service: str, model: str, *, first: float, rest: float, tokens: int) -> None:
     """A generation's time to its first text, and per token after it (when it had several)."""
-    TIME_TO_FIRST_TOKEN.labels(service, model).observe(first)
+    child(TIME_TO_FIRST_TOKEN, service, model).observe(first)
     if tokens > 1:
-        TIME_PER_OUTPUT_TOKEN.labels(service, model).observe(rest / (tokens - 1))
+        child(TIME_PER_OUTPUT_TOKEN, service, model).observe(rest / (tokens - 1))
 
 
 def record_cached_prompt(service: str, model: str, tokens: int) -> None:
     """Prompt tokens a generation took from the engine's prompt cache."""
-    PROMPT_TOKENS_CACHED.labels(service, model).inc(tokens)
+    child(PROMPT_TOKENS_CACHED, service, model).inc(tokens)
 
 
 def show_zero(metric: Any, *label_sets: tuple[str, ...]) -> None:

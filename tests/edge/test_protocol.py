@@ -16,7 +16,10 @@ import aiohttp
 import httpx
 import pytest
 import requests
+import uvicorn
+from uvicorn.server import ServerState
 
+from prsm.edge.protocol import GuardedHttpProtocol
 from tests.support import ServerProcess, prsm_gateway, prsm_serve
 
 LIMITS = {
@@ -201,3 +204,65 @@ def test_every_common_client_sees_the_413_for_a_body_too_large(
         except (OSError, requests.ConnectionError, httpx.TransportError, aiohttp.ClientError) as e:
             statuses.append(type(e).__name__)  # type: ignore[arg-type]
     assert statuses == [413] * 20
+
+
+class RecordedTransport(asyncio.Transport):
+    """The socket's side of a connection: what was written to it, call by call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+
+def connected() -> tuple[GuardedHttpProtocol, RecordedTransport]:
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("no request is parsed here")
+
+    socket_side = RecordedTransport()
+    config = uvicorn.Config(app, lifespan="off")
+    protocol = GuardedHttpProtocol(config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(socket_side)
+    return protocol, socket_side
+
+
+async def test_what_one_turn_of_the_loop_writes_goes_out_as_one_write() -> None:
+    """A response's head and body (uvicorn writes them apart) reach the socket in one write,
+    once the turn that wrote them is over."""
+    protocol, socket_side = connected()
+    protocol.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    protocol.transport.write(b"{}")
+    assert socket_side.writes == []
+    await asyncio.sleep(0)
+    assert socket_side.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    protocol.transport.write(b"next")
+    await asyncio.sleep(0)
+    assert socket_side.writes[1:] == [b"next"]
+    protocol.connection_lost(None)
+
+
+async def test_closing_writes_what_the_turn_held_first() -> None:
+    """An answer written just before the connection is closed is not lost."""
+    protocol, socket_side = connected()
+    protocol.transport.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    protocol.transport.close()
+    assert socket_side.writes == [b"HTTP/1.1 408 Request Timeout\r\n\r\n"]
+    assert socket_side.closed
+    await asyncio.sleep(0)
+    assert len(socket_side.writes) == 1
+    protocol.connection_lost(None)

@@ -18,6 +18,9 @@ declared body as long as the client likes. Here:
   would see the reset instead of the answer. nginx lingers for the same reason.
 
 Answers are the API's JSON errors, with a fresh correlation id.
+
+What the application writes in one turn of the event loop goes to the socket as one write at
+the end of the turn (`_LingeringTransport`): a response's head and body in one segment.
 """
 
 from __future__ import annotations
@@ -265,12 +268,35 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 class _LingeringTransport:
     """The connection's transport, as uvicorn and the protocol see it: `close()` lingers while
-    the client may still be sending (see the module's docstring), else closes at once."""
+    the client may still be sending (see the module's docstring), else closes at once; and
+    what is written in one turn of the event loop goes to the socket as one write, at the end
+    of the turn.
+
+    uvicorn writes a response's head and its body separately, and its sockets send at once
+    (TCP_NODELAY): two segments, and two wake-ups of the client, for every answer. Joined,
+    an answer costs the server a quarter less CPU (bench/api_throughput.py); a stream's chunks
+    wait at most for the rest of the turn."""
 
     def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
-        self.write = transport.write  # every response: bound here, not looked up per call
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._protocol.loop.call_soon(self._flush)
+        self._held.append(data)
+
+    def _flush(self) -> None:
+        """Write what the turn held, in one write (not once the connection is closing)."""
+        if self._held:
+            data = b"".join(self._held) if len(self._held) > 1 else self._held[0]
+            self._held.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -279,6 +305,7 @@ class _LingeringTransport:
         return self._protocol.lingering or self._transport.is_closing()
 
     def close(self) -> None:
+        self._flush()
         if self.is_closing():
             return
         if self._protocol.may_still_send() and self._protocol.limits.linger_seconds > 0:

@@ -9,8 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,6 +311,8 @@ class QueryService:
     def _budgeted(self, next_step: QueryHandler) -> QueryHandler:
         async def budgeted(query: Query) -> Result:
             reservation = await self._reserved(query)
+            if reservation is NOTHING:  # nothing to settle: no tally, no shielded task
+                return await next_step(query)
             result: Result | None = None
             with tallied() as tally:
                 try:
@@ -325,16 +326,28 @@ class QueryService:
 
     def _admitted_step(self, next_step: QueryHandler) -> QueryHandler:
         async def admitted(query: Query) -> Result:
-            async with self._admitted(query.ask.priority):
-                query.outcome.admitted = True
+            await self._admit(query.ask.priority)
+            query.outcome.admitted = True
+            try:
                 return await next_step(query)
+            finally:
+                self._leave()
 
         return admitted
 
     def _time_limited_step(self, next_step: QueryHandler) -> QueryHandler:
+        """The engine's time limit: past it, the generation is cancelled and this is 504."""
+
         async def limited(query: Query) -> Result:
-            async with self._time_limited():
-                return await next_step(query)
+            timeout = self.spec.timeout_seconds
+            try:
+                async with asyncio.timeout(timeout):
+                    return await next_step(query)
+            except TimeoutError:
+                metrics.child(metrics.ENGINE_REJECTED, self._service, self._label, "timeout").inc()
+                raise GatewayTimeoutError(
+                    f"the engine did not answer within {timeout:g}s", code="engine_timeout"
+                ) from None
 
         return limited
 
@@ -416,19 +429,6 @@ class QueryService:
         """Every id that reaches this model: its own, then its aliases."""
         return [self.name, *self.spec.aliases] if self.name is not None else []
 
-    @asynccontextmanager
-    async def _time_limited(self) -> AsyncIterator[None]:
-        """The engine's time limit: past it, the generation is cancelled and this is 504."""
-        timeout = self.spec.timeout_seconds
-        try:
-            async with asyncio.timeout(timeout):
-                yield
-        except TimeoutError:
-            metrics.ENGINE_REJECTED.labels(self._service, self._label, "timeout").inc()
-            raise GatewayTimeoutError(
-                f"the engine did not answer within {timeout:g}s", code="engine_timeout"
-            ) from None
-
     async def _generated(
         self,
         engine: Engine,
@@ -486,25 +486,26 @@ class QueryService:
             f"the engine is not ready ({detail})", code="not_ready", retry_after=1, not_run=True
         )
 
-    @asynccontextmanager
-    async def _admitted(self, priority: Priority) -> AsyncIterator[None]:
-        waiting = metrics.ENGINE_WAITING.labels(self._service, self._label)
-        in_flight = metrics.ENGINE_IN_FLIGHT.labels(self._service, self._label)
+    async def _admit(self, priority: Priority) -> None:
+        """Wait for one of the engine's slots, counted as waiting; 503 `saturated` (counted as
+        rejected) when admission refuses. `_leave` gives the slot back."""
+        labels = (self._service, self._label)
+        waiting = metrics.child(metrics.ENGINE_WAITING, *labels)
         waiting.inc()
         try:
             await self.admission.acquire(priority)
         except HTTPStatusError:
-            metrics.ENGINE_REJECTED.labels(self._service, self._label, "saturated").inc()
+            metrics.child(metrics.ENGINE_REJECTED, *labels, "saturated").inc()
             raise
         finally:
             waiting.dec()
-        in_flight.inc()
-        try:
-            yield
-        finally:
-            in_flight.dec()
-            self.admission.release()
-            self.report_kv_cells()
+        metrics.child(metrics.ENGINE_IN_FLIGHT, *labels).inc()
+
+    def _leave(self) -> None:
+        """Give back the slot `_admit` took."""
+        metrics.child(metrics.ENGINE_IN_FLIGHT, self._service, self._label).dec()
+        self.admission.release()
+        self.report_kv_cells()
 
     def report_kv_cells(self) -> None:
         """Set the KV-cache gauges from an engine that keeps one (llama.cpp's); read when a
