@@ -266,3 +266,17 @@ async def test_closing_writes_what_the_turn_held_first() -> None:
     await asyncio.sleep(0)
     assert len(socket_side.writes) == 1
     protocol.connection_lost(None)
+
+
+async def test_a_large_body_is_not_held_back() -> None:
+    """Past 64 KiB a connection writes at once, so the transport's flow control (which pauses
+    a streaming application) sees the bytes."""
+    protocol, socket_side = connected()
+    protocol.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    protocol.transport.write(b"x" * 65536)
+    assert [len(w) for w in socket_side.writes] == [19 + 65536]
+    protocol.transport.write(b"end")
+    assert protocol.transport.get_write_buffer_size() == 3
+    await asyncio.sleep(0)
+    assert socket_side.writes[1:] == [b"end"]
+    protocol.connection_lost(None)

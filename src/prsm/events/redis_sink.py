@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from prsm import keys
 from prsm.events.schema import QueryEvent
-from prsm.metrics import show_zero
+from prsm.metrics import child, show_zero
 
 log = logging.getLogger("prsm.events")
 
@@ -120,6 +120,15 @@ class RedisEventSink:
                 self._buffered.dec(len(batch))
 
     async def _write_until_written(self, batch: list[QueryEvent]) -> None:
+        try:
+            await self._write(batch)  # the usual case, without building the retry machinery
+        except (RedisError, OSError):
+            await self._retry(batch)
+        for event in batch:
+            child(PUBLISHED, self._service, event.type).inc()
+
+    async def _retry(self, batch: list[QueryEvent]) -> None:
+        """Write `batch` again until Redis takes it, backing off (logged now and then)."""
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type((RedisError, OSError)),
             wait=tenacity.wait_exponential_jitter(
@@ -130,8 +139,6 @@ class RedisEventSink:
         async for attempt in retrying:
             with attempt:
                 await self._write(batch)
-        for event in batch:
-            PUBLISHED.labels(self._service, event.type).inc()
 
     async def _write(self, batch: list[QueryEvent]) -> None:
         pipe = self._redis.pipeline(transaction=False)
