@@ -111,8 +111,11 @@ def query_response(generation: Generation, cid: str) -> QueryResponse:
     )
 
 
-_NOT_STARTED = Outcome(started=0.0, model="none")
-"""The outcome of a query the recording step has not reached (never recorded)."""
+def _not_started() -> Outcome:
+    """The outcome of a query the recording step has not reached (never recorded): its own,
+    so that a step run without recording cannot write into another query's."""
+    return Outcome(started=0.0, model="none")
+
 
 _ANSWER_SETTINGS = {"system_prompt", "temperature", "seed", "repeat_penalty", "context_size"}
 """The engine settings an answer depends on, beyond the model and the query's own options."""
@@ -536,7 +539,7 @@ class Query:
     notes: dict[str, Any] | None = None
     texts: list[str] | None = None
     """Embeddings: the texts to embed (None: a generation)."""
-    outcome: Outcome = field(default_factory=lambda: _NOT_STARTED)
+    outcome: Outcome = field(default_factory=_not_started)
     """How it is going (set by the recording step, which starts the clock)."""
     engine: Engine | Embedder | None = None
     """The model's engine, once the query found it loaded."""
