@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
@@ -24,25 +23,21 @@ from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
-from prsm.contracts import CORRELATION_HEADER, NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
+from prsm.contracts import NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
 from prsm.edge.correlation import incoming_correlation_id
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
-from prsm.edge.errors import OPENAI_PREFIX, send_error_reply
+from prsm.edge.errors import send_error_reply
 from prsm.edge.paths import normalized_path
-from prsm.edge.sse import error_event
 from prsm.errors import (
     BadRequestError,
     CircuitOpenError,
-    ConnectError,
     ConnectionLostError,
     GatewayTimeoutError,
-    HTTPStatusError,
     NotFoundError,
     PayloadTooLargeError,
     PRSMError,
     ServiceUnavailableError,
     TimeoutError,
-    TLSError,
     error_for_status,
 )
 from prsm.gateway.bodies import (
@@ -56,6 +51,18 @@ from prsm.gateway.bodies import (
     whole,
 )
 from prsm.gateway.config import GatewayConfig, Route
+from prsm.gateway.forwarding import (
+    CID,
+    NOT_FORWARDED,
+    NOT_RELAYED,
+    UpstreamAnswered,
+    attempt_outcome,
+    no_headers_in,
+    replayable,
+    route_allows,
+    sticky_value,
+    upstream_target,
+)
 from prsm.gateway.models import (
     ModelDirectory,
     Served,
@@ -66,6 +73,13 @@ from prsm.gateway.models import (
     with_model,
 )
 from prsm.gateway.ratelimit import RateLimiter
+from prsm.gateway.replies import (
+    UNAVAILABLE,
+    cut_stream_event,
+    send_json,
+    send_raw_json,
+    unavailable,
+)
 from prsm.gateway.steps import (
     Exchange,
     RouteHandler,
@@ -90,47 +104,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-UNAVAILABLE = "AI service temporarily unavailable"
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-IDEMPOTENCY_HEADERS = frozenset({b"idempotency-key", b"x-idempotency-key"})
-"""A request carrying one of these says the upstream deduplicates it: resending is safe."""
-# RFC 9110 §7.6.1 connection-specific headers, never forwarded; `host` is set per upstream,
-# `content-length` from the body actually sent.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    }
-)
-_CID = CORRELATION_HEADER.lower().encode()
 OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
-_JSON = (b"content-type", b"application/json")
 _NOT_RUN = NOT_RUN_HEADER.lower().encode()
 _SHARED_OUTAGE = SHARED_OUTAGE_HEADER.lower().encode()
 _FALLBACK = b"x-prsm-fallback-from"
-_RETRY_SOON = (b"retry-after", b"1")
-"""On the gateway's own 5xx answers: another instance may answer a moment later."""
-
-
-class UpstreamAnswered(HTTPStatusError):
-    """An upstream answered with a status the route retries on (502, 503, 504 in its
-    `retry_on`); holds the answer, buffered, to pass on if no other instance does better."""
-
-    def __init__(
-        self, response: UpstreamResponse | None, status: int, *, not_run: bool = False
-    ) -> None:
-        super().__init__(f"upstream answered {status}", status_code=status, not_run=not_run)
-        self.response = response
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +292,7 @@ class Gateway:
             return await exchange.error(too_large)
         if body is GONE:
             return CLIENT_GONE  # the caller left before sending its body: nothing to forward
-        upstream_path = _upstream_target(scope, route)
+        upstream_path = upstream_target(scope, route)
         outgoing = self._upstream_headers(scope, headers, exchange.cid)
         directory = self._directories.get(route.prefix)
         listing = exchange.path == route.prefix.rstrip("/") + "/models"
@@ -335,7 +313,7 @@ class Gateway:
             upstream_path,
             outgoing,
             body,
-            _replayable(route, scope, outgoing),
+            replayable(route, scope, outgoing),
             self._affinity(fields, headers) if by_prefix else None,
         )
         forwarded = self._forward(pipeline, request, exchange)
@@ -390,7 +368,7 @@ class Gateway:
 
         status, body = await model_union(directory.pools, fetch)
         if status == 502 and not body:
-            return await _unavailable(exchange)
+            return await unavailable(exchange)
         await send_raw_json(exchange.send, status, body, exchange.cid)
         return status
 
@@ -404,7 +382,7 @@ class Gateway:
             return pipeline
         retries = route.retries
         per_try: Middleware[UpstreamRequest, UpstreamResponse] = time_limit(
-            retries.per_try_timeout, _no_headers_in(retries.per_try_timeout)
+            retries.per_try_timeout, no_headers_in(retries.per_try_timeout)
         )
         send = functools.partial(self._send_upstream, retry_on=retries.retry_on)
         endpoints: dict[str, Pipeline] = {}  # per instance: built once, not per try
@@ -424,20 +402,20 @@ class Gateway:
             return call
 
         def count(instance: Instance, exc: BaseException | None) -> None:
-            self._attempt(pool.service, _attempt_outcome(exc))
+            self._attempt(pool.service, attempt_outcome(exc))
 
         tries = failover(
             pool,
             endpoint,
             attempts=retries.attempts,
             idempotent=_may_resend,
-            allowed=functools.partial(_route_allows, retries.retry_on),
+            allowed=functools.partial(route_allows, retries.retry_on),
             on_try=count,
             hint=_affinity_of,
             service=repr(pool.service),
         )
         within_deadline: Middleware[UpstreamRequest, UpstreamResponse] = time_limit(
-            route.timeout, _no_headers_in(route.timeout)
+            route.timeout, no_headers_in(route.timeout)
         )
         pipeline = self._pipelines[key] = within_deadline(tries)
         return pipeline
@@ -450,7 +428,7 @@ class Gateway:
             response = await pipeline(request)
         except UpstreamAnswered as exc:
             if exc.response is None:
-                return await _unavailable(exchange)
+                return await unavailable(exchange)
             # The upstream's own answer says more than ours would.
             return await self._relay(exc.response, exchange)
         except PRSMError as exc:
@@ -462,7 +440,7 @@ class Gateway:
             if isinstance(exc, CircuitOpenError):
                 closed = ServiceUnavailableError(UNAVAILABLE, code="circuit_open", retry_after=1)
                 return await exchange.error(closed)
-            return await _unavailable(exchange)
+            return await unavailable(exchange)
         return await self._relay(response, exchange)
 
     async def _send_upstream(
@@ -497,8 +475,8 @@ class Gateway:
         counts as 502). Any other body cut short is cut short for the caller too.
         """
         send = exchange.send
-        headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_RELAYED]
-        headers.append((_CID, exchange.cid.encode()))
+        headers = [(k, v) for k, v in response.headers if k.lower() not in NOT_RELAYED]
+        headers.append((CID, exchange.cid.encode()))
         headers.extend(exchange.extra)
         events = WholeEvents() if is_event_stream(headers) else None
         if events is not None and not any(k.lower() == _NO_BUFFERING[0] for k, _ in headers):
@@ -515,7 +493,7 @@ class Gateway:
         except ConnectionLostError:
             log.warning("upstream closed mid-response", extra={"status": status})
             if events is not None:
-                await send({"type": "http.response.body", "body": _cut_stream_event(exchange)})
+                await send({"type": "http.response.body", "body": cut_stream_event(exchange)})
             return 502
         finally:
             response.release()
@@ -524,12 +502,12 @@ class Gateway:
     def _upstream_headers(
         self, scope: Scope, headers: dict[bytes, bytes], cid: str
     ) -> list[tuple[bytes, bytes]]:
-        out = [(k, v) for k, v in scope["headers"] if k not in _NOT_FORWARDED]
+        out = [(k, v) for k, v in scope["headers"] if k not in NOT_FORWARDED]
         peer = scope["client"][0].encode() if scope.get("client") else b""
         forwarded = headers.get(b"x-forwarded-for")
         out.append((b"x-forwarded-for", forwarded + b", " + peer if forwarded else peer))
         out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-        out.append((_CID, cid.encode()))
+        out.append((CID, cid.encode()))
         out.append((b"x-source-service", headers.get(b"x-source-service") or self._source))
         carrier: dict[str, str] = {}
         tracing.inject(carrier)  # nothing when tracing is off: the caller's context goes on
@@ -556,7 +534,7 @@ class Gateway:
             return route.pool
         assert route.split is not None
         names, weights = list(route.split), list(route.split.values())
-        sticky = _sticky_value(route, headers)
+        sticky = sticky_value(route, headers)
         if sticky is not None:  # the same caller lands on the same side of the split
             digest = hashlib.blake2b(sticky, digest_size=8).digest()
             point = int.from_bytes(digest, "big") % sum(weights)
@@ -585,27 +563,7 @@ class Gateway:
         children[1].observe(seconds)
 
 
-_SET_HERE = frozenset({_CID, b"x-forwarded-for", b"x-forwarded-proto", b"x-source-service"})
-_NOT_FORWARDED = HOP_BY_HOP | _SET_HERE
-_NOT_RELAYED = (HOP_BY_HOP - {b"content-length"}) | {_CID}  # the upstream's length is right
-
-
 _NO_BUFFERING = (b"x-accel-buffering", b"no")
-
-
-def _cut_stream_event(exchange: Exchange) -> bytes:
-    cut = error_for_status(502, "the AI service broke off the stream", code="upstream_cut")
-    return error_event(cut, exchange.cid, exchange.path)
-
-
-def _replayable(route: Route, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a second copy of the request does no harm: an idempotent method, an
-    `Idempotency-Key`, or a route that says so (`non_idempotent: true`)."""
-    return (
-        scope["method"] in IDEMPOTENT
-        or route.retries.non_idempotent
-        or any(name.lower() in IDEMPOTENCY_HEADERS for name, _ in headers)
-    )
 
 
 def _may_fall_back(request: UpstreamRequest, exc: BaseException) -> bool:
@@ -616,105 +574,3 @@ def _may_fall_back(request: UpstreamRequest, exc: BaseException) -> bool:
 
 def _may_resend(request: UpstreamRequest) -> bool:
     return request.replayable
-
-
-_RETRY_ON_TOKENS: dict[type[BaseException], str] = {
-    ConnectError: "connect-failure",
-    TLSError: "connect-failure",
-    ConnectionLostError: "reset",
-}
-
-
-def _route_allows(retry_on: Collection[str], exc: BaseException) -> bool:
-    """The route's `retry_on` narrows what the classifier allows: connection failures and
-    resets go on to another instance only if listed (statuses are filtered before they are
-    raised, in `_send_upstream`)."""
-    token = _RETRY_ON_TOKENS.get(type(exc))
-    return token is None or token in retry_on
-
-
-_ATTEMPT_OUTCOMES: dict[type[BaseException], str] = {
-    CircuitOpenError: "breaker_open",
-    ConnectError: "connect_failure",
-    TLSError: "tls_refused",
-    ConnectionLostError: "reset",
-    TimeoutError: "timeout",
-    UpstreamAnswered: "retried_status",
-}
-
-
-def _attempt_outcome(exc: BaseException | None) -> str:
-    """The `outcome` label of `prsm_gateway_upstream_attempts_total` for one try."""
-    return "ok" if exc is None else _ATTEMPT_OUTCOMES.get(type(exc), "error")
-
-
-def _no_headers_in(seconds: float) -> Callable[[], TimeoutError]:
-    return functools.partial(TimeoutError, f"no response headers within {seconds:g}s")
-
-
-def _sticky_value(route: Route, headers: dict[bytes, bytes]) -> bytes | None:
-    sticky = route.sticky
-    if sticky is None:
-        return None
-    if sticky.header is not None:
-        return headers.get(sticky.header.lower().encode())
-    cookies = headers.get(b"cookie", b"").decode("latin-1")
-    for part in cookies.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == sticky.cookie and value:
-            return value.encode()
-    return None
-
-
-def _upstream_target(scope: Scope, route: Route) -> str:
-    """The path and query to send upstream, percent-encoding kept as the caller sent it, with
-    the route's prefix rewritten."""
-    path: str = scope["path"]
-    raw: bytes = scope.get("raw_path") or quote(path).encode()
-    rewrite = route.rewrite
-    if rewrite is not None:
-        prefix = route.prefix.encode()
-        if raw.startswith(prefix):
-            tail = raw[len(prefix) :]
-        else:  # the caller percent-encoded part of the prefix itself
-            tail = quote(path[len(route.prefix) :]).encode()
-        raw = rewrite.rstrip("/").encode() + tail or b"/"
-    query: bytes = scope.get("query_string", b"")
-    return (raw + b"?" + query if query else raw).decode("latin-1")
-
-
-async def _unavailable(exchange: Exchange) -> int:
-    """502: no upstream answered. OpenAI's error shape on `/v1`; elsewhere the specification's
-    gateway body, `{error: "AI service temporarily unavailable"}`."""
-    if exchange.path.startswith(OPENAI_PREFIX):
-        failed = error_for_status(502, UNAVAILABLE, code="upstream_failed", retry_after=1)
-        return await exchange.error(failed)
-    payload = {"error": UNAVAILABLE, "correlationId": exchange.cid}
-    await send_json(exchange.send, 502, payload, exchange.cid, [*exchange.extra, _RETRY_SOON])
-    return 502
-
-
-async def send_json(
-    send: Send,
-    status: int,
-    payload: dict[str, Any],
-    cid: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """Send a whole JSON answer with the correlation id (and `extra` headers)."""
-    await send_raw_json(send, status, json.dumps(payload).encode(), cid, extra)
-
-
-async def send_raw_json(
-    send: Send,
-    status: int,
-    body: bytes,
-    cid: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """Send `body`, JSON already, with the correlation id (and `extra` headers)."""
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), (_CID, cid.encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
