@@ -20,7 +20,8 @@ declared body as long as the client likes. Here:
 Answers are the API's JSON errors, with a fresh correlation id.
 
 What the application writes in one turn of the event loop goes to the socket as one write at
-the end of the turn (`_LingeringTransport`): a response's head and body in one segment.
+the end of the turn (`_LingeringTransport`, up to 64 KiB): the turn's answers leave together,
+each head with its body.
 """
 
 from __future__ import annotations
