@@ -22,7 +22,8 @@ from prsm.logs import correlation_id
 access_log = logging.getLogger("prsm.access")
 log = logging.getLogger("prsm.server")
 
-_HEADER = CORRELATION_HEADER.lower().encode()
+HEADER = CORRELATION_HEADER.lower().encode()
+"""The correlation id's header as ASGI carries it (lower case, bytes)."""
 _ANSWER_HEADERS = "answer_headers"
 
 
@@ -46,7 +47,7 @@ def new_correlation_id() -> str:
 def incoming_correlation_id(scope: Scope) -> str:
     """The request's `X-Correlation-ID` when it is a sane token, else a new one."""
     for name, value in scope["headers"]:
-        if name == _HEADER and _VALID_ID.fullmatch(value):
+        if name == HEADER and _VALID_ID.fullmatch(value):
             return str(value.decode())
     return new_correlation_id()
 
@@ -73,8 +74,8 @@ class CorrelationMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER]
-                headers.append((_HEADER, cid.encode()))
+                headers = [(k, v) for k, v in message.get("headers", []) if k != HEADER]
+                headers.append((HEADER, cid.encode()))
                 for name, value in scope["state"].get(_ANSWER_HEADERS, {}).items():
                     headers.append((name.encode(), value.encode()))
                 message = {**message, "headers": headers}

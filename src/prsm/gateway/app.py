@@ -17,13 +17,14 @@ import functools
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from prsm import metrics, tracing
 from prsm.contracts import NOT_RUN_HEADER, SHARED_OUTAGE_HEADER
+from prsm.edge.correlation import HEADER as CID
 from prsm.edge.correlation import incoming_correlation_id
 from prsm.edge.disconnect import CLIENT_GONE, ClientGone, until_disconnected
 from prsm.edge.errors import send_error_reply
@@ -52,7 +53,6 @@ from prsm.gateway.bodies import (
 )
 from prsm.gateway.config import GatewayConfig, Route
 from prsm.gateway.forwarding import (
-    CID,
     NOT_FORWARDED,
     NOT_RELAYED,
     UpstreamAnswered,
@@ -82,7 +82,10 @@ from prsm.gateway.replies import (
 )
 from prsm.gateway.steps import (
     Exchange,
+    Receive,
     RouteHandler,
+    Scope,
+    Send,
     counted,
     faulted,
     rate_limited,
@@ -98,11 +101,6 @@ from prsm.sd.balance import Affinity
 from prsm.sd.pool import Pool
 
 log = logging.getLogger("prsm.gateway")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 OWN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 """The gateway's own endpoints; no route can shadow them."""
@@ -186,8 +184,6 @@ class Gateway:
         self.idle = asyncio.Event()
         """Set while no request is in flight (a reload waits on it before closing)."""
         self.idle.set()
-        self._requests: dict[tuple[str, int], Any] = {}
-        self._attempts: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
         """Start discovery for every pool, then learn which pool serves which model."""
@@ -545,22 +541,11 @@ class Gateway:
         return self._rng.choices(names, weights)[0]
 
     def _attempt(self, pool: str, outcome: str) -> None:
-        key = (pool, outcome)
-        counter = self._attempts.get(key)
-        if counter is None:
-            counter = self._attempts[key] = metrics.GATEWAY_ATTEMPTS.labels(pool, outcome)
-        counter.inc()
+        metrics.child(metrics.GATEWAY_ATTEMPTS, pool, outcome).inc()
 
     def _count(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        children = self._requests.get(key)
-        if children is None:
-            children = self._requests[key] = (
-                metrics.GATEWAY_REQUESTS.labels(route, str(status)),
-                metrics.GATEWAY_DURATION.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        metrics.child(metrics.GATEWAY_REQUESTS, route, str(status)).inc()
+        metrics.child(metrics.GATEWAY_DURATION, route).observe(seconds)
 
 
 _NO_BUFFERING = (b"x-accel-buffering", b"no")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from starlette.types import Scope
 
-from prsm.contracts import CORRELATION_HEADER
+from prsm.edge.correlation import HEADER as CID
 from prsm.errors import (
     CircuitOpenError,
     ConnectError,
@@ -22,7 +22,6 @@ from prsm.errors import (
 from prsm.gateway.config import Route
 from prsm.gateway.upstream import UpstreamResponse
 
-CID = CORRELATION_HEADER.lower().encode()
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 IDEMPOTENCY_HEADERS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 """A request carrying one of these says the upstream deduplicates it: resending is safe."""

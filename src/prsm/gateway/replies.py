@@ -8,10 +8,10 @@ from typing import Any
 
 from starlette.types import Send
 
+from prsm.edge.correlation import HEADER as CID
 from prsm.edge.errors import OPENAI_PREFIX
 from prsm.edge.sse import error_event
 from prsm.errors import error_for_status
-from prsm.gateway.forwarding import CID
 from prsm.gateway.steps import Exchange
 
 UNAVAILABLE = "AI service temporarily unavailable"

@@ -22,9 +22,10 @@ from prsm.edge.drain import Drain
 from prsm.edge.errors import send_error_reply
 from prsm.edge.protocol import GuardedHttpProtocol
 from prsm.errors import ConfigError, ServiceUnavailableError
-from prsm.gateway.app import OWN_PATHS, Gateway, Receive, Scope, Send
+from prsm.gateway.app import OWN_PATHS, Gateway
 from prsm.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
 from prsm.gateway.replies import send_json
+from prsm.gateway.steps import Receive, Scope, Send
 
 log = logging.getLogger("prsm.gateway")
 
