@@ -181,8 +181,9 @@ class EngineSettings(Section):
     )
     prompt_cache: bool = Field(
         default=True,
-        description="`llama`: a free batch slot keeps its last prompt's KV cache, so a prompt "
-        "beginning the same way (the system prompt, earlier turns) skips computing that part.",
+        description="`llama`: a free batch slot keeps the KV cache of its last prompt and "
+        "answer, so a prompt beginning the same way (the system prompt, earlier turns and "
+        "their answers) skips computing that part.",
     )
     max_queue: int = Field(
         default=32, ge=0, description="Queries that may wait for the engine; more is 503."
